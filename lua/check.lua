@@ -1,0 +1,53 @@
+-- check.lua: atomic check-and-consume over every limit of every matching config.
+-- KEYS[k]  counters hash of the k-th matching config
+-- ARGV[1]  dry run (1) or consume (0)
+-- ARGV[2]  requests   ARGV[3] tokens   ARGV[4] cost in nano-dollars
+-- ARGV[5…] per key: its number of limits, then six values per limit (see lib.lua)
+-- Returns {allowed, now_ms, then per limit: admitted, used, reset_after_ms, retry_after_ms}.
+-- All or nothing: amounts are added only when every limit admits them.
+
+local dry = ARGV[1] == '1'
+local amount = { r = tonumber(ARGV[2]), t = tonumber(ARGV[3]), b = tonumber(ARGV[4]) }
+local now = now_ms()
+local limits = open_limits(1, 5, now)
+
+local allowed = true
+for _, lim in ipairs(limits) do
+  if lim.kind ~= 'b' then win_evict(lim.state, now) end
+  lim.amount = amount[lim.kind]
+  lim.ok = admits(used_of(lim), lim.max, lim.amount)
+  allowed = allowed and lim.ok
+end
+
+local written = {}
+if allowed and not dry then
+  for _, lim in ipairs(limits) do
+    if lim.amount > 0 then
+      if lim.kind == 'b' then
+        lim.state.used = lim.state.used + lim.amount
+        budget_save(lim.state)
+      else
+        win_add(lim.state, now, lim.amount)
+      end
+      written[lim.key] = true
+    end
+  end
+  expire_written(limits, written, now)
+end
+
+local out = { allowed and 1 or 0, now }
+for _, lim in ipairs(limits) do
+  local reset, retry
+  if lim.kind == 'b' then
+    reset = lim.state.fin - now
+    retry = lim.ok and 0 or reset
+  else
+    reset = win_reset_after(lim.state, now)
+    retry = lim.ok and 0 or win_retry_after(lim.state, now, lim.max, lim.amount)
+  end
+  out[#out + 1] = lim.ok and 1 or 0
+  out[#out + 1] = used_of(lim)
+  out[#out + 1] = reset
+  out[#out + 1] = retry
+end
+return out

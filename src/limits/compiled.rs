@@ -1,0 +1,138 @@
+//! A config turned into the list of limits a check evaluates.
+
+use super::period::PeriodGrid;
+use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Requests,
+    Tokens,
+    Budget,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+            LimitKind::Budget => "budget",
+        }
+    }
+
+    /// The one-letter kind code of the Lua scripts.
+    pub fn code(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "r",
+            LimitKind::Tokens => "t",
+            LimitKind::Budget => "b",
+        }
+    }
+
+    pub fn denial_reason(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "request_limited",
+            LimitKind::Tokens => "token_limited",
+            LimitKind::Budget => "budget_exceeded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSpec {
+    pub kind: LimitKind,
+    /// Name of this limit's counter inside its config's counters (`r`, `t`, `b:<id>`).
+    pub field: String,
+    /// Requests, tokens, or nano-dollars.
+    pub max: i64,
+    /// Window length, or period length for budgets.
+    pub len_ms: i64,
+    /// Budgets only.
+    pub grid: Option<PeriodGrid>,
+    pub reset_duration: String,
+    pub budget_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledConfig {
+    pub config: ModelConfig,
+    pub limits: Vec<LimitSpec>,
+    /// The limits as the Lua scripts read them from ARGV (see `lua/lib.lua`): the count,
+    /// then kind, field, max, length, grid mode, grid param per limit. Built once per
+    /// snapshot so a check only adds its amounts.
+    pub lua_args: Vec<String>,
+}
+
+impl CompiledConfig {
+    /// Fails only for data that bypassed validation (e.g. edited by hand in Redis).
+    pub fn compile(config: ModelConfig) -> Result<Self, String> {
+        let mut limits = Vec::new();
+        let parse = |d: &str| {
+            parse_duration_ms(d).map_err(|e| format!("config {}: {e}", config.id))
+        };
+        if let Some(rl) = &config.rate_limit {
+            if let (Some(max), Some(d)) = (rl.request_max_limit, &rl.request_reset_duration) {
+                limits.push(LimitSpec {
+                    kind: LimitKind::Requests,
+                    field: "r".into(),
+                    max: max as i64,
+                    len_ms: parse(d)? as i64,
+                    grid: None,
+                    reset_duration: d.clone(),
+                    budget_id: None,
+                });
+            }
+            if let (Some(max), Some(d)) = (rl.token_max_limit, &rl.token_reset_duration) {
+                limits.push(LimitSpec {
+                    kind: LimitKind::Tokens,
+                    field: "t".into(),
+                    max: max as i64,
+                    len_ms: parse(d)? as i64,
+                    grid: None,
+                    reset_duration: d.clone(),
+                    budget_id: None,
+                });
+            }
+        }
+        for b in &config.budgets {
+            let len = parse(&b.reset_duration)?;
+            limits.push(LimitSpec {
+                kind: LimitKind::Budget,
+                field: budget_field(&b.id),
+                max: dollars_to_nanos(b.max_limit),
+                len_ms: len as i64,
+                grid: Some(PeriodGrid::new(len, config.calendar_aligned, b.created_at.timestamp_millis())),
+                reset_duration: b.reset_duration.clone(),
+                budget_id: Some(b.id.clone()),
+            });
+        }
+        let lua_args = lua_args(&limits);
+        Ok(CompiledConfig { config, limits, lua_args })
+    }
+}
+
+fn lua_args(limits: &[LimitSpec]) -> Vec<String> {
+    let mut args = Vec::with_capacity(1 + 6 * limits.len());
+    args.push(limits.len().to_string());
+    for l in limits {
+        let (mode, param) = match l.grid {
+            Some(grid) => {
+                let (mode, param, _) = grid.lua_args();
+                (mode, param)
+            }
+            None => (0, 0),
+        };
+        args.extend([
+            l.kind.code().to_string(),
+            l.field.clone(),
+            l.max.to_string(),
+            l.len_ms.to_string(),
+            mode.to_string(),
+            param.to_string(),
+        ]);
+    }
+    args
+}
+
+pub fn budget_field(budget_id: &str) -> String {
+    format!("b:{budget_id}")
+}

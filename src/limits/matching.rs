@@ -1,0 +1,167 @@
+//! Which configs apply to a request: O(1) in the number of configs loaded.
+
+use super::compiled::CompiledConfig;
+use crate::model::Scope;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a request is matched on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatchKey<'a> {
+    pub model: &'a str,
+    pub provider: Option<&'a str>,
+    pub virtual_key: Option<&'a str>,
+    pub user: Option<&'a str>,
+}
+
+/// model name → positions in the snapshot's config list.
+type ByModel = HashMap<String, Vec<usize>>;
+
+#[derive(Debug, Default)]
+pub struct ConfigIndex {
+    global: ByModel,
+    virtual_key: HashMap<String, ByModel>,
+    user: HashMap<String, ByModel>,
+}
+
+impl ConfigIndex {
+    pub fn build(configs: &[Arc<CompiledConfig>]) -> Self {
+        let mut index = ConfigIndex::default();
+        for (pos, c) in configs.iter().enumerate() {
+            let cfg = &c.config;
+            let by_model = match cfg.scope {
+                Scope::Global => &mut index.global,
+                Scope::VirtualKey => index
+                    .virtual_key
+                    .entry(cfg.scope_id.clone().unwrap_or_default())
+                    .or_default(),
+                Scope::User => index
+                    .user
+                    .entry(cfg.scope_id.clone().unwrap_or_default())
+                    .or_default(),
+            };
+            by_model.entry(cfg.model_name.clone()).or_default().push(pos);
+        }
+        index
+    }
+
+    /// Positions of every config that applies: global, the virtual key's and the user's;
+    /// exact model or `*`; the request's provider or any provider.
+    pub fn matching(&self, configs: &[Arc<CompiledConfig>], key: &MatchKey<'_>) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut collect = |by_model: Option<&ByModel>| {
+            let Some(by_model) = by_model else { return };
+            for model in [key.model, "*"] {
+                if let Some(positions) = by_model.get(model) {
+                    out.extend(positions.iter().copied().filter(|&p| {
+                        match &configs[p].config.provider {
+                            None => true,
+                            Some(p) => key.provider == Some(p.as_str()),
+                        }
+                    }));
+                }
+                if key.model == "*" {
+                    break;
+                }
+            }
+        };
+        collect(Some(&self.global));
+        collect(key.virtual_key.and_then(|vk| self.virtual_key.get(vk)));
+        collect(key.user.and_then(|u| self.user.get(u)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::validate::create_config;
+    use chrono::Utc;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn compiled(bodies: Vec<serde_json::Value>) -> Vec<Arc<CompiledConfig>> {
+        bodies
+            .into_iter()
+            .map(|b| {
+                let cfg = create_config(serde_json::from_value(b).unwrap(), Utc::now()).unwrap();
+                Arc::new(CompiledConfig::compile(cfg).unwrap())
+            })
+            .collect()
+    }
+
+    fn names(configs: &[Arc<CompiledConfig>], key: MatchKey) -> Vec<String> {
+        let index = ConfigIndex::build(configs);
+        index
+            .matching(configs, &key)
+            .into_iter()
+            .map(|p| {
+                let c = &configs[p].config;
+                format!("{}/{}/{}/{}", c.scope.as_str(), c.scope_id.as_deref().unwrap_or("-"), c.model_name, c.provider.as_deref().unwrap_or("-"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_scopes_models_and_providers() {
+        let configs = compiled(vec![
+            json!({"model_name": "*"}),
+            json!({"model_name": "gpt-4o", "provider": "openai"}),
+            json!({"model_name": "gpt-4o", "provider": "azure"}),
+            json!({"model_name": "claude"}),
+            json!({"model_name": "gpt-4o", "scope": "virtual_key", "scope_id": "vk-1"}),
+            json!({"model_name": "*", "scope": "virtual_key", "scope_id": "vk-2"}),
+            json!({"model_name": "*", "scope": "user", "scope_id": "u-1"}),
+        ]);
+        let key = MatchKey { model: "gpt-4o", provider: Some("openai"), virtual_key: Some("vk-1"), user: Some("u-1") };
+        assert_eq!(
+            names(&configs, key),
+            ["global/-/gpt-4o/openai", "global/-/*/-", "virtual_key/vk-1/gpt-4o/-", "user/u-1/*/-"]
+        );
+        // Without a provider, provider-specific configs do not apply.
+        let key = MatchKey { model: "gpt-4o", provider: None, virtual_key: None, user: None };
+        assert_eq!(names(&configs, key), ["global/-/*/-"]);
+        // A user id equal to a virtual key id does not match the virtual key's configs.
+        let key = MatchKey { model: "x", provider: None, virtual_key: None, user: Some("vk-2") };
+        assert_eq!(names(&configs, key), ["global/-/*/-"]);
+    }
+
+    proptest! {
+        /// The index finds exactly what a linear scan of the rules finds.
+        #[test]
+        fn index_agrees_with_a_linear_scan(
+            specs in prop::collection::vec((0u8..3, 0u8..3, 0u8..3, 0u8..3), 0..40),
+            model in 0u8..3, provider in prop::option::of(0u8..2),
+            vk in prop::option::of(0u8..3), user in prop::option::of(0u8..3),
+        ) {
+            let models = ["a", "b", "*"];
+            let bodies = specs.iter().enumerate().map(|(i, &(scope, sid, m, p))| {
+                let scope = ["global", "virtual_key", "user"][scope as usize];
+                let mut b = json!({"model_name": models[m as usize], "scope": scope, "scope_id": format!("s{sid}")});
+                if p < 2 { b["provider"] = json!(format!("p{p}")); }
+                b["calendar_aligned"] = json!(i % 2 == 0);
+                b
+            }).collect();
+            let configs = compiled(bodies);
+            let model = models[model as usize];
+            let provider = provider.map(|p| format!("p{p}"));
+            let vk = vk.map(|v| format!("s{v}"));
+            let user = user.map(|u| format!("s{u}"));
+            let key = MatchKey { model, provider: provider.as_deref(), virtual_key: vk.as_deref(), user: user.as_deref() };
+            let mut found = ConfigIndex::build(&configs).matching(&configs, &key);
+            found.sort();
+            let expected: Vec<usize> = configs.iter().enumerate().filter(|(_, c)| {
+                let c = &c.config;
+                let scope_ok = match c.scope {
+                    Scope::Global => true,
+                    Scope::VirtualKey => c.scope_id.as_deref() == key.virtual_key,
+                    Scope::User => c.scope_id.as_deref() == key.user,
+                };
+                let model_ok = c.model_name == key.model || c.model_name == "*";
+                let provider_ok = c.provider.is_none() || c.provider.as_deref() == key.provider;
+                scope_ok && model_ok && provider_ok
+            }).map(|(i, _)| i).collect();
+            prop_assert_eq!(found, expected);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Model configs as stored, and the request bodies that create and update them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Global,
+    VirtualKey,
+    User,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::VirtualKey => "virtual_key",
+            Scope::User => "user",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "global" => Some(Scope::Global),
+            "virtual_key" => Some(Scope::VirtualKey),
+            "user" => Some(Scope::User),
+            _ => None,
+        }
+    }
+}
+
+/// A model config as kept in the store. Usage is not part of it: counters live apart
+/// and are joined in when a config is shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub id: String,
+    pub model_name: String,
+    pub provider: Option<String>,
+    pub scope: Scope,
+    pub scope_id: Option<String>,
+    pub calendar_aligned: bool,
+    pub budgets: Vec<Budget>,
+    pub rate_limit: Option<RateLimit>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Bumped by every write; writes compare it to refuse lost updates.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl ModelConfig {
+    /// The uniqueness key: at most one config per (scope, scope_id, model_name, provider).
+    pub fn identity(&self) -> String {
+        serde_json::to_string(&(
+            self.scope,
+            self.scope_id.as_deref().unwrap_or(""),
+            &self.model_name,
+            self.provider.as_deref(),
+        ))
+        .expect("identity tuple serializes")
+    }
+
+    /// Sort key of the list endpoint.
+    pub fn list_order(&self) -> (DateTime<Utc>, &str) {
+        (self.created_at, &self.id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub id: String,
+    /// Dollars.
+    pub max_limit: f64,
+    /// As the operator wrote it; parsed again when compiled.
+    pub reset_duration: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub id: String,
+    pub token_max_limit: Option<u64>,
+    pub token_reset_duration: Option<String>,
+    pub request_max_limit: Option<u64>,
+    pub request_reset_duration: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/governance/model-configs`. Unknown fields are ignored (wire compatibility).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateModelConfig {
+    pub model_name: Option<String>,
+    pub provider: Option<String>,
+    pub scope: Option<String>,
+    pub scope_id: Option<String>,
+    pub calendar_aligned: Option<bool>,
+    pub budgets: Option<Vec<BudgetInput>>,
+    /// Legacy single budget: accepted as a one-element `budgets`.
+    pub budget: Option<BudgetInput>,
+    pub rate_limit: Option<RateLimitInput>,
+}
+
+/// `PUT /api/governance/model-configs/{id}`. Absent = unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UpdateModelConfig {
+    pub model_name: Option<String>,
+    /// Absent: unchanged; `null`: all providers; a string: that provider.
+    #[serde(default, deserialize_with = "present")]
+    pub provider: Option<Option<String>>,
+    pub scope: Option<String>,
+    pub scope_id: Option<String>,
+    pub calendar_aligned: Option<bool>,
+    /// Absent or `null`: unchanged; `[]`: remove all; a list replaces the set.
+    pub budgets: Option<Vec<BudgetInput>>,
+    pub budget: Option<BudgetInput>,
+    /// Absent: unchanged; `null`: removed; an object replaces it.
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit: Option<Option<RateLimitInput>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BudgetInput {
+    pub id: Option<String>,
+    pub max_limit: Option<f64>,
+    pub reset_duration: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RateLimitInput {
+    pub token_max_limit: Option<u64>,
+    pub token_reset_duration: Option<String>,
+    pub request_max_limit: Option<u64>,
+    pub request_reset_duration: Option<String>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}

@@ -1,0 +1,442 @@
+//! The shared store: configs and counters in Redis, every counter operation one Lua
+//! script call (one round trip), time from Redis `TIME`.
+
+use super::{
+    Amounts, CheckOutcome, LimitOutcome, LimitUsage, Store, StoreError, USAGE_ID_TTL, UsageDelta,
+    UsageOutcome, WriteError, removed_budget_fields,
+};
+use crate::limits::CompiledConfig;
+use crate::model::ModelConfig;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+macro_rules! lua {
+    ($name:literal) => {
+        concat!(include_str!("../../lua/lib.lua"), "\n", include_str!(concat!("../../lua/", $name)))
+    };
+}
+
+/// Source of every script, for tests and benchmarks that call them directly.
+pub mod scripts {
+    pub const CHECK: &str = lua!("check.lua");
+    pub const USAGE: &str = lua!("usage.lua");
+    pub const READ_USAGE: &str = lua!("read_usage.lua");
+    pub const LIB: &str = include_str!("../../lua/lib.lua");
+    pub const CONFIG_CREATE: &str = include_str!("../../lua/config_create.lua");
+    pub const CONFIG_UPDATE: &str = include_str!("../../lua/config_update.lua");
+    pub const CONFIG_DELETE: &str = include_str!("../../lua/config_delete.lua");
+}
+
+struct Scripts {
+    check: Script,
+    usage: Script,
+    read_usage: Script,
+    create: Script,
+    update: Script,
+    delete: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            check: Script::new(scripts::CHECK),
+            usage: Script::new(scripts::USAGE),
+            read_usage: Script::new(scripts::READ_USAGE),
+            create: Script::new(scripts::CONFIG_CREATE),
+            update: Script::new(scripts::CONFIG_UPDATE),
+            delete: Script::new(scripts::CONFIG_DELETE),
+        }
+    }
+
+    fn all(&self) -> [&Script; 6] {
+        [&self.check, &self.usage, &self.read_usage, &self.create, &self.update, &self.delete]
+    }
+}
+
+/// Names of everything tollgate keeps in Redis, under the deployment's prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    pub configs: String,
+    pub identities: String,
+    pub version: String,
+    pub channel: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+            configs: format!("{prefix}configs"),
+            identities: format!("{prefix}config_identities"),
+            version: format!("{prefix}config_version"),
+            channel: format!("{prefix}config_changes"),
+        }
+    }
+
+    pub fn counters(&self, config_id: &str) -> String {
+        format!("{}c:{config_id}", self.prefix)
+    }
+
+    pub fn usage_id(&self, request_id: &str) -> String {
+        format!("{}u:{request_id}", self.prefix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    pub key_prefix: String,
+    /// Bound on one hot-path call (check, usage report, ping, single config ops).
+    pub timeout: Duration,
+    /// Bound on loading every config.
+    pub bulk_timeout: Duration,
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    scripts: Scripts,
+    timeout: Duration,
+    bulk_timeout: Duration,
+    changes: Arc<Notify>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn int(v: &Value) -> Result<i64, StoreError> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt("expected an integer")),
+        other => Err(corrupt(format_args!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn text(v: &Value) -> Result<String, StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Ok(s.clone()),
+        other => Err(corrupt(format_args!("expected a string, got {other:?}"))),
+    }
+}
+
+/// Decodes the `{1, version} | {0, reason, id?}` answer of the config scripts.
+fn write_result(reply: Vec<Value>) -> Result<u64, WriteError> {
+    match reply.first().map(int).transpose()? {
+        Some(1) => Ok(int(reply.get(1).ok_or_else(|| corrupt("missing version"))?)? as u64),
+        Some(0) => match reply.get(1).map(text).transpose()?.as_deref() {
+            Some("missing") => Err(WriteError::NotFound),
+            Some("stale") => Err(WriteError::Stale),
+            Some("conflict") => Err(WriteError::Conflict(
+                reply.get(2).map(text).transpose()?.unwrap_or_default(),
+            )),
+            other => Err(corrupt(format_args!("unknown write answer {other:?}")).into()),
+        },
+        _ => Err(corrupt("malformed write answer").into()),
+    }
+}
+
+impl RedisStore {
+    /// Never fails because Redis is down: the connection is made lazily and re-made on
+    /// demand, so tollgate starts (not ready) and recovers by itself.
+    pub fn connect(options: RedisOptions) -> Result<Self, String> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| format!("invalid redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(options.bulk_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client
+            .get_connection_manager_lazy(config)
+            .map_err(|e| format!("cannot set up redis connection: {e}"))?;
+        let keys = Keys::new(&options.key_prefix);
+        let changes = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen_for_changes(client, keys.channel.clone(), changes.clone()));
+        Ok(RedisStore {
+            conn,
+            keys,
+            scripts: Scripts::new(),
+            timeout: options.timeout,
+            bulk_timeout: options.bulk_timeout,
+            changes,
+            listener,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(limit, op).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(StoreError::Timeout(limit)),
+        }
+    }
+
+    fn limit_args<'a>(
+        inv: &mut redis::ScriptInvocation<'a>,
+        keys: &Keys,
+        configs: &[&CompiledConfig],
+    ) {
+        for c in configs {
+            inv.key(keys.counters(&c.config.id));
+        }
+        for c in configs {
+            inv.arg(c.lua_args.as_slice());
+        }
+    }
+
+    async fn write_script(&self, inv: redis::ScriptInvocation<'_>) -> Result<u64, WriteError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self.bounded(self.timeout, inv.invoke_async(&mut conn)).await?;
+        write_result(reply)
+    }
+}
+
+/// Pokes `changes` on every config change announced on the channel, and after every
+/// (re)subscription, since changes may have been missed while disconnected. The
+/// periodic version poll covers the rest.
+async fn listen_for_changes(client: redis::Client, channel: String, changes: Arc<Notify>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    changes.notify_one();
+                    let mut messages = pubsub.on_message();
+                    while messages.next().await.is_some() {
+                        changes.notify_one();
+                    }
+                    tracing::warn!("config change subscription lost; resubscribing");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to config changes"),
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot connect for config changes"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl Store for RedisStore {
+    async fn load_configs(&self) -> Result<(u64, Vec<ModelConfig>), StoreError> {
+        let mut conn = self.conn.clone();
+        let (version, raw): (Option<u64>, Vec<String>) = self
+            .bounded(
+                self.bulk_timeout,
+                redis::pipe()
+                    .atomic()
+                    .get(&self.keys.version)
+                    .hvals(&self.keys.configs)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let configs = raw
+            .iter()
+            .filter_map(|json| match serde_json::from_str::<ModelConfig>(json) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "skipping unreadable config in redis");
+                    None
+                }
+            })
+            .collect();
+        Ok((version.unwrap_or(0), configs))
+    }
+
+    async fn config_version(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let v: Option<u64> = self.bounded(self.timeout, conn.get(&self.keys.version)).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = self
+            .bounded(self.timeout, conn.hget(&self.keys.configs, id))
+            .await?;
+        raw.map(|json| serde_json::from_str(&json).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn create_config(&self, config: &ModelConfig) -> Result<u64, WriteError> {
+        let json = serde_json::to_string(config).map_err(corrupt)?;
+        let mut inv = self.scripts.create.prepare_invoke();
+        inv.key(&self.keys.configs)
+            .key(&self.keys.identities)
+            .key(&self.keys.version)
+            .arg(&config.id)
+            .arg(config.identity())
+            .arg(json)
+            .arg(&self.keys.channel);
+        self.write_script(inv).await
+    }
+
+    async fn replace_config(&self, old: &ModelConfig, new: &ModelConfig) -> Result<u64, WriteError> {
+        let json = serde_json::to_string(new).map_err(corrupt)?;
+        let mut inv = self.scripts.update.prepare_invoke();
+        inv.key(&self.keys.configs)
+            .key(&self.keys.identities)
+            .key(&self.keys.version)
+            .key(self.keys.counters(&old.id))
+            .arg(&old.id)
+            .arg(old.revision)
+            .arg(old.identity())
+            .arg(new.identity())
+            .arg(json)
+            .arg(&self.keys.channel);
+        for field in removed_budget_fields(old, new) {
+            inv.arg(format!("{field}:s")).arg(format!("{field}:u"));
+        }
+        self.write_script(inv).await
+    }
+
+    async fn delete_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
+        let mut inv = self.scripts.delete.prepare_invoke();
+        inv.key(&self.keys.configs)
+            .key(&self.keys.identities)
+            .key(&self.keys.version)
+            .key(self.keys.counters(&old.id))
+            .arg(&old.id)
+            .arg(old.revision)
+            .arg(old.identity())
+            .arg(&self.keys.channel);
+        self.write_script(inv).await
+    }
+
+    async fn check(
+        &self,
+        configs: &[&CompiledConfig],
+        amounts: Amounts,
+        dry_run: bool,
+    ) -> Result<CheckOutcome, StoreError> {
+        let mut inv = self.scripts.check.prepare_invoke();
+        inv.arg(if dry_run { "1" } else { "0" })
+            .arg(amounts.requests)
+            .arg(amounts.tokens)
+            .arg(amounts.cost_nanos);
+        Self::limit_args(&mut inv, &self.keys, configs);
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
+        if reply.len() != 2 + 4 * expected {
+            return Err(corrupt(format_args!(
+                "check answered {} values for {expected} limits",
+                reply.len()
+            )));
+        }
+        let limits = reply[2..]
+            .chunks_exact(4)
+            .map(|c| LimitOutcome {
+                admitted: c[0] == 1,
+                used: c[1],
+                reset_after_ms: c[2],
+                retry_after_ms: c[3],
+            })
+            .collect();
+        Ok(CheckOutcome { allowed: reply[0] == 1, limits })
+    }
+
+    async fn record_usage(
+        &self,
+        configs: &[&CompiledConfig],
+        delta: UsageDelta,
+        request_id: Option<&str>,
+    ) -> Result<UsageOutcome, StoreError> {
+        let mut inv = self.scripts.usage.prepare_invoke();
+        inv.key(self.keys.usage_id(request_id.unwrap_or("")))
+            .arg(if request_id.is_some() { "1" } else { "0" })
+            .arg(USAGE_ID_TTL.as_millis() as u64)
+            .arg(delta.tokens)
+            .arg(delta.cost_nanos);
+        Self::limit_args(&mut inv, &self.keys, configs);
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke_async(&mut conn)).await?;
+        match reply.first() {
+            Some(1) => Ok(UsageOutcome::Applied),
+            Some(0) => Ok(UsageOutcome::Duplicate),
+            _ => Err(corrupt("malformed usage answer")),
+        }
+    }
+
+    async fn read_usage(
+        &self,
+        configs: &[&CompiledConfig],
+    ) -> Result<(i64, Vec<Vec<LimitUsage>>), StoreError> {
+        if configs.is_empty() {
+            return Ok((chrono::Utc::now().timestamp_millis(), Vec::new()));
+        }
+        let mut inv = self.scripts.read_usage.prepare_invoke();
+        Self::limit_args(&mut inv, &self.keys, configs);
+        let mut conn = self.conn.clone();
+        let reply: Vec<i64> = self.bounded(self.bulk_timeout, inv.invoke_async(&mut conn)).await?;
+        let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
+        if reply.len() != 1 + 2 * expected {
+            return Err(corrupt("read_usage answered the wrong number of values"));
+        }
+        let mut values = reply[1..].chunks_exact(2);
+        let usage = configs
+            .iter()
+            .map(|c| {
+                c.limits
+                    .iter()
+                    .map(|_| {
+                        let v = values.next().expect("length checked");
+                        LimitUsage { used: v[0], start_ms: v[1] }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((reply[0], usage))
+    }
+
+    /// Reachable, and every script present in the script cache (loaded if not).
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let hashes: Vec<&str> = self.scripts.all().iter().map(|s| s.get_hash()).collect();
+        let present: Vec<bool> = self
+            .bounded(
+                self.timeout,
+                redis::cmd("SCRIPT").arg("EXISTS").arg(&hashes).query_async(&mut conn),
+            )
+            .await?;
+        for (script, loaded) in self.scripts.all().into_iter().zip(present) {
+            if !loaded {
+                self.bounded(self.timeout, script.prepare_invoke().load_async(&mut conn))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
+    }
+}
