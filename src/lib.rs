@@ -1,5 +1,17 @@
 //! tollgate: a distributed rate-limit and budget sidecar for LLM gateways.
+//!
+//! `api` (HTTP handlers) → `app` (state and config snapshot) → `store` (Redis or memory)
+//! with `limits` (matching, window and period math) and `model` (config types and
+//! validation) as plain logic underneath.
 
+pub mod api;
+pub mod app;
 pub mod limits;
+pub mod metrics;
 pub mod model;
+pub mod server;
+pub mod settings;
 pub mod store;
+
+pub use server::{Running, run, start};
+pub use settings::Settings;

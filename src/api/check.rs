@@ -1,0 +1,338 @@
+//! The hot path: `POST /v1/check` (atomic check-and-consume) and `POST /v1/usage`
+//! (settlement after the upstream call).
+
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::app::{App, timed};
+use crate::limits::{CompiledConfig, LimitKind, LimitSpec, MatchKey};
+use crate::metrics as m;
+use crate::model::validate::MAX_COUNT_LIMIT;
+use crate::model::{Scope, dollars_to_nanos, nanos_to_dollars};
+use crate::settings::StoreErrorPolicy;
+use crate::store::{Amounts, LimitOutcome, Store, UsageDelta, UsageOutcome};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest cost accepted in one check or report, in dollars.
+const MAX_COST_DOLLARS: f64 = 1e6;
+const MAX_ID_LEN: usize = 256;
+
+#[derive(Debug, Deserialize)]
+pub struct CheckRequest {
+    pub model: String,
+    pub provider: Option<String>,
+    pub virtual_key: Option<String>,
+    pub user: Option<String>,
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+    pub cost: Option<f64>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsageRequest {
+    pub model: String,
+    pub provider: Option<String>,
+    pub virtual_key: Option<String>,
+    pub user: Option<String>,
+    pub tokens: Option<u64>,
+    pub cost: Option<f64>,
+    pub reserved_tokens: Option<u64>,
+    pub reserved_cost: Option<f64>,
+    pub request_id: Option<String>,
+}
+
+fn check_model(model: &str) -> Result<(), ApiError> {
+    if model.trim().is_empty() {
+        return Err(ApiError::bad_request("model must not be empty"));
+    }
+    if model.len() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!("model must be at most {MAX_ID_LEN} bytes")));
+    }
+    Ok(())
+}
+
+fn count(field: &str, value: Option<u64>, default: u64) -> Result<i64, ApiError> {
+    let v = value.unwrap_or(default);
+    if v > MAX_COUNT_LIMIT {
+        return Err(ApiError::bad_request(format!("{field} must be at most {MAX_COUNT_LIMIT}")));
+    }
+    Ok(v as i64)
+}
+
+fn dollars(field: &str, value: Option<f64>) -> Result<i64, ApiError> {
+    let v = value.unwrap_or(0.0);
+    if !v.is_finite() || v < 0.0 {
+        return Err(ApiError::bad_request(format!("{field} must be a number >= 0 (dollars)")));
+    }
+    if v > MAX_COST_DOLLARS {
+        return Err(ApiError::bad_request(format!("{field} must be at most {MAX_COST_DOLLARS} dollars")));
+    }
+    Ok(dollars_to_nanos(v))
+}
+
+/// Empty or over-long identifiers: empty counts as absent, over-long is refused.
+fn ident<'a>(field: &str, v: &'a Option<String>) -> Result<Option<&'a str>, ApiError> {
+    match v.as_deref() {
+        Some(s) if s.len() > MAX_ID_LEN => Err(ApiError::bad_request(format!("{field} must be at most {MAX_ID_LEN} bytes"))),
+        Some("") | None => Ok(None),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+/// A number as the client should see it: whole for requests/tokens, dollars for budgets.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    Count(i64),
+    Dollars(f64),
+}
+
+impl Quantity {
+    fn of(kind: LimitKind, raw: i64) -> Self {
+        match kind {
+            LimitKind::Budget => Quantity::Dollars(nanos_to_dollars(raw)),
+            _ => Quantity::Count(raw),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitView<'a> {
+    pub config_id: &'a str,
+    pub scope: Scope,
+    pub scope_id: Option<&'a str>,
+    pub model_name: &'a str,
+    pub provider: Option<&'a str>,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_id: Option<&'a str>,
+    pub reset_duration: &'a str,
+    pub max: Quantity,
+    pub used: Quantity,
+    pub remaining: Quantity,
+    pub reset_after_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckResponse<'a> {
+    pub allowed: bool,
+    pub reason: Option<&'static str>,
+    pub retry_after_ms: Option<i64>,
+    pub limits: Vec<LimitView<'a>>,
+    /// Present only when the store failed and `--on-store-error` decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Fallback {
+    pub policy: &'static str,
+    pub error: String,
+}
+
+/// Which limit the RateLimit headers describe: when denied, the one that blocks longest;
+/// when allowed, the one with the smallest fraction left.
+fn most_restrictive(limits: &[(&LimitSpec, LimitOutcome)], allowed: bool) -> Option<usize> {
+    let idx = 0..limits.len();
+    if allowed {
+        idx.min_by(|&a, &b| {
+            let frac = |i: usize| {
+                let (s, o) = limits[i];
+                (s.max - o.used).max(0) as f64 / s.max.max(1) as f64
+            };
+            frac(a).total_cmp(&frac(b))
+        })
+    } else {
+        idx.filter(|&i| !limits[i].1.admitted)
+            .max_by_key(|&i| (limits[i].1.retry_after_ms, std::cmp::Reverse(i)))
+    }
+}
+
+fn ceil_secs(ms: i64) -> i64 {
+    (ms.max(0) + 999) / 1000
+}
+
+/// IETF draft `RateLimit-Policy` / `RateLimit` fields for one limit. Budgets are
+/// expressed in whole cents.
+fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &LimitOutcome) {
+    let (quota, remaining) = match spec.kind {
+        LimitKind::Budget => (spec.max / 10_000_000, (spec.max - outcome.used).max(0) / 10_000_000),
+        _ => (spec.max, (spec.max - outcome.used).max(0)),
+    };
+    let name = spec.kind.as_str();
+    let unit = match spec.kind {
+        LimitKind::Requests => "",
+        LimitKind::Tokens => ";qu=\"tokens\"",
+        LimitKind::Budget => ";qu=\"usd-cents\"",
+    };
+    let policy = format!("\"{name}\";q={quota};w={}{unit}", ceil_secs(spec.len_ms));
+    let state = format!("\"{name}\";r={remaining};t={}", ceil_secs(outcome.reset_after_ms));
+    if let (Ok(p), Ok(s)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+        headers.insert("ratelimit-policy", p);
+        headers.insert("ratelimit", s);
+    }
+}
+
+fn limit_view<'a>(c: &'a CompiledConfig, spec: &'a LimitSpec, o: &LimitOutcome) -> LimitView<'a> {
+    LimitView {
+        config_id: &c.config.id,
+        scope: c.config.scope,
+        scope_id: c.config.scope_id.as_deref(),
+        model_name: &c.config.model_name,
+        provider: c.config.provider.as_deref(),
+        kind: spec.kind.as_str(),
+        budget_id: spec.budget_id.as_deref(),
+        reset_duration: &spec.reset_duration,
+        max: Quantity::of(spec.kind, spec.max),
+        used: Quantity::of(spec.kind, o.used),
+        remaining: Quantity::of(spec.kind, (spec.max - o.used).max(0)),
+        reset_after_ms: o.reset_after_ms,
+    }
+}
+
+fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {
+    let decision = if allowed { "allowed" } else { "denied" };
+    metrics::counter!(m::CHECKS, "decision" => decision, "reason" => reason.unwrap_or("none")).increment(1);
+    metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+}
+
+pub async fn check<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    JsonBody(req): JsonBody<CheckRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    check_model(&req.model)?;
+    let amounts = Amounts {
+        requests: count("requests", req.requests, 1)?,
+        tokens: count("tokens", req.tokens, 0)?,
+        cost_nanos: dollars("cost", req.cost)?,
+    };
+    let key = MatchKey {
+        model: &req.model,
+        provider: ident("provider", &req.provider)?,
+        virtual_key: ident("virtual_key", &req.virtual_key)?,
+        user: ident("user", &req.user)?,
+    };
+    let snapshot = app.snapshot();
+    let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
+    if matched.iter().all(|c| c.limits.is_empty()) {
+        record_check(started, true, None);
+        let body = CheckResponse { allowed: true, reason: None, retry_after_ms: None, limits: Vec::new(), fallback: None };
+        return Ok(Json(body).into_response());
+    }
+
+    let outcome = match timed("check", app.store.check(&matched, amounts, req.dry_run.unwrap_or(false))).await {
+        Ok(o) => o,
+        Err(e) => return Ok(fallback(&app, started, e.to_string())),
+    };
+
+    let specs: Vec<(&CompiledConfig, &LimitSpec)> =
+        matched.iter().flat_map(|c| c.limits.iter().map(move |s| (*c, s))).collect();
+    let pairs: Vec<(&LimitSpec, LimitOutcome)> =
+        specs.iter().map(|(_, s)| *s).zip(outcome.limits.iter().copied()).collect();
+    let deciding = most_restrictive(&pairs, outcome.allowed);
+    let reason = (!outcome.allowed)
+        .then(|| deciding.map(|i| pairs[i].0.kind.denial_reason()))
+        .flatten();
+    let retry_after_ms = (!outcome.allowed).then(|| {
+        pairs.iter().filter(|(_, o)| !o.admitted).map(|(_, o)| o.retry_after_ms).max().unwrap_or(0)
+    });
+    let limits = specs
+        .iter()
+        .zip(&outcome.limits)
+        .map(|((c, s), o)| limit_view(c, s, o))
+        .collect();
+
+    let mut headers = HeaderMap::new();
+    if let Some(i) = deciding {
+        ratelimit_headers(&mut headers, pairs[i].0, &pairs[i].1);
+    }
+    let status = if outcome.allowed {
+        StatusCode::OK
+    } else {
+        let secs = ceil_secs(retry_after_ms.unwrap_or(0)).max(1);
+        headers.insert("retry-after", HeaderValue::from(secs));
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    record_check(started, outcome.allowed, reason);
+    let body = CheckResponse { allowed: outcome.allowed, reason, retry_after_ms, limits, fallback: None };
+    Ok((status, headers, Json(body)).into_response())
+}
+
+/// The store failed: answer by policy, and say so.
+fn fallback<S: Store>(app: &App<S>, started: Instant, error: String) -> Response {
+    let policy = app.on_store_error;
+    metrics::counter!(m::STORE_FALLBACKS, "policy" => policy.as_str()).increment(1);
+    tracing::warn!(%error, policy = policy.as_str(), "store failed during check; answering by policy");
+    let allowed = policy == StoreErrorPolicy::Allow;
+    let reason = (!allowed).then_some("store_unavailable");
+    record_check(started, allowed, reason);
+    let body = CheckResponse {
+        allowed,
+        reason,
+        retry_after_ms: (!allowed).then_some(1000),
+        limits: Vec::new(),
+        fallback: Some(Fallback { policy: policy.as_str(), error }),
+    };
+    if allowed {
+        Json(body).into_response()
+    } else {
+        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", HeaderValue::from(1))], Json(body)).into_response()
+    }
+}
+
+pub async fn usage<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    JsonBody(req): JsonBody<UsageRequest>,
+) -> Result<Response, ApiError> {
+    check_model(&req.model)?;
+    let delta = UsageDelta {
+        tokens: count("tokens", req.tokens, 0)? - count("reserved_tokens", req.reserved_tokens, 0)?,
+        cost_nanos: dollars("cost", req.cost)? - dollars("reserved_cost", req.reserved_cost)?,
+    };
+    let request_id = match req.request_id.as_deref() {
+        Some("") => return Err(ApiError::bad_request("request_id must not be empty when given")),
+        Some(id) if id.len() > MAX_ID_LEN => {
+            return Err(ApiError::bad_request(format!("request_id must be at most {MAX_ID_LEN} bytes")));
+        }
+        other => other,
+    };
+    let key = MatchKey {
+        model: &req.model,
+        provider: ident("provider", &req.provider)?,
+        virtual_key: ident("virtual_key", &req.virtual_key)?,
+        user: ident("user", &req.user)?,
+    };
+    let snapshot = app.snapshot();
+    let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
+    let outcome = match timed("usage", app.store.record_usage(&matched, delta, request_id)).await {
+        Ok(o) => o,
+        Err(e) => {
+            metrics::counter!(m::USAGE_REPORTS, "outcome" => "error").increment(1);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}; usage not recorded, retry (with the same request_id it is recorded once)"),
+            ));
+        }
+    };
+    let (label, duplicate) = match outcome {
+        UsageOutcome::Applied => ("applied", false),
+        UsageOutcome::Duplicate => ("duplicate", true),
+    };
+    metrics::counter!(m::USAGE_REPORTS, "outcome" => label).increment(1);
+    let body = serde_json::json!({
+        "recorded": !duplicate,
+        "duplicate": duplicate,
+        "matched_configs": matched.len(),
+        "token_delta": delta.tokens,
+        "cost_delta": nanos_to_dollars(delta.cost_nanos),
+    });
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,82 @@
+//! Every error answer, in Bifrost's shape:
+//! `{"is_bifrost_error": false, "status_code": N, "error": {"message": "…"}}`.
+
+use crate::model::validate::ValidationError;
+use crate::store::{StoreError, WriteError};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn config_not_found(id: &str) -> Self {
+        ApiError::not_found(format!("model config {id:?} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "is_bifrost_error": false,
+            "status_code": self.status.as_u16(),
+            "error": {"message": self.message},
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::bad_request(e.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Timeout(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed, retry later"))
+            }
+            StoreError::Corrupt(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotFound => ApiError::not_found("model config not found"),
+            WriteError::Conflict(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a model config with this scope, scope_id, model_name and provider already exists (id {id})"),
+            ),
+            WriteError::Stale => ApiError::new(
+                StatusCode::CONFLICT,
+                "the model config kept changing concurrently; retry",
+            ),
+            WriteError::Store(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! HTTP handlers: management, check/usage, health, metrics.
+
+pub mod check;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod management;
+pub mod views;
+
+use crate::app::App;
+use crate::store::Store;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route(
+            "/governance/model-configs",
+            get(management::list::<S>).post(management::create::<S>),
+        )
+        .route(
+            "/governance/model-configs/{mc_id}",
+            get(management::get::<S>)
+                .put(management::update::<S>)
+                .delete(management::delete::<S>),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), require_api_key::<S>));
+    Router::new()
+        .nest("/api", api)
+        .route("/v1/check", post(check::check::<S>))
+        .route("/v1/usage", post(check::usage::<S>))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready::<S>))
+        .route("/metrics", get(health::metrics::<S>))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(count_requests))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(app)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// A panic is a bug; still answer in the error shape instead of dropping the connection.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}
+
+/// `/api/*` needs `Authorization: Bearer <key>` when any key is configured. Every key is
+/// compared in constant time, and all of them are compared.
+async fn require_api_key<S: Store>(
+    State(app): State<Arc<App<S>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if app.api_keys.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let Some(token) = presented else {
+        return ApiError::unauthorized("missing API key: send Authorization: Bearer <key>").into_response();
+    };
+    let mut ok = subtle::Choice::from(0u8);
+    for key in &app.api_keys {
+        ok |= key.as_slice().ct_eq(token.as_bytes());
+    }
+    if bool::from(ok) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized("invalid API key").into_response()
+    }
+}
+
+/// `tollgate_http_requests_total` by route template (never the raw path) and status.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "status" => response.status().as_u16().to_string())
+        .increment(1);
+    response
+}

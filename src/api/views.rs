@@ -1,0 +1,122 @@
+//! Response shapes of the management API (Bifrost's model-config objects).
+
+use crate::limits::{CompiledConfig, LimitKind};
+use crate::model::{ModelConfig, Scope, nanos_to_dollars};
+use crate::store::LimitUsage;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct ModelConfigView {
+    pub id: String,
+    pub model_name: String,
+    pub provider: Option<String>,
+    pub scope: Scope,
+    pub scope_id: Option<String>,
+    pub calendar_aligned: bool,
+    pub budgets: Vec<BudgetView>,
+    /// Legacy single-budget field: the first budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetView>,
+    pub rate_limit: Option<RateLimitView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetView {
+    pub id: String,
+    pub max_limit: f64,
+    pub reset_duration: String,
+    /// Omitted when usage was not read (`from_memory=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_usage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reset: Option<DateTime<Utc>>,
+    pub calendar_aligned: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RateLimitView {
+    pub id: String,
+    pub token_max_limit: Option<u64>,
+    pub token_reset_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_current_usage: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_last_reset: Option<DateTime<Utc>>,
+    pub request_max_limit: Option<u64>,
+    pub request_reset_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_current_usage: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_last_reset: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn at(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// `usage`: one entry per limit of `compiled`, or `None` when usage was not read.
+pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelConfigView {
+    let c: &ModelConfig = &compiled.config;
+    let usage_of = |kind: LimitKind, budget_id: Option<&str>| -> Option<LimitUsage> {
+        let usage = usage?;
+        let pos = compiled
+            .limits
+            .iter()
+            .position(|l| l.kind == kind && l.budget_id.as_deref() == budget_id);
+        Some(pos.map_or(LimitUsage { used: 0, start_ms: i64::MIN }, |p| usage[p]))
+    };
+    let budgets: Vec<BudgetView> = c
+        .budgets
+        .iter()
+        .map(|b| {
+            let u = usage_of(LimitKind::Budget, Some(&b.id));
+            BudgetView {
+                id: b.id.clone(),
+                max_limit: b.max_limit,
+                reset_duration: b.reset_duration.clone(),
+                current_usage: u.map(|u| nanos_to_dollars(u.used)),
+                last_reset: u.and_then(|u| at(u.start_ms)),
+                calendar_aligned: c.calendar_aligned,
+                created_at: b.created_at,
+                updated_at: b.updated_at,
+            }
+        })
+        .collect();
+    let rate_limit = c.rate_limit.as_ref().map(|rl| {
+        let tokens = usage_of(LimitKind::Tokens, None);
+        let requests = usage_of(LimitKind::Requests, None);
+        RateLimitView {
+            id: rl.id.clone(),
+            token_max_limit: rl.token_max_limit,
+            token_reset_duration: rl.token_reset_duration.clone(),
+            token_current_usage: tokens.map(|u| u.used),
+            token_last_reset: tokens.and_then(|u| at(u.start_ms)),
+            request_max_limit: rl.request_max_limit,
+            request_reset_duration: rl.request_reset_duration.clone(),
+            request_current_usage: requests.map(|u| u.used),
+            request_last_reset: requests.and_then(|u| at(u.start_ms)),
+            created_at: rl.created_at,
+            updated_at: rl.updated_at,
+        }
+    });
+    ModelConfigView {
+        id: c.id.clone(),
+        model_name: c.model_name.clone(),
+        provider: c.provider.clone(),
+        scope: c.scope,
+        scope_id: c.scope_id.clone(),
+        calendar_aligned: c.calendar_aligned,
+        budget: budgets.first().cloned(),
+        budgets,
+        rate_limit,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}

@@ -1,0 +1,144 @@
+//! Shared state of one tollgate: its store, its config snapshot, and its settings.
+
+use crate::limits::Snapshot;
+use crate::model::ModelConfig;
+use crate::settings::StoreErrorPolicy;
+use crate::store::{Store, StoreError};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct App<S> {
+    pub store: S,
+    snapshot: ArcSwap<Snapshot>,
+    /// Serializes snapshot swaps so an older load never replaces a newer one.
+    swap_lock: tokio::sync::Mutex<()>,
+    snapshot_loaded: AtomicBool,
+    /// When the snapshot was last confirmed current (`tollgate_config_snapshot_age_seconds`).
+    last_confirmed: parking_lot::Mutex<Instant>,
+    pub api_keys: Vec<Vec<u8>>,
+    pub on_store_error: StoreErrorPolicy,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// A config change this replica just wrote, applied to its own snapshot at once.
+pub enum LocalChange<'a> {
+    Upsert(&'a ModelConfig),
+    Delete(&'a str),
+}
+
+impl<S: Store> App<S> {
+    pub fn new(store: S, api_keys: Vec<String>, on_store_error: StoreErrorPolicy) -> Self {
+        App {
+            store,
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            swap_lock: tokio::sync::Mutex::new(()),
+            snapshot_loaded: AtomicBool::new(false),
+            last_confirmed: parking_lot::Mutex::new(Instant::now()),
+            api_keys: api_keys.into_iter().map(String::into_bytes).collect(),
+            on_store_error,
+            metrics: crate::metrics::handle(),
+        }
+    }
+
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    pub fn snapshot_loaded(&self) -> bool {
+        self.snapshot_loaded.load(Ordering::Acquire)
+    }
+
+    pub fn snapshot_age(&self) -> Duration {
+        self.last_confirmed.lock().elapsed()
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        metrics::gauge!(crate::metrics::CONFIGS).set(snapshot.configs.len() as f64);
+        self.snapshot.store(Arc::new(snapshot));
+        self.snapshot_loaded.store(true, Ordering::Release);
+        *self.last_confirmed.lock() = Instant::now();
+    }
+
+    /// Brings the snapshot up to the store's version; a cheap version read when nothing
+    /// changed.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let result = self.refresh_inner().await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(crate::metrics::SNAPSHOT_RELOADS, "result" => outcome).increment(1);
+        result
+    }
+
+    async fn refresh_inner(&self) -> Result<(), StoreError> {
+        let version = timed("config_version", self.store.config_version()).await?;
+        if self.snapshot_loaded() && version == self.snapshot().version {
+            *self.last_confirmed.lock() = Instant::now();
+            return Ok(());
+        }
+        let (version, configs) = timed("load_configs", self.store.load_configs()).await?;
+        let _guard = self.swap_lock.lock().await;
+        if !self.snapshot_loaded() || version >= self.snapshot().version {
+            self.publish(Snapshot::build(version, configs));
+        }
+        Ok(())
+    }
+
+    /// Applies this replica's own write (store version `version`) to its snapshot, so
+    /// its next check sees it. If other writes happened in between, reloads instead.
+    pub async fn apply_local(&self, version: u64, change: LocalChange<'_>) {
+        let guard = self.swap_lock.lock().await;
+        let current = self.snapshot();
+        if self.snapshot_loaded() && version == current.version + 1 {
+            let mut configs: HashMap<String, ModelConfig> = current
+                .configs
+                .iter()
+                .map(|c| (c.config.id.clone(), c.config.clone()))
+                .collect();
+            match change {
+                LocalChange::Upsert(c) => {
+                    configs.insert(c.id.clone(), c.clone());
+                }
+                LocalChange::Delete(id) => {
+                    configs.remove(id);
+                }
+            }
+            self.publish(Snapshot::build(version, configs.into_values().collect()));
+            return;
+        }
+        drop(guard);
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "config written, but the snapshot reload failed; the poll will retry");
+        }
+    }
+
+    /// Keeps the snapshot current: on every change notification, and every `poll`.
+    pub async fn sync_forever(self: Arc<Self>, poll: Duration) {
+        let changes = self.store.changes();
+        loop {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "config snapshot refresh failed");
+            }
+            tokio::select! {
+                _ = changes.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
+
+/// Runs a store call, recording its latency and any error under the operation name.
+pub async fn timed<T>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let result = call.await;
+    metrics::histogram!(crate::metrics::STORE_DURATION, "op" => op).record(start.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind()).increment(1);
+    }
+    result
+}

@@ -1,0 +1,55 @@
+//! Prometheus metrics. Labels only take fixed values (enums, config ids are not even
+//! used): models, providers, keys, users and request ids are unbounded and stay out.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const CHECKS: &str = "tollgate_checks_total";
+pub const CHECK_DURATION: &str = "tollgate_check_duration_seconds";
+pub const USAGE_REPORTS: &str = "tollgate_usage_reports_total";
+pub const STORE_ERRORS: &str = "tollgate_store_errors_total";
+pub const STORE_DURATION: &str = "tollgate_store_duration_seconds";
+pub const STORE_FALLBACKS: &str = "tollgate_store_fallbacks_total";
+pub const CONFIGS: &str = "tollgate_configs";
+pub const SNAPSHOT_AGE: &str = "tollgate_config_snapshot_age_seconds";
+pub const SNAPSHOT_RELOADS: &str = "tollgate_config_reloads_total";
+pub const HTTP_REQUESTS: &str = "tollgate_http_requests_total";
+
+/// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The process-wide recorder (metrics macros are global), installed on first use.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(CHECKS, "Checks answered, by decision (allowed|denied) and reason.");
+    describe_histogram!(CHECK_DURATION, Unit::Seconds, "Time to answer POST /v1/check.");
+    describe_counter!(USAGE_REPORTS, "Usage reports, by outcome (applied|duplicate|error).");
+    describe_counter!(STORE_ERRORS, "Failed store calls, by operation and kind (unavailable|timeout|corrupt).");
+    describe_histogram!(STORE_DURATION, Unit::Seconds, "Store call latency, by operation.");
+    describe_counter!(STORE_FALLBACKS, "Checks answered by --on-store-error because the store failed, by policy.");
+    describe_gauge!(CONFIGS, "Model configs in this replica's snapshot.");
+    describe_gauge!(SNAPSHOT_AGE, Unit::Seconds, "Time since this replica last confirmed its config snapshot is current.");
+    describe_counter!(SNAPSHOT_RELOADS, "Config snapshot reloads, by result (ok|error).");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template and status code.");
+}

@@ -1,0 +1,121 @@
+//! Start-up and shutdown: pick the store, load configs, serve until told to stop.
+
+use crate::app::App;
+use crate::settings::Settings;
+use crate::store::redis::RedisOptions;
+use crate::store::{MemoryStore, RedisStore, Store};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A tollgate serving in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    sync: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to `grace`), then returns.
+    pub async fn stop(mut self, grace: Duration) -> Result<(), String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = match tokio::time::timeout(grace, &mut self.server).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("server error: {e}")),
+            Ok(Err(e)) => Err(format!("server task failed: {e}")),
+            Err(_) => {
+                self.server.abort();
+                Err(format!("in-flight requests still running after {grace:?}; stopped anyway"))
+            }
+        };
+        self.sync.abort();
+        result
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.sync.abort();
+        self.server.abort();
+    }
+}
+
+pub async fn start(settings: Settings) -> Result<Running, String> {
+    settings.validate()?;
+    match &settings.redis_url {
+        Some(url) => {
+            let timeout = Duration::from_millis(settings.store_timeout_ms);
+            let store = RedisStore::connect(RedisOptions {
+                url: url.clone(),
+                key_prefix: settings.key_prefix.clone(),
+                timeout,
+                bulk_timeout: (timeout * 20).max(Duration::from_secs(5)),
+            })?;
+            start_with(store, &settings).await
+        }
+        None => {
+            let store = match &settings.state_file {
+                Some(path) => MemoryStore::with_state_file(path)?,
+                None => MemoryStore::new(),
+            };
+            start_with(store, &settings).await
+        }
+    }
+}
+
+async fn start_with<S: Store>(store: S, settings: &Settings) -> Result<Running, String> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Arc::new(App::new(store, settings.api_keys(), settings.on_store_error));
+    // Not fatal: with Redis down, tollgate starts not ready and the sync loop retries.
+    if let Err(e) = app.refresh().await {
+        tracing::warn!(error = %e, "initial config load failed; will retry");
+    }
+    let sync = tokio::spawn(
+        app.clone()
+            .sync_forever(Duration::from_millis(settings.config_poll_ms)),
+    );
+    let router = crate::api::router(app, settings.max_body_bytes as usize);
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, store = if settings.redis_url.is_some() { "redis" } else { "memory" }, "tollgate listening");
+    Ok(Running { addr, shutdown: Some(tx), server, sync })
+}
+
+/// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let running = start(settings).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.stop(grace).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,161 @@
+//! Command-line flags and environment variables (a flag wins over its variable).
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreErrorPolicy {
+    /// Let the request through (fail open).
+    Allow,
+    /// Refuse the request with 429 (fail closed).
+    Deny,
+}
+
+impl StoreErrorPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorPolicy::Allow => "allow",
+            StoreErrorPolicy::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Distributed rate-limit and budget sidecar for LLM gateways",
+    long_about = "Distributed rate-limit and budget sidecar for LLM gateways.\n\n\
+        Without --redis-url, tollgate runs on an embedded in-memory store (one instance, \
+        counters not shared). With --redis-url, every tollgate sharing that Redis enforces \
+        one set of limits."
+)]
+pub struct Settings {
+    /// Address of the HTTP server (management, check, metrics, health).
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// redis:// or rediss:// URL. Absent: the embedded in-memory store.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Bearer key for /api/*; repeat the flag or separate keys with commas.
+    #[arg(long = "api-key", env = "TOLLGATE_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+
+    /// Prefix of every Redis key, so deployments can share one Redis.
+    #[arg(long, env = "TOLLGATE_KEY_PREFIX", default_value = "tollgate:")]
+    pub key_prefix: String,
+
+    /// Memory store only: keep configs across restarts in this file.
+    #[arg(long, env = "TOLLGATE_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Allow a non-loopback --listen address without any --api-key.
+    #[arg(long, env = "TOLLGATE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// What a check answers when the store cannot be reached in time.
+    #[arg(long, env = "TOLLGATE_ON_STORE_ERROR", value_enum, default_value_t = StoreErrorPolicy::Allow)]
+    pub on_store_error: StoreErrorPolicy,
+
+    /// Longest wait for one store call on the request path, in milliseconds.
+    #[arg(long, env = "TOLLGATE_STORE_TIMEOUT_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub store_timeout_ms: u64,
+
+    /// How often each replica polls the store for config changes it was not told about.
+    #[arg(long, env = "TOLLGATE_CONFIG_POLL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub config_poll_ms: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_body_bytes: u64,
+
+    /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Settings {
+    /// API keys with blanks (e.g. an empty variable) removed.
+    pub fn api_keys(&self) -> Vec<String> {
+        self.api_keys
+            .iter()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
+    /// Refuses settings that are unsafe or contradictory, with the fix in the message.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.api_keys().is_empty() && !self.insecure_no_auth {
+            return Err(format!(
+                "refusing to listen on non-loopback address {} without an API key: \
+                 set --api-key (or TOLLGATE_API_KEY), or pass --insecure-no-auth",
+                self.listen
+            ));
+        }
+        if self.redis_url.is_some() && self.state_file.is_some() {
+            return Err("--state-file is for the embedded store only; with --redis-url, configs live in Redis".into());
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://"))
+        {
+            return Err(format!("--redis-url must start with redis:// or rediss:// (got {url:?})"));
+        }
+        Ok(())
+    }
+
+    /// Settings for tests and embedding: loopback, random port, memory store.
+    pub fn for_tests() -> Self {
+        Settings::parse_from(["tollgate", "--listen", "127.0.0.1:0"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Settings {
+        let mut all = vec!["tollgate"];
+        all.extend_from_slice(args);
+        Settings::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse(&[]);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.key_prefix, "tollgate:");
+        assert_eq!(s.on_store_error, StoreErrorPolicy::Allow);
+        assert!(s.redis_url.is_none() && s.api_keys().is_empty());
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn api_keys_repeat_or_comma_separate() {
+        let s = parse(&["--api-key", "a,b", "--api-key", "c", "--api-key", " "]);
+        assert_eq!(s.api_keys(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn non_loopback_needs_a_key_or_explicit_insecurity() {
+        let err = parse(&["--listen", "0.0.0.0:8080"]).validate().unwrap_err();
+        assert!(err.contains("--api-key") && err.contains("--insecure-no-auth"), "{err}");
+        assert!(parse(&["--listen", "0.0.0.0:8080", "--api-key", "k"]).validate().is_ok());
+        assert!(parse(&["--listen", "0.0.0.0:8080", "--insecure-no-auth"]).validate().is_ok());
+        assert!(parse(&["--listen", "[::1]:8080"]).validate().is_ok());
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        assert!(parse(&["--redis-url", "redis://x", "--state-file", "/tmp/s"]).validate().is_err());
+        assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
+        assert!(Settings::try_parse_from(["tollgate", "--on-store-error", "maybe"]).is_err());
+        assert!(Settings::try_parse_from(["tollgate", "--store-timeout-ms", "0"]).is_err());
+    }
+}
