@@ -136,9 +136,11 @@ pub async fn timed<T>(
 ) -> Result<T, StoreError> {
     let start = Instant::now();
     let result = call.await;
-    metrics::histogram!(crate::metrics::STORE_DURATION, "op" => op).record(start.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::STORE_DURATION, "op" => op)
+        .record(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind()).increment(1);
+        metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind())
+            .increment(1);
     }
     result
 }

@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let settings = tollgate::Settings::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     match tollgate::run(settings).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,15 +41,45 @@ pub fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(CHECKS, "Checks answered, by decision (allowed|denied) and reason.");
-    describe_histogram!(CHECK_DURATION, Unit::Seconds, "Time to answer POST /v1/check.");
-    describe_counter!(USAGE_REPORTS, "Usage reports, by outcome (applied|duplicate|error).");
-    describe_counter!(STORE_ERRORS, "Failed store calls, by operation and kind (unavailable|timeout|corrupt).");
-    describe_histogram!(STORE_DURATION, Unit::Seconds, "Store call latency, by operation.");
-    describe_counter!(STORE_FALLBACKS, "Checks answered by --on-store-error because the store failed, by policy.");
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        CHECKS,
+        "Checks answered, by decision (allowed|denied) and reason."
+    );
+    describe_histogram!(
+        CHECK_DURATION,
+        Unit::Seconds,
+        "Time to answer POST /v1/check."
+    );
+    describe_counter!(
+        USAGE_REPORTS,
+        "Usage reports, by outcome (applied|duplicate|error)."
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed store calls, by operation and kind (unavailable|timeout|corrupt)."
+    );
+    describe_histogram!(
+        STORE_DURATION,
+        Unit::Seconds,
+        "Store call latency, by operation."
+    );
+    describe_counter!(
+        STORE_FALLBACKS,
+        "Checks answered by --on-store-error because the store failed, by policy."
+    );
     describe_gauge!(CONFIGS, "Model configs in this replica's snapshot.");
-    describe_gauge!(SNAPSHOT_AGE, Unit::Seconds, "Time since this replica last confirmed its config snapshot is current.");
-    describe_counter!(SNAPSHOT_RELOADS, "Config snapshot reloads, by result (ok|error).");
-    describe_counter!(HTTP_REQUESTS, "HTTP requests, by route template and status code.");
+    describe_gauge!(
+        SNAPSHOT_AGE,
+        Unit::Seconds,
+        "Time since this replica last confirmed its config snapshot is current."
+    );
+    describe_counter!(
+        SNAPSHOT_RELOADS,
+        "Config snapshot reloads, by result (ok|error)."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests, by route template and status code."
+    );
 }

@@ -30,7 +30,9 @@ impl Running {
             Ok(Err(e)) => Err(format!("server task failed: {e}")),
             Err(_) => {
                 self.server.abort();
-                Err(format!("in-flight requests still running after {grace:?}; stopped anyway"))
+                Err(format!(
+                    "in-flight requests still running after {grace:?}; stopped anyway"
+                ))
             }
         };
         self.sync.abort();
@@ -73,7 +75,11 @@ async fn start_with<S: Store>(store: S, settings: &Settings) -> Result<Running, 
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(App::new(store, settings.api_keys(), settings.on_store_error));
+    let app = Arc::new(App::new(
+        store,
+        settings.api_keys(),
+        settings.on_store_error,
+    ));
     // Not fatal: with Redis down, tollgate starts not ready and the sync loop retries.
     if let Err(e) = app.refresh().await {
         tracing::warn!(error = %e, "initial config load failed; will retry");
@@ -92,7 +98,12 @@ async fn start_with<S: Store>(store: S, settings: &Settings) -> Result<Running, 
             .await
     });
     tracing::info!(%addr, store = if settings.redis_url.is_some() { "redis" } else { "memory" }, "tollgate listening");
-    Ok(Running { addr, shutdown: Some(tx), server, sync })
+    Ok(Running {
+        addr,
+        shutdown: Some(tx),
+        server,
+        sync,
+    })
 }
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.

@@ -41,7 +41,12 @@ pub struct Settings {
     pub redis_url: Option<String>,
 
     /// Bearer key for /api/*; repeat the flag or separate keys with commas.
-    #[arg(long = "api-key", env = "TOLLGATE_API_KEY", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        env = "TOLLGATE_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub api_keys: Vec<String>,
 
     /// Prefix of every Redis key, so deployments can share one Redis.
@@ -103,9 +108,14 @@ impl Settings {
             return Err("--state-file is for the embedded store only; with --redis-url, configs live in Redis".into());
         }
         if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") || url.starts_with("redis+unix://"))
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://")
+                || url.starts_with("redis+unix://"))
         {
-            return Err(format!("--redis-url must start with redis:// or rediss:// (got {url:?})"));
+            return Err(format!(
+                "--redis-url must start with redis:// or rediss:// (got {url:?})"
+            ));
         }
         Ok(())
     }
@@ -145,15 +155,30 @@ mod tests {
     #[test]
     fn non_loopback_needs_a_key_or_explicit_insecurity() {
         let err = parse(&["--listen", "0.0.0.0:8080"]).validate().unwrap_err();
-        assert!(err.contains("--api-key") && err.contains("--insecure-no-auth"), "{err}");
-        assert!(parse(&["--listen", "0.0.0.0:8080", "--api-key", "k"]).validate().is_ok());
-        assert!(parse(&["--listen", "0.0.0.0:8080", "--insecure-no-auth"]).validate().is_ok());
+        assert!(
+            err.contains("--api-key") && err.contains("--insecure-no-auth"),
+            "{err}"
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:8080", "--api-key", "k"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:8080", "--insecure-no-auth"])
+                .validate()
+                .is_ok()
+        );
         assert!(parse(&["--listen", "[::1]:8080"]).validate().is_ok());
     }
 
     #[test]
     fn contradictions_are_refused() {
-        assert!(parse(&["--redis-url", "redis://x", "--state-file", "/tmp/s"]).validate().is_err());
+        assert!(
+            parse(&["--redis-url", "redis://x", "--state-file", "/tmp/s"])
+                .validate()
+                .is_err()
+        );
         assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
         assert!(Settings::try_parse_from(["tollgate", "--on-store-error", "maybe"]).is_err());
         assert!(Settings::try_parse_from(["tollgate", "--store-timeout-ms", "0"]).is_err());

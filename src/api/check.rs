@@ -53,7 +53,9 @@ fn check_model(model: &str) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("model must not be empty"));
     }
     if model.len() > MAX_ID_LEN {
-        return Err(ApiError::bad_request(format!("model must be at most {MAX_ID_LEN} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "model must be at most {MAX_ID_LEN} bytes"
+        )));
     }
     Ok(())
 }
@@ -61,7 +63,9 @@ fn check_model(model: &str) -> Result<(), ApiError> {
 fn count(field: &str, value: Option<u64>, default: u64) -> Result<i64, ApiError> {
     let v = value.unwrap_or(default);
     if v > MAX_COUNT_LIMIT {
-        return Err(ApiError::bad_request(format!("{field} must be at most {MAX_COUNT_LIMIT}")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_COUNT_LIMIT}"
+        )));
     }
     Ok(v as i64)
 }
@@ -69,10 +73,14 @@ fn count(field: &str, value: Option<u64>, default: u64) -> Result<i64, ApiError>
 fn dollars(field: &str, value: Option<f64>) -> Result<i64, ApiError> {
     let v = value.unwrap_or(0.0);
     if !v.is_finite() || v < 0.0 {
-        return Err(ApiError::bad_request(format!("{field} must be a number >= 0 (dollars)")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be a number >= 0 (dollars)"
+        )));
     }
     if v > MAX_COST_DOLLARS {
-        return Err(ApiError::bad_request(format!("{field} must be at most {MAX_COST_DOLLARS} dollars")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_COST_DOLLARS} dollars"
+        )));
     }
     Ok(dollars_to_nanos(v))
 }
@@ -80,7 +88,9 @@ fn dollars(field: &str, value: Option<f64>) -> Result<i64, ApiError> {
 /// Empty or over-long identifiers: empty counts as absent, over-long is refused.
 fn ident<'a>(field: &str, v: &'a Option<String>) -> Result<Option<&'a str>, ApiError> {
     match v.as_deref() {
-        Some(s) if s.len() > MAX_ID_LEN => Err(ApiError::bad_request(format!("{field} must be at most {MAX_ID_LEN} bytes"))),
+        Some(s) if s.len() > MAX_ID_LEN => Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_ID_LEN} bytes"
+        ))),
         Some("") | None => Ok(None),
         Some(s) => Ok(Some(s)),
     }
@@ -163,7 +173,10 @@ fn ceil_secs(ms: i64) -> i64 {
 /// expressed in whole cents.
 fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &LimitOutcome) {
     let (quota, remaining) = match spec.kind {
-        LimitKind::Budget => (spec.max / 10_000_000, (spec.max - outcome.used).max(0) / 10_000_000),
+        LimitKind::Budget => (
+            spec.max / 10_000_000,
+            (spec.max - outcome.used).max(0) / 10_000_000,
+        ),
         _ => (spec.max, (spec.max - outcome.used).max(0)),
     };
     let name = spec.kind.as_str();
@@ -173,8 +186,14 @@ fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &LimitO
         LimitKind::Budget => ";qu=\"usd-cents\"",
     };
     let policy = format!("\"{name}\";q={quota};w={}{unit}", ceil_secs(spec.len_ms));
-    let state = format!("\"{name}\";r={remaining};t={}", ceil_secs(outcome.reset_after_ms));
-    if let (Ok(p), Ok(s)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+    let state = format!(
+        "\"{name}\";r={remaining};t={}",
+        ceil_secs(outcome.reset_after_ms)
+    );
+    if let (Ok(p), Ok(s)) = (
+        HeaderValue::from_str(&policy),
+        HeaderValue::from_str(&state),
+    ) {
         headers.insert("ratelimit-policy", p);
         headers.insert("ratelimit", s);
     }
@@ -199,7 +218,8 @@ fn limit_view<'a>(c: &'a CompiledConfig, spec: &'a LimitSpec, o: &LimitOutcome) 
 
 fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {
     let decision = if allowed { "allowed" } else { "denied" };
-    metrics::counter!(m::CHECKS, "decision" => decision, "reason" => reason.unwrap_or("none")).increment(1);
+    metrics::counter!(m::CHECKS, "decision" => decision, "reason" => reason.unwrap_or("none"))
+        .increment(1);
     metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
 }
 
@@ -224,25 +244,47 @@ pub async fn check<S: Store>(
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
     if matched.iter().all(|c| c.limits.is_empty()) {
         record_check(started, true, None);
-        let body = CheckResponse { allowed: true, reason: None, retry_after_ms: None, limits: Vec::new(), fallback: None };
+        let body = CheckResponse {
+            allowed: true,
+            reason: None,
+            retry_after_ms: None,
+            limits: Vec::new(),
+            fallback: None,
+        };
         return Ok(Json(body).into_response());
     }
 
-    let outcome = match timed("check", app.store.check(&matched, amounts, req.dry_run.unwrap_or(false))).await {
+    let outcome = match timed(
+        "check",
+        app.store
+            .check(&matched, amounts, req.dry_run.unwrap_or(false)),
+    )
+    .await
+    {
         Ok(o) => o,
         Err(e) => return Ok(fallback(&app, started, e.to_string())),
     };
 
-    let specs: Vec<(&CompiledConfig, &LimitSpec)> =
-        matched.iter().flat_map(|c| c.limits.iter().map(move |s| (*c, s))).collect();
-    let pairs: Vec<(&LimitSpec, LimitOutcome)> =
-        specs.iter().map(|(_, s)| *s).zip(outcome.limits.iter().copied()).collect();
+    let specs: Vec<(&CompiledConfig, &LimitSpec)> = matched
+        .iter()
+        .flat_map(|c| c.limits.iter().map(move |s| (*c, s)))
+        .collect();
+    let pairs: Vec<(&LimitSpec, LimitOutcome)> = specs
+        .iter()
+        .map(|(_, s)| *s)
+        .zip(outcome.limits.iter().copied())
+        .collect();
     let deciding = most_restrictive(&pairs, outcome.allowed);
     let reason = (!outcome.allowed)
         .then(|| deciding.map(|i| pairs[i].0.kind.denial_reason()))
         .flatten();
     let retry_after_ms = (!outcome.allowed).then(|| {
-        pairs.iter().filter(|(_, o)| !o.admitted).map(|(_, o)| o.retry_after_ms).max().unwrap_or(0)
+        pairs
+            .iter()
+            .filter(|(_, o)| !o.admitted)
+            .map(|(_, o)| o.retry_after_ms)
+            .max()
+            .unwrap_or(0)
     });
     let limits = specs
         .iter()
@@ -262,7 +304,13 @@ pub async fn check<S: Store>(
         StatusCode::TOO_MANY_REQUESTS
     };
     record_check(started, outcome.allowed, reason);
-    let body = CheckResponse { allowed: outcome.allowed, reason, retry_after_ms, limits, fallback: None };
+    let body = CheckResponse {
+        allowed: outcome.allowed,
+        reason,
+        retry_after_ms,
+        limits,
+        fallback: None,
+    };
     Ok((status, headers, Json(body)).into_response())
 }
 
@@ -279,12 +327,20 @@ fn fallback<S: Store>(app: &App<S>, started: Instant, error: String) -> Response
         reason,
         retry_after_ms: (!allowed).then_some(1000),
         limits: Vec::new(),
-        fallback: Some(Fallback { policy: policy.as_str(), error }),
+        fallback: Some(Fallback {
+            policy: policy.as_str(),
+            error,
+        }),
     };
     if allowed {
         Json(body).into_response()
     } else {
-        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", HeaderValue::from(1))], Json(body)).into_response()
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", HeaderValue::from(1))],
+            Json(body),
+        )
+            .into_response()
     }
 }
 
@@ -298,9 +354,15 @@ pub async fn usage<S: Store>(
         cost_nanos: dollars("cost", req.cost)? - dollars("reserved_cost", req.reserved_cost)?,
     };
     let request_id = match req.request_id.as_deref() {
-        Some("") => return Err(ApiError::bad_request("request_id must not be empty when given")),
+        Some("") => {
+            return Err(ApiError::bad_request(
+                "request_id must not be empty when given",
+            ));
+        }
         Some(id) if id.len() > MAX_ID_LEN => {
-            return Err(ApiError::bad_request(format!("request_id must be at most {MAX_ID_LEN} bytes")));
+            return Err(ApiError::bad_request(format!(
+                "request_id must be at most {MAX_ID_LEN} bytes"
+            )));
         }
         other => other,
     };
@@ -318,7 +380,9 @@ pub async fn usage<S: Store>(
             metrics::counter!(m::USAGE_REPORTS, "outcome" => "error").increment(1);
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}; usage not recorded, retry (with the same request_id it is recorded once)"),
+                format!(
+                    "{e}; usage not recorded, retry (with the same request_id it is recorded once)"
+                ),
             ));
         }
     };

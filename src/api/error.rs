@@ -16,7 +16,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -56,10 +59,13 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) | StoreError::Timeout(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed, retry later"))
+            StoreError::Unavailable(_) | StoreError::Timeout(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}; nothing was changed, retry later"),
+            ),
+            StoreError::Corrupt(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
-            StoreError::Corrupt(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }
@@ -70,7 +76,9 @@ impl From<WriteError> for ApiError {
             WriteError::NotFound => ApiError::not_found("model config not found"),
             WriteError::Conflict(id) => ApiError::new(
                 StatusCode::CONFLICT,
-                format!("a model config with this scope, scope_id, model_name and provider already exists (id {id})"),
+                format!(
+                    "a model config with this scope, scope_id, model_name and provider already exists (id {id})"
+                ),
             ),
             WriteError::Stale => ApiError::new(
                 StatusCode::CONFLICT,

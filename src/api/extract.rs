@@ -11,14 +11,21 @@ use serde::de::DeserializeOwned;
 pub struct JsonBody<T>(pub T);
 
 fn is_json(content_type: &str) -> bool {
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// Parses `bytes` as `T`, naming the offending field on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("request body is empty; expected a JSON object"));
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -49,7 +56,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type must be application/json (got {})",
-                    if content_type.is_empty() { "none".to_string() } else { format!("{content_type:?}") }
+                    if content_type.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{content_type:?}")
+                    }
                 ),
             ));
         }
@@ -92,7 +103,12 @@ mod tests {
 
     #[test]
     fn rejects_empty_and_trailing_input() {
-        assert!(parse_json::<Body>(b"  ").unwrap_err().message.contains("empty"));
+        assert!(
+            parse_json::<Body>(b"  ")
+                .unwrap_err()
+                .message
+                .contains("empty")
+        );
         assert!(parse_json::<Body>(br#"{"n": 1} x"#).is_err());
         assert!(parse_json::<Body>(b"[1,2").is_err());
         assert!(parse_json::<Body>(br#"{"n": 1e400}"#).is_err());

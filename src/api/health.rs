@@ -26,14 +26,21 @@ pub async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoRespons
         "configs": app.snapshot().configs.len(),
         "snapshot_age_seconds": app.snapshot_age().as_secs_f64(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 
 pub async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::SNAPSHOT_AGE).set(app.snapshot_age().as_secs_f64());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         app.metrics.render(),
     )
 }

@@ -10,8 +10,8 @@ use crate::model::validate::{create_config, update_config};
 use crate::model::{ModelConfig, Scope};
 use crate::store::{Store, StoreError, WriteError};
 use axum::Json;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,20 +24,33 @@ fn compile(config: ModelConfig) -> Result<CompiledConfig, ApiError> {
 }
 
 /// Configs with their live usage read in one store call.
-async fn with_usage<S: Store>(app: &App<S>, configs: Vec<CompiledConfig>) -> Result<Vec<ModelConfigView>, ApiError> {
+async fn with_usage<S: Store>(
+    app: &App<S>,
+    configs: Vec<CompiledConfig>,
+) -> Result<Vec<ModelConfigView>, ApiError> {
     let refs: Vec<&CompiledConfig> = configs.iter().collect();
     let (_, usage) = timed("read_usage", app.store.read_usage(&refs)).await?;
-    Ok(configs.iter().zip(&usage).map(|(c, u)| view(c, Some(u))).collect())
+    Ok(configs
+        .iter()
+        .zip(&usage)
+        .map(|(c, u)| view(c, Some(u)))
+        .collect())
 }
 
-async fn one_with_usage<S: Store>(app: &App<S>, config: ModelConfig) -> Result<ModelConfigView, ApiError> {
+async fn one_with_usage<S: Store>(
+    app: &App<S>,
+    config: ModelConfig,
+) -> Result<ModelConfigView, ApiError> {
     let mut views = with_usage(app, vec![compile(config)?]).await?;
     Ok(views.remove(0))
 }
 
 /// The usage read after a successful write must not turn it into an error: the write
 /// happened. Fall back to the config without usage.
-async fn after_write<S: Store>(app: &App<S>, config: ModelConfig) -> Result<ModelConfigView, ApiError> {
+async fn after_write<S: Store>(
+    app: &App<S>,
+    config: ModelConfig,
+) -> Result<ModelConfigView, ApiError> {
     let compiled = compile(config)?;
     Ok(match app.store.read_usage(&[&compiled]).await {
         Ok((_, usage)) => view(&compiled, Some(&usage[0])),
@@ -50,7 +63,8 @@ async fn after_write<S: Store>(app: &App<S>, config: ModelConfig) -> Result<Mode
 
 fn write_failed(op: &'static str, e: &WriteError) {
     if let WriteError::Store(e) = e {
-        metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind()).increment(1);
+        metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind())
+            .increment(1);
     }
 }
 
@@ -59,10 +73,16 @@ pub async fn create<S: Store>(
     JsonBody(req): JsonBody<CreateModelConfig>,
 ) -> Result<Json<Value>, ApiError> {
     let config = create_config(req, chrono::Utc::now())?;
-    let version = app.store.create_config(&config).await.inspect_err(|e| write_failed("create_config", e))?;
+    let version = app
+        .store
+        .create_config(&config)
+        .await
+        .inspect_err(|e| write_failed("create_config", e))?;
     app.apply_local(version, LocalChange::Upsert(&config)).await;
     let shown = after_write(&app, config).await?;
-    Ok(Json(json!({"message": "Model config created successfully", "model_config": shown})))
+    Ok(Json(
+        json!({"message": "Model config created successfully", "model_config": shown}),
+    ))
 }
 
 pub async fn get<S: Store>(
@@ -72,7 +92,9 @@ pub async fn get<S: Store>(
     let config = timed("get_config", app.store.get_config(&id))
         .await?
         .ok_or_else(|| ApiError::config_not_found(&id))?;
-    Ok(Json(json!({"model_config": one_with_usage(&app, config).await?})))
+    Ok(Json(
+        json!({"model_config": one_with_usage(&app, config).await?}),
+    ))
 }
 
 pub async fn update<S: Store>(
@@ -89,7 +111,9 @@ pub async fn update<S: Store>(
             Ok(version) => {
                 app.apply_local(version, LocalChange::Upsert(&next)).await;
                 let shown = after_write(&app, next).await?;
-                return Ok(Json(json!({"message": "Model config updated successfully", "model_config": shown})));
+                return Ok(Json(
+                    json!({"message": "Model config updated successfully", "model_config": shown}),
+                ));
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
@@ -113,7 +137,9 @@ pub async fn delete<S: Store>(
         match app.store.delete_config(&current).await {
             Ok(version) => {
                 app.apply_local(version, LocalChange::Delete(&id)).await;
-                return Ok(Json(json!({"message": "Model config deleted successfully"})));
+                return Ok(Json(
+                    json!({"message": "Model config deleted successfully"}),
+                ));
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
@@ -144,7 +170,11 @@ impl ListQuery {
             None => 25,
             Some(v) => match v.trim().parse::<usize>() {
                 Ok(n) if (1..=100).contains(&n) => n,
-                _ => return Err(ApiError::bad_request(format!("limit must be an integer from 1 to 100 (got {v:?})"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "limit must be an integer from 1 to 100 (got {v:?})"
+                    )));
+                }
             },
         };
         let offset = match q.get("offset") {
@@ -156,7 +186,9 @@ impl ListQuery {
         let scope = match q.get("scope").map(|s| s.trim()).filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(Scope::parse(s).ok_or_else(|| {
-                ApiError::bad_request(format!("scope must be one of global, virtual_key, user (got {s:?})"))
+                ApiError::bad_request(format!(
+                    "scope must be one of global, virtual_key, user (got {s:?})"
+                ))
             })?),
         };
         let from_memory = match q.get("from_memory").map(|s| s.trim().to_ascii_lowercase()) {
@@ -164,7 +196,11 @@ impl ListQuery {
             Some(v) => match v.as_str() {
                 "true" | "1" => true,
                 "false" | "0" | "" => false,
-                _ => return Err(ApiError::bad_request(format!("from_memory must be true or false (got {v:?})"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "from_memory must be true or false (got {v:?})"
+                    )));
+                }
             },
         };
         let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
@@ -180,10 +216,18 @@ impl ListQuery {
     }
 
     pub fn matches(&self, c: &ModelConfig) -> bool {
-        self.search.as_ref().is_none_or(|s| c.model_name.to_lowercase().contains(s))
+        self.search
+            .as_ref()
+            .is_none_or(|s| c.model_name.to_lowercase().contains(s))
             && self.scope.is_none_or(|s| c.scope == s)
-            && self.scope_id.as_ref().is_none_or(|s| c.scope_id.as_ref() == Some(s))
-            && self.provider.as_ref().is_none_or(|p| c.provider.as_ref() == Some(p))
+            && self
+                .scope_id
+                .as_ref()
+                .is_none_or(|s| c.scope_id.as_ref() == Some(s))
+            && self
+                .provider
+                .as_ref()
+                .is_none_or(|p| c.provider.as_ref() == Some(p))
     }
 }
 
@@ -191,12 +235,22 @@ pub async fn list<S: Store>(
     State(app): State<Arc<App<S>>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(raw) = query.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+    let Query(raw) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
     let q = ListQuery::parse(&raw)?;
     let (total_count, views) = if q.from_memory {
         let snapshot = app.snapshot();
-        let matching: Vec<_> = snapshot.configs.iter().filter(|c| q.matches(&c.config)).collect();
-        let page = matching.iter().skip(q.offset).take(q.limit).map(|c| view(c, None)).collect::<Vec<_>>();
+        let matching: Vec<_> = snapshot
+            .configs
+            .iter()
+            .filter(|c| q.matches(&c.config))
+            .collect();
+        let page = matching
+            .iter()
+            .skip(q.offset)
+            .take(q.limit)
+            .map(|c| view(c, None))
+            .collect::<Vec<_>>();
         (matching.len(), page)
     } else {
         let (_, mut configs) = timed("load_configs", app.store.load_configs()).await?;
@@ -225,7 +279,12 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Result<ListQuery, ApiError> {
-        ListQuery::parse(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        ListQuery::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -238,6 +297,9 @@ mod tests {
         assert!(q(&[("offset", "-1")]).is_err());
         assert!(q(&[("scope", "team")]).is_err());
         assert!(q(&[("from_memory", "yes")]).is_err());
-        assert_eq!(q(&[("limit", "100"), ("offset", "7")]).map(|x| (x.limit, x.offset)), Ok((100, 7)));
+        assert_eq!(
+            q(&[("limit", "100"), ("offset", "7")]).map(|x| (x.limit, x.offset)),
+            Ok((100, 7))
+        );
     }
 }

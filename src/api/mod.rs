@@ -33,7 +33,10 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(app.clone(), require_api_key::<S>));
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_api_key::<S>,
+        ));
     Router::new()
         .nest("/api", api)
         .route("/v1/check", post(check::check::<S>))
@@ -45,18 +48,28 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(count_requests))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(app)
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {} is not allowed on {}", req.method(), req.uri().path()),
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
     )
 }
 
@@ -85,7 +98,8 @@ async fn require_api_key<S: Store>(
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let Some(token) = presented else {
-        return ApiError::unauthorized("missing API key: send Authorization: Bearer <key>").into_response();
+        return ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
+            .into_response();
     };
     let mut ok = subtle::Choice::from(0u8);
     for key in &app.api_keys {

@@ -70,7 +70,13 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
             .limits
             .iter()
             .position(|l| l.kind == kind && l.budget_id.as_deref() == budget_id);
-        Some(pos.map_or(LimitUsage { used: 0, start_ms: i64::MIN }, |p| usage[p]))
+        Some(pos.map_or(
+            LimitUsage {
+                used: 0,
+                start_ms: i64::MIN,
+            },
+            |p| usage[p],
+        ))
     };
     let budgets: Vec<BudgetView> = c
         .budgets

@@ -66,9 +66,8 @@ impl CompiledConfig {
     /// Fails only for data that bypassed validation (e.g. edited by hand in Redis).
     pub fn compile(config: ModelConfig) -> Result<Self, String> {
         let mut limits = Vec::new();
-        let parse = |d: &str| {
-            parse_duration_ms(d).map_err(|e| format!("config {}: {e}", config.id))
-        };
+        let parse =
+            |d: &str| parse_duration_ms(d).map_err(|e| format!("config {}: {e}", config.id));
         if let Some(rl) = &config.rate_limit {
             if let (Some(max), Some(d)) = (rl.request_max_limit, &rl.request_reset_duration) {
                 limits.push(LimitSpec {
@@ -100,13 +99,21 @@ impl CompiledConfig {
                 field: budget_field(&b.id),
                 max: dollars_to_nanos(b.max_limit),
                 len_ms: len as i64,
-                grid: Some(PeriodGrid::new(len, config.calendar_aligned, b.created_at.timestamp_millis())),
+                grid: Some(PeriodGrid::new(
+                    len,
+                    config.calendar_aligned,
+                    b.created_at.timestamp_millis(),
+                )),
                 reset_duration: b.reset_duration.clone(),
                 budget_id: Some(b.id.clone()),
             });
         }
         let lua_args = lua_args(&limits);
-        Ok(CompiledConfig { config, limits, lua_args })
+        Ok(CompiledConfig {
+            config,
+            limits,
+            lua_args,
+        })
     }
 }
 

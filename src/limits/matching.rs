@@ -40,7 +40,10 @@ impl ConfigIndex {
                     .entry(cfg.scope_id.clone().unwrap_or_default())
                     .or_default(),
             };
-            by_model.entry(cfg.model_name.clone()).or_default().push(pos);
+            by_model
+                .entry(cfg.model_name.clone())
+                .or_default()
+                .push(pos);
         }
         index
     }
@@ -97,7 +100,13 @@ mod tests {
             .into_iter()
             .map(|p| {
                 let c = &configs[p].config;
-                format!("{}/{}/{}/{}", c.scope.as_str(), c.scope_id.as_deref().unwrap_or("-"), c.model_name, c.provider.as_deref().unwrap_or("-"))
+                format!(
+                    "{}/{}/{}/{}",
+                    c.scope.as_str(),
+                    c.scope_id.as_deref().unwrap_or("-"),
+                    c.model_name,
+                    c.provider.as_deref().unwrap_or("-")
+                )
             })
             .collect()
     }
@@ -113,16 +122,36 @@ mod tests {
             json!({"model_name": "*", "scope": "virtual_key", "scope_id": "vk-2"}),
             json!({"model_name": "*", "scope": "user", "scope_id": "u-1"}),
         ]);
-        let key = MatchKey { model: "gpt-4o", provider: Some("openai"), virtual_key: Some("vk-1"), user: Some("u-1") };
+        let key = MatchKey {
+            model: "gpt-4o",
+            provider: Some("openai"),
+            virtual_key: Some("vk-1"),
+            user: Some("u-1"),
+        };
         assert_eq!(
             names(&configs, key),
-            ["global/-/gpt-4o/openai", "global/-/*/-", "virtual_key/vk-1/gpt-4o/-", "user/u-1/*/-"]
+            [
+                "global/-/gpt-4o/openai",
+                "global/-/*/-",
+                "virtual_key/vk-1/gpt-4o/-",
+                "user/u-1/*/-"
+            ]
         );
         // Without a provider, provider-specific configs do not apply.
-        let key = MatchKey { model: "gpt-4o", provider: None, virtual_key: None, user: None };
+        let key = MatchKey {
+            model: "gpt-4o",
+            provider: None,
+            virtual_key: None,
+            user: None,
+        };
         assert_eq!(names(&configs, key), ["global/-/*/-"]);
         // A user id equal to a virtual key id does not match the virtual key's configs.
-        let key = MatchKey { model: "x", provider: None, virtual_key: None, user: Some("vk-2") };
+        let key = MatchKey {
+            model: "x",
+            provider: None,
+            virtual_key: None,
+            user: Some("vk-2"),
+        };
         assert_eq!(names(&configs, key), ["global/-/*/-"]);
     }
 

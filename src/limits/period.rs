@@ -26,14 +26,24 @@ impl PeriodGrid {
     pub fn new(len_ms: u64, calendar_aligned: bool, created_ms: i64) -> Self {
         let len = len_ms as i64;
         if !calendar_aligned {
-            return PeriodGrid::Fixed { anchor_ms: created_ms, len_ms: len };
+            return PeriodGrid::Fixed {
+                anchor_ms: created_ms,
+                len_ms: len,
+            };
         }
-        if len_ms % YEAR_MS == 0 {
-            PeriodGrid::Years { n: (len_ms / YEAR_MS) as i64 }
-        } else if len_ms % MONTH_MS == 0 {
-            PeriodGrid::Months { n: (len_ms / MONTH_MS) as i64 }
+        if len_ms.is_multiple_of(YEAR_MS) {
+            PeriodGrid::Years {
+                n: (len_ms / YEAR_MS) as i64,
+            }
+        } else if len_ms.is_multiple_of(MONTH_MS) {
+            PeriodGrid::Months {
+                n: (len_ms / MONTH_MS) as i64,
+            }
         } else {
-            PeriodGrid::Fixed { anchor_ms: MONDAY_EPOCH_MS, len_ms: len }
+            PeriodGrid::Fixed {
+                anchor_ms: MONDAY_EPOCH_MS,
+                len_ms: len,
+            }
         }
     }
 
@@ -123,7 +133,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn ms(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> i64 {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap().timestamp_millis()
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
@@ -140,9 +152,15 @@ mod tests {
     #[test]
     fn calendar_day_starts_at_utc_midnight() {
         let grid = PeriodGrid::new(DAY_MS, true, ms(2026, 3, 10, 15, 7));
-        assert_eq!(grid.bounds(ms(2026, 3, 12, 23, 59)), (ms(2026, 3, 12, 0, 0), ms(2026, 3, 13, 0, 0)));
+        assert_eq!(
+            grid.bounds(ms(2026, 3, 12, 23, 59)),
+            (ms(2026, 3, 12, 0, 0), ms(2026, 3, 13, 0, 0))
+        );
         let hourly = PeriodGrid::new(HOUR_MS, true, 0);
-        assert_eq!(hourly.bounds(ms(2026, 3, 12, 7, 42)).0, ms(2026, 3, 12, 7, 0));
+        assert_eq!(
+            hourly.bounds(ms(2026, 3, 12, 7, 42)).0,
+            ms(2026, 3, 12, 7, 0)
+        );
     }
 
     #[test]
@@ -159,12 +177,24 @@ mod tests {
     #[test]
     fn calendar_month_handles_month_ends_and_leap_years() {
         let grid = PeriodGrid::new(MONTH_MS, true, 0);
-        assert_eq!(grid.bounds(ms(2028, 2, 29, 23, 59)), (ms(2028, 2, 1, 0, 0), ms(2028, 3, 1, 0, 0)));
-        assert_eq!(grid.bounds(ms(2027, 2, 28, 0, 0)), (ms(2027, 2, 1, 0, 0), ms(2027, 3, 1, 0, 0)));
-        assert_eq!(grid.bounds(ms(2026, 12, 31, 23, 59)), (ms(2026, 12, 1, 0, 0), ms(2027, 1, 1, 0, 0)));
+        assert_eq!(
+            grid.bounds(ms(2028, 2, 29, 23, 59)),
+            (ms(2028, 2, 1, 0, 0), ms(2028, 3, 1, 0, 0))
+        );
+        assert_eq!(
+            grid.bounds(ms(2027, 2, 28, 0, 0)),
+            (ms(2027, 2, 1, 0, 0), ms(2027, 3, 1, 0, 0))
+        );
+        assert_eq!(
+            grid.bounds(ms(2026, 12, 31, 23, 59)),
+            (ms(2026, 12, 1, 0, 0), ms(2027, 1, 1, 0, 0))
+        );
         assert_eq!(grid.bounds(ms(2026, 1, 31, 0, 0)).1, ms(2026, 2, 1, 0, 0));
         let quarterly = PeriodGrid::new(3 * MONTH_MS, true, 0);
-        assert_eq!(quarterly.bounds(ms(2026, 5, 15, 0, 0)), (ms(2026, 4, 1, 0, 0), ms(2026, 7, 1, 0, 0)));
+        assert_eq!(
+            quarterly.bounds(ms(2026, 5, 15, 0, 0)),
+            (ms(2026, 4, 1, 0, 0), ms(2026, 7, 1, 0, 0))
+        );
     }
 
     #[test]

@@ -42,7 +42,13 @@ impl Snapshot {
             .map(|(i, c)| (c.config.id.clone(), i))
             .collect();
         let index = ConfigIndex::build(&compiled);
-        Snapshot { version, configs: compiled, loaded_at: Instant::now(), by_id, index }
+        Snapshot {
+            version,
+            configs: compiled,
+            loaded_at: Instant::now(),
+            by_id,
+            index,
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<CompiledConfig>> {

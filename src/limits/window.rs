@@ -88,7 +88,11 @@ impl SlidingWindow {
                 back.count += amount;
                 back.last_ms = back.last_ms.max(now_ms);
             }
-            _ => self.buckets.push_back(Bucket { index, count: amount, last_ms: now_ms }),
+            _ => self.buckets.push_back(Bucket {
+                index,
+                count: amount,
+                last_ms: now_ms,
+            }),
         }
         self.total += amount;
     }
@@ -98,7 +102,9 @@ impl SlidingWindow {
     pub fn refund(&mut self, amount: i64) {
         let mut left = amount;
         while left > 0 {
-            let Some(front) = self.buckets.front_mut() else { break };
+            let Some(front) = self.buckets.front_mut() else {
+                break;
+            };
             let take = left.min(front.count);
             front.count -= take;
             self.total -= take;

@@ -158,7 +158,10 @@ mod tests {
         assert_eq!(parse_duration_ms("1h30m"), Ok(HOUR_MS + 30 * MINUTE_MS));
         assert_eq!(parse_duration_ms("250ms"), Ok(250));
         assert_eq!(parse_duration_ms("1500us"), Ok(2));
-        assert_eq!(parse_duration_ms("2h45m30s"), Ok(2 * HOUR_MS + 45 * MINUTE_MS + 30_000));
+        assert_eq!(
+            parse_duration_ms("2h45m30s"),
+            Ok(2 * HOUR_MS + 45 * MINUTE_MS + 30_000)
+        );
     }
 
     #[test]
@@ -183,15 +186,31 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        for bad in ["", "  ", "0s", "0", "10", "-5m", "abc", "5x", "1.2.3s", ".s", "s", "1 h", "0.0001ms", "monthlyy", "1000Y"] {
-            assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "  ", "0s", "0", "10", "-5m", "abc", "5x", "1.2.3s", ".s", "s", "1 h", "0.0001ms",
+            "monthlyy", "1000Y",
+        ] {
+            assert!(
+                parse_duration_ms(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn error_messages_name_the_problem() {
-        assert!(parse_duration_ms("5x").unwrap_err().to_string().contains("\"x\""));
-        assert!(parse_duration_ms("-1s").unwrap_err().to_string().contains("at least"));
+        assert!(
+            parse_duration_ms("5x")
+                .unwrap_err()
+                .to_string()
+                .contains("\"x\"")
+        );
+        assert!(
+            parse_duration_ms("-1s")
+                .unwrap_err()
+                .to_string()
+                .contains("at least")
+        );
     }
 
     proptest! {

@@ -87,7 +87,9 @@ fn build_budgets(
             return invalid(format!("{field}.max_limit must be a number >= 0 (dollars)"));
         }
         if max_limit > MAX_BUDGET_DOLLARS {
-            return invalid(format!("{field}.max_limit must be at most {MAX_BUDGET_DOLLARS} dollars"));
+            return invalid(format!(
+                "{field}.max_limit must be at most {MAX_BUDGET_DOLLARS} dollars"
+            ));
         }
         let Some(reset_duration) = input.reset_duration else {
             return invalid(format!("{field}.reset_duration is required"));
@@ -102,7 +104,9 @@ fn build_budgets(
         let matched = match &input.id {
             Some(id) => match existing.iter().find(|b| &b.id == id) {
                 Some(b) => Some(b),
-                None => return invalid(format!("{field}.id {id:?} is not a budget of this config")),
+                None => {
+                    return invalid(format!("{field}.id {id:?} is not a budget of this config"));
+                }
             },
             None => existing
                 .iter()
@@ -148,7 +152,9 @@ fn limit_pair(
     match max {
         None => Ok((None, None)),
         Some(0) => invalid(format!("{field} must be greater than 0")),
-        Some(m) if m > MAX_COUNT_LIMIT => invalid(format!("{field} must be at most {MAX_COUNT_LIMIT}")),
+        Some(m) if m > MAX_COUNT_LIMIT => {
+            invalid(format!("{field} must be at most {MAX_COUNT_LIMIT}"))
+        }
         Some(m) => match duration {
             None => invalid(format!("{field} needs {dfield}")),
             Some(d) => Ok((Some(m), Some(d))),
@@ -164,8 +170,11 @@ fn build_rate_limit(
 ) -> Result<Option<RateLimit>, ValidationError> {
     let (token_max_limit, token_reset_duration) =
         limit_pair("token", input.token_max_limit, input.token_reset_duration)?;
-    let (request_max_limit, request_reset_duration) =
-        limit_pair("request", input.request_max_limit, input.request_reset_duration)?;
+    let (request_max_limit, request_reset_duration) = limit_pair(
+        "request",
+        input.request_max_limit,
+        input.request_reset_duration,
+    )?;
     if token_max_limit.is_none() && request_max_limit.is_none() {
         return Ok(None);
     }
@@ -205,7 +214,12 @@ pub fn create_config(
     let scope_id = match scope {
         Scope::Global => None,
         _ => match req.scope_id {
-            None => return invalid(format!("scope_id is required when scope is {}", scope.as_str())),
+            None => {
+                return invalid(format!(
+                    "scope_id is required when scope is {}",
+                    scope.as_str()
+                ));
+            }
             Some(id) => {
                 check_name("scope_id", &id)?;
                 Some(id)
@@ -300,14 +314,20 @@ mod tests {
     #[test]
     fn minimal_create_is_global_for_all_providers() {
         let c = create(json!({"model_name": "*"})).unwrap();
-        assert_eq!((c.scope, c.scope_id, c.provider), (Scope::Global, None, None));
+        assert_eq!(
+            (c.scope, c.scope_id, c.provider),
+            (Scope::Global, None, None)
+        );
         assert!(c.budgets.is_empty() && c.rate_limit.is_none());
     }
 
     #[test]
     fn scope_id_rules() {
         assert!(err(json!({"model_name": "m", "scope": "user"})).contains("scope_id is required"));
-        assert!(err(json!({"model_name": "m", "scope": "team", "scope_id": "x"})).contains("scope must be one of"));
+        assert!(
+            err(json!({"model_name": "m", "scope": "team", "scope_id": "x"}))
+                .contains("scope must be one of")
+        );
         let g = create(json!({"model_name": "m", "scope_id": "ignored"})).unwrap();
         assert_eq!(g.scope_id, None);
     }
@@ -316,12 +336,26 @@ mod tests {
     fn rejects_bad_fields_with_their_names() {
         assert!(err(json!({})).contains("model_name is required"));
         assert!(err(json!({"model_name": ""})).contains("model_name must not be empty"));
-        assert!(err(json!({"model_name": "m", "provider": ""})).contains("provider must not be empty"));
-        assert!(err(json!({"model_name": "m", "budgets": [{"max_limit": -1, "reset_duration": "1d"}]})).contains("budgets[0].max_limit"));
-        assert!(err(json!({"model_name": "m", "budgets": [{"max_limit": 1, "reset_duration": "0s"}]})).contains("budgets[0].reset_duration"));
-        assert!(err(json!({"model_name": "m", "budgets": [{"max_limit": 1}]})).contains("reset_duration is required"));
+        assert!(
+            err(json!({"model_name": "m", "provider": ""})).contains("provider must not be empty")
+        );
+        assert!(
+            err(json!({"model_name": "m", "budgets": [{"max_limit": -1, "reset_duration": "1d"}]}))
+                .contains("budgets[0].max_limit")
+        );
+        assert!(
+            err(json!({"model_name": "m", "budgets": [{"max_limit": 1, "reset_duration": "0s"}]}))
+                .contains("budgets[0].reset_duration")
+        );
+        assert!(
+            err(json!({"model_name": "m", "budgets": [{"max_limit": 1}]}))
+                .contains("reset_duration is required")
+        );
         assert!(err(json!({"model_name": "m", "rate_limit": {"token_max_limit": 0, "token_reset_duration": "1m"}})).contains("token_max_limit must be greater than 0"));
-        assert!(err(json!({"model_name": "m", "rate_limit": {"request_max_limit": 5}})).contains("needs rate_limit.request_reset_duration"));
+        assert!(
+            err(json!({"model_name": "m", "rate_limit": {"request_max_limit": 5}}))
+                .contains("needs rate_limit.request_reset_duration")
+        );
         assert!(err(json!({"model_name": "m", "rate_limit": {"request_max_limit": 5, "request_reset_duration": "soon"}})).contains("request_reset_duration"));
     }
 
@@ -334,7 +368,10 @@ mod tests {
 
     #[test]
     fn legacy_budget_becomes_budgets() {
-        let c = create(json!({"model_name": "m", "budget": {"max_limit": 5.5, "reset_duration": "monthly"}})).unwrap();
+        let c = create(
+            json!({"model_name": "m", "budget": {"max_limit": 5.5, "reset_duration": "monthly"}}),
+        )
+        .unwrap();
         assert_eq!(c.budgets.len(), 1);
         assert_eq!(c.budgets[0].max_limit, 5.5);
         assert!(err(json!({"model_name": "m", "budget": {"max_limit": 1, "reset_duration": "1d"}, "budgets": []})).contains("either"));
@@ -342,24 +379,39 @@ mod tests {
 
     #[test]
     fn update_keeps_matched_budget_ids_and_rejects_identity_changes() {
-        let c = create(json!({"model_name": "m", "scope": "user", "scope_id": "u1", "budgets": [
-            {"max_limit": 1, "reset_duration": "1d"}, {"max_limit": 2, "reset_duration": "1w"}]})).unwrap();
+        let c = create(
+            json!({"model_name": "m", "scope": "user", "scope_id": "u1", "budgets": [
+            {"max_limit": 1, "reset_duration": "1d"}, {"max_limit": 2, "reset_duration": "1w"}]}),
+        )
+        .unwrap();
         let by_id = c.budgets[1].id.clone();
         let by_duration = c.budgets[0].id.clone();
         let req: UpdateModelConfig = serde_json::from_value(json!({"budgets": [
             {"id": by_id, "max_limit": 9, "reset_duration": "2w"},
             {"max_limit": 3, "reset_duration": "24h"},
-            {"max_limit": 4, "reset_duration": "1h"}]})).unwrap();
+            {"max_limit": 4, "reset_duration": "1h"}]}))
+        .unwrap();
         let u = update_config(&c, req, Utc::now()).unwrap();
         assert_eq!(u.budgets[0].id, by_id);
         assert_eq!(u.budgets[1].id, by_duration);
         assert!(u.budgets[2].id != by_id && u.budgets[2].id != by_duration);
 
         let bad: UpdateModelConfig = serde_json::from_value(json!({"scope_id": "u2"})).unwrap();
-        assert!(update_config(&c, bad, Utc::now()).unwrap_err().0.contains("scope_id"));
+        assert!(
+            update_config(&c, bad, Utc::now())
+                .unwrap_err()
+                .0
+                .contains("scope_id")
+        );
         let bad: UpdateModelConfig = serde_json::from_value(json!({"scope": "global"})).unwrap();
-        assert!(update_config(&c, bad, Utc::now()).unwrap_err().0.contains("scope"));
-        let same: UpdateModelConfig = serde_json::from_value(json!({"scope": "user", "scope_id": "u1"})).unwrap();
+        assert!(
+            update_config(&c, bad, Utc::now())
+                .unwrap_err()
+                .0
+                .contains("scope")
+        );
+        let same: UpdateModelConfig =
+            serde_json::from_value(json!({"scope": "user", "scope_id": "u1"})).unwrap();
         assert!(update_config(&c, same, Utc::now()).is_ok());
     }
 
@@ -368,13 +420,34 @@ mod tests {
         let c = create(json!({"model_name": "m", "rate_limit": {"request_max_limit": 5, "request_reset_duration": "1m"}})).unwrap();
         let keep: UpdateModelConfig = serde_json::from_value(json!({"model_name": "n"})).unwrap();
         let kept = update_config(&c, keep, Utc::now()).unwrap();
-        assert_eq!(kept.rate_limit.as_ref().unwrap().id, c.rate_limit.as_ref().unwrap().id);
-        let remove: UpdateModelConfig = serde_json::from_value(json!({"rate_limit": null})).unwrap();
-        assert!(update_config(&c, remove, Utc::now()).unwrap().rate_limit.is_none());
-        let both_null: UpdateModelConfig = serde_json::from_value(json!({"rate_limit": {"request_max_limit": null}})).unwrap();
-        assert!(update_config(&c, both_null, Utc::now()).unwrap().rate_limit.is_none());
-        let replace: UpdateModelConfig = serde_json::from_value(json!({"rate_limit": {"token_max_limit": 7, "token_reset_duration": "1h"}})).unwrap();
-        let r = update_config(&c, replace, Utc::now()).unwrap().rate_limit.unwrap();
+        assert_eq!(
+            kept.rate_limit.as_ref().unwrap().id,
+            c.rate_limit.as_ref().unwrap().id
+        );
+        let remove: UpdateModelConfig =
+            serde_json::from_value(json!({"rate_limit": null})).unwrap();
+        assert!(
+            update_config(&c, remove, Utc::now())
+                .unwrap()
+                .rate_limit
+                .is_none()
+        );
+        let both_null: UpdateModelConfig =
+            serde_json::from_value(json!({"rate_limit": {"request_max_limit": null}})).unwrap();
+        assert!(
+            update_config(&c, both_null, Utc::now())
+                .unwrap()
+                .rate_limit
+                .is_none()
+        );
+        let replace: UpdateModelConfig = serde_json::from_value(
+            json!({"rate_limit": {"token_max_limit": 7, "token_reset_duration": "1h"}}),
+        )
+        .unwrap();
+        let r = update_config(&c, replace, Utc::now())
+            .unwrap()
+            .rate_limit
+            .unwrap();
         assert_eq!((r.token_max_limit, r.request_max_limit), (Some(7), None));
         assert_eq!(r.id, c.rate_limit.as_ref().unwrap().id);
     }
@@ -383,7 +456,13 @@ mod tests {
     fn provider_null_clears_and_absent_keeps() {
         let c = create(json!({"model_name": "m", "provider": "openai"})).unwrap();
         let keep: UpdateModelConfig = serde_json::from_value(json!({})).unwrap();
-        assert_eq!(update_config(&c, keep, Utc::now()).unwrap().provider.as_deref(), Some("openai"));
+        assert_eq!(
+            update_config(&c, keep, Utc::now())
+                .unwrap()
+                .provider
+                .as_deref(),
+            Some("openai")
+        );
         let clear: UpdateModelConfig = serde_json::from_value(json!({"provider": null})).unwrap();
         assert_eq!(update_config(&c, clear, Utc::now()).unwrap().provider, None);
     }

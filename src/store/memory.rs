@@ -78,12 +78,15 @@ impl MemoryStore {
         let mut store = MemoryStore::new();
         match std::fs::read(path) {
             Ok(bytes) => {
-                let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| {
-                    format!("state file {} is not valid: {e}", path.display())
-                })?;
+                let state: StateFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("state file {} is not valid: {e}", path.display()))?;
                 *store.configs.get_mut() = Configs {
                     version: state.version,
-                    configs: state.configs.into_iter().map(|c| (c.id.clone(), c)).collect(),
+                    configs: state
+                        .configs
+                        .into_iter()
+                        .map(|c| (c.id.clone(), c))
+                        .collect(),
                 };
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -105,7 +108,10 @@ impl MemoryStore {
         if let Some(path) = &self.state_file {
             let mut configs: Vec<ModelConfig> = next.configs.values().cloned().collect();
             configs.sort_by(|a, b| a.list_order().cmp(&b.list_order()));
-            let state = StateFile { version: next.version, configs };
+            let state = StateFile {
+                version: next.version,
+                configs,
+            };
             let path = path.clone();
             tokio::task::spawn_blocking(move || write_atomically(&path, &state))
                 .await
@@ -221,7 +227,11 @@ impl Store for MemoryStore {
         .await
     }
 
-    async fn replace_config(&self, old: &ModelConfig, new: &ModelConfig) -> Result<u64, WriteError> {
+    async fn replace_config(
+        &self,
+        old: &ModelConfig,
+        new: &ModelConfig,
+    ) -> Result<u64, WriteError> {
         let version = self
             .write(|set| {
                 match set.configs.get(&old.id) {
@@ -276,20 +286,30 @@ impl Store for MemoryStore {
         Self::sweep(&mut counters, now);
         let mut admitted = Vec::new();
         for config in configs {
-            let c = counters.by_config.entry(config.config.id.clone()).or_default();
+            let c = counters
+                .by_config
+                .entry(config.config.id.clone())
+                .or_default();
             if c.expires_ms <= now {
                 *c = ConfigCounters::default();
             }
             for spec in &config.limits {
                 let counter = Counter::open(c, spec, now);
-                admitted.push(admits(counter.used(), spec.max, amounts.for_kind(spec.kind)));
+                admitted.push(admits(
+                    counter.used(),
+                    spec.max,
+                    amounts.for_kind(spec.kind),
+                ));
             }
         }
         let allowed = admitted.iter().all(|&ok| ok);
         let mut limits = Vec::with_capacity(admitted.len());
         let mut admitted = admitted.into_iter();
         for config in configs {
-            let c = counters.by_config.get_mut(&config.config.id).expect("opened above");
+            let c = counters
+                .by_config
+                .get_mut(&config.config.id)
+                .expect("opened above");
             let mut wrote = false;
             for spec in &config.limits {
                 let ok = admitted.next().expect("one per limit");
@@ -305,7 +325,11 @@ impl Store for MemoryStore {
                             admitted: ok,
                             used: w.used(),
                             reset_after_ms: w.reset_after_ms(now, spec.len_ms),
-                            retry_after_ms: if ok { 0 } else { w.retry_after_ms(now, spec.len_ms, spec.max, amount) },
+                            retry_after_ms: if ok {
+                                0
+                            } else {
+                                w.retry_after_ms(now, spec.len_ms, spec.max, amount)
+                            },
                         }
                     }
                     Counter::Budget(b, end) => {
@@ -342,12 +366,17 @@ impl Store for MemoryStore {
             match counters.usage_ids.get(id) {
                 Some(&expires) if expires > now => return Ok(UsageOutcome::Duplicate),
                 _ => {
-                    counters.usage_ids.insert(id.to_string(), now + USAGE_ID_TTL.as_millis() as i64);
+                    counters
+                        .usage_ids
+                        .insert(id.to_string(), now + USAGE_ID_TTL.as_millis() as i64);
                 }
             }
         }
         for config in configs {
-            let c = counters.by_config.entry(config.config.id.clone()).or_default();
+            let c = counters
+                .by_config
+                .entry(config.config.id.clone())
+                .or_default();
             if c.expires_ms <= now {
                 *c = ConfigCounters::default();
             }
@@ -384,7 +413,11 @@ impl Store for MemoryStore {
         let out = configs
             .iter()
             .map(|config| {
-                let Some(c) = counters.by_config.get_mut(&config.config.id).filter(|c| c.expires_ms > now) else {
+                let Some(c) = counters
+                    .by_config
+                    .get_mut(&config.config.id)
+                    .filter(|c| c.expires_ms > now)
+                else {
                     return config
                         .limits
                         .iter()

@@ -114,8 +114,9 @@ pub const USAGE_ID_TTL: Duration = Duration::from_secs(25 * 3600);
 
 pub trait Store: Send + Sync + 'static {
     /// Every config, and the config version they were read at.
-    fn load_configs(&self)
-    -> impl Future<Output = Result<(u64, Vec<ModelConfig>), StoreError>> + Send;
+    fn load_configs(
+        &self,
+    ) -> impl Future<Output = Result<(u64, Vec<ModelConfig>), StoreError>> + Send;
 
     /// Cheap: changes whenever any config is written.
     fn config_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -140,8 +141,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, WriteError>> + Send;
 
     /// Deletes `old` (as read, compared by revision) and its counters.
-    fn delete_config(&self, old: &ModelConfig)
-    -> impl Future<Output = Result<u64, WriteError>> + Send;
+    fn delete_config(
+        &self,
+        old: &ModelConfig,
+    ) -> impl Future<Output = Result<u64, WriteError>> + Send;
 
     /// Atomic check-and-consume over every limit of `configs`.
     fn check(

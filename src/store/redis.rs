@@ -18,7 +18,11 @@ use tokio::task::JoinHandle;
 
 macro_rules! lua {
     ($name:literal) => {
-        concat!(include_str!("../../lua/lib.lua"), "\n", include_str!(concat!("../../lua/", $name)))
+        concat!(
+            include_str!("../../lua/lib.lua"),
+            "\n",
+            include_str!(concat!("../../lua/", $name))
+        )
     };
 }
 
@@ -55,7 +59,14 @@ impl Scripts {
     }
 
     fn all(&self) -> [&Script; 6] {
-        [&self.check, &self.usage, &self.read_usage, &self.create, &self.update, &self.delete]
+        [
+            &self.check,
+            &self.usage,
+            &self.read_usage,
+            &self.create,
+            &self.update,
+            &self.delete,
+        ]
     }
 }
 
@@ -175,7 +186,11 @@ impl RedisStore {
             .map_err(|e| format!("cannot set up redis connection: {e}"))?;
         let keys = Keys::new(&options.key_prefix);
         let changes = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_for_changes(client, keys.channel.clone(), changes.clone()));
+        let listener = tokio::spawn(listen_for_changes(
+            client,
+            keys.channel.clone(),
+            changes.clone(),
+        ));
         Ok(RedisStore {
             conn,
             keys,
@@ -217,7 +232,9 @@ impl RedisStore {
 
     async fn write_script(&self, inv: redis::ScriptInvocation<'_>) -> Result<u64, WriteError> {
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = self.bounded(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let reply: Vec<Value> = self
+            .bounded(self.timeout, inv.invoke_async(&mut conn))
+            .await?;
         write_result(reply)
     }
 }
@@ -273,7 +290,9 @@ impl Store for RedisStore {
 
     async fn config_version(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let v: Option<u64> = self.bounded(self.timeout, conn.get(&self.keys.version)).await?;
+        let v: Option<u64> = self
+            .bounded(self.timeout, conn.get(&self.keys.version))
+            .await?;
         Ok(v.unwrap_or(0))
     }
 
@@ -299,7 +318,11 @@ impl Store for RedisStore {
         self.write_script(inv).await
     }
 
-    async fn replace_config(&self, old: &ModelConfig, new: &ModelConfig) -> Result<u64, WriteError> {
+    async fn replace_config(
+        &self,
+        old: &ModelConfig,
+        new: &ModelConfig,
+    ) -> Result<u64, WriteError> {
         let json = serde_json::to_string(new).map_err(corrupt)?;
         let mut inv = self.scripts.update.prepare_invoke();
         inv.key(&self.keys.configs)
@@ -344,7 +367,9 @@ impl Store for RedisStore {
             .arg(amounts.cost_nanos);
         Self::limit_args(&mut inv, &self.keys, configs);
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .bounded(self.timeout, inv.invoke_async(&mut conn))
+            .await?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 2 + 4 * expected {
             return Err(corrupt(format_args!(
@@ -361,7 +386,10 @@ impl Store for RedisStore {
                 retry_after_ms: c[3],
             })
             .collect();
-        Ok(CheckOutcome { allowed: reply[0] == 1, limits })
+        Ok(CheckOutcome {
+            allowed: reply[0] == 1,
+            limits,
+        })
     }
 
     async fn record_usage(
@@ -378,7 +406,9 @@ impl Store for RedisStore {
             .arg(delta.cost_nanos);
         Self::limit_args(&mut inv, &self.keys, configs);
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .bounded(self.timeout, inv.invoke_async(&mut conn))
+            .await?;
         match reply.first() {
             Some(1) => Ok(UsageOutcome::Applied),
             Some(0) => Ok(UsageOutcome::Duplicate),
@@ -396,7 +426,9 @@ impl Store for RedisStore {
         let mut inv = self.scripts.read_usage.prepare_invoke();
         Self::limit_args(&mut inv, &self.keys, configs);
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self.bounded(self.bulk_timeout, inv.invoke_async(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .bounded(self.bulk_timeout, inv.invoke_async(&mut conn))
+            .await?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 1 + 2 * expected {
             return Err(corrupt("read_usage answered the wrong number of values"));
@@ -409,7 +441,10 @@ impl Store for RedisStore {
                     .iter()
                     .map(|_| {
                         let v = values.next().expect("length checked");
-                        LimitUsage { used: v[0], start_ms: v[1] }
+                        LimitUsage {
+                            used: v[0],
+                            start_ms: v[1],
+                        }
                     })
                     .collect()
             })
@@ -424,7 +459,10 @@ impl Store for RedisStore {
         let present: Vec<bool> = self
             .bounded(
                 self.timeout,
-                redis::cmd("SCRIPT").arg("EXISTS").arg(&hashes).query_async(&mut conn),
+                redis::cmd("SCRIPT")
+                    .arg("EXISTS")
+                    .arg(&hashes)
+                    .query_async(&mut conn),
             )
             .await?;
         for (script, loaded) in self.scripts.all().into_iter().zip(present) {
