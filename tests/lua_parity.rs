@@ -1,0 +1,233 @@
+//! The Lua counters (`lua/lib.lua`) and the Rust ones (`src/limits`) must agree step by
+//! step: the Redis store and the memory store then enforce the same limits. Times are
+//! passed explicitly here, so every boundary can be exercised; the production scripts
+//! take them from Redis `TIME`.
+
+mod common;
+
+use common::RedisServer;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use std::cell::{Cell, RefCell};
+use tollgate::limits::period::PeriodGrid;
+use tollgate::limits::window::SlidingWindow;
+use tollgate::model::duration::{DAY_MS, MONTH_MS, WEEK_MS, YEAR_MS};
+use tollgate::store::redis::scripts::LIB;
+
+/// Runs one window operation at an explicit time and reports the window's state.
+/// KEYS[1] hash   ARGV: op (add|refund|peek), window length, now, amount, max
+const WINDOW_HARNESS: &str = r#"
+local w = win_open(KEYS[1], 'w', tonumber(ARGV[2]))
+local now, amount, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+win_evict(w, now)
+if ARGV[1] == 'add' then win_add(w, now, amount) end
+if ARGV[1] == 'refund' then win_refund(w, amount) end
+return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount), win_peek(w, now) }
+"#;
+
+/// KEYS none   ARGV: now, length, mode, param → {start, end}
+const PERIOD_HARNESS: &str = r#"
+local s, e = period_bounds(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+return { s, e }
+"#;
+
+/// Time to the next operation: a random gap, or exactly one window (±1ms) after the
+/// last write, where usage leaves the window.
+#[derive(Debug, Clone, Copy)]
+enum Gap {
+    Random(i64),
+    WindowAfterLastWrite(i64),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add { gap: Gap, amount: i64 },
+    Refund { gap: Gap, amount: i64 },
+    Peek { gap: Gap, amount: i64 },
+}
+
+fn gap() -> impl Strategy<Value = Gap> {
+    prop_oneof![
+        4 => (0i64..700).prop_map(Gap::Random),
+        1 => (0i64..3000).prop_map(Gap::Random),
+        1 => (-1i64..=1).prop_map(Gap::WindowAfterLastWrite),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (gap(), 1i64..20).prop_map(|(gap, amount)| Op::Add { gap, amount }),
+        1 => (gap(), 1i64..40).prop_map(|(gap, amount)| Op::Refund { gap, amount }),
+        2 => (gap(), 0i64..20).prop_map(|(gap, amount)| Op::Peek { gap, amount }),
+    ]
+}
+
+#[test]
+fn sliding_window_matches_rust() {
+    let redis = RedisServer::start();
+    let conn = RefCell::new(redis.conn());
+    let script = redis::Script::new(&format!("{LIB}\n{WINDOW_HARNESS}"));
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        ..Config::default()
+    });
+    let case = Cell::new(0);
+    runner
+        .run(
+            &(
+                prop_oneof![Just(1i64), 1i64..100, 100i64..5_000, Just(60_000i64)],
+                1i64..60,
+                prop::collection::vec(op(), 1..120),
+            ),
+            |(window_ms, max, ops)| {
+                case.set(case.get() + 1);
+                let key = format!("parity:{}", case.get());
+                let mut rust = SlidingWindow::default();
+                let mut now = 1_795_000_000_000i64;
+                let mut last_write = now;
+                for op in ops {
+                    let (name, gap, amount) = match op {
+                        Op::Add { gap, amount } => ("add", gap, amount),
+                        Op::Refund { gap, amount } => ("refund", gap, amount),
+                        Op::Peek { gap, amount } => ("peek", gap, amount),
+                    };
+                    now = match gap {
+                        Gap::Random(g) => now + g,
+                        Gap::WindowAfterLastWrite(d) => (last_write + window_ms + d).max(now),
+                    };
+                    if name == "add" {
+                        last_write = now;
+                    }
+                    rust.evict(now, window_ms);
+                    match name {
+                        "add" => rust.add(now, amount),
+                        "refund" => rust.refund(amount),
+                        _ => {}
+                    }
+                    let expected = vec![
+                        rust.used(),
+                        rust.reset_after_ms(now, window_ms),
+                        rust.retry_after_ms(now, window_ms, max, amount),
+                        rust.used(),
+                    ];
+                    let got: Vec<i64> = script
+                        .key(&key)
+                        .arg(name)
+                        .arg(window_ms)
+                        .arg(now)
+                        .arg(amount)
+                        .arg(max)
+                        .invoke(&mut *conn.borrow_mut())
+                        .unwrap();
+                    prop_assert_eq!(
+                        &got,
+                        &expected,
+                        "{} {} at {} (window {}ms, max {})",
+                        name,
+                        amount,
+                        now,
+                        window_ms,
+                        max
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn window_length_change_matches_rust() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let script = redis::Script::new(&format!("{LIB}\n{WINDOW_HARNESS}"));
+    let mut rust = SlidingWindow::default();
+    let mut now = 1_795_000_000_000i64;
+    for (window, gap, amount) in [
+        (3_000, 0, 2),
+        (3_000, 150, 3),
+        (3_000, 700, 1),
+        (60_000, 10, 1),
+        (60_000, 4_000, 2),
+        (1_000, 5, 1),
+        (1_000, 61_000, 1),
+    ] {
+        now += gap;
+        rust.evict(now, window);
+        rust.add(now, amount);
+        let got: Vec<i64> = script
+            .key("regrid")
+            .arg("add")
+            .arg(window)
+            .arg(now)
+            .arg(amount)
+            .arg(100)
+            .invoke(&mut conn)
+            .unwrap();
+        assert_eq!(got[0], rust.used(), "total after window {window}");
+        assert_eq!(got[1], rust.reset_after_ms(now, window));
+    }
+}
+
+fn grid() -> impl Strategy<Value = PeriodGrid> {
+    let lens = prop_oneof![
+        1u64..(2 * DAY_MS),
+        Just(DAY_MS),
+        Just(WEEK_MS),
+        Just(MONTH_MS),
+        Just(3 * MONTH_MS),
+        Just(YEAR_MS),
+        Just(2 * YEAR_MS),
+        1u64..(3 * YEAR_MS),
+    ];
+    (lens, any::<bool>(), 0i64..4_102_444_800_000)
+        .prop_map(|(len, aligned, created)| PeriodGrid::new(len, aligned, created))
+}
+
+#[test]
+fn budget_periods_match_rust() {
+    let redis = RedisServer::start();
+    let conn = RefCell::new(redis.conn());
+    let script = redis::Script::new(&format!("{LIB}\n{PERIOD_HARNESS}"));
+    let check = |grid: PeriodGrid, now: i64| -> Result<(), TestCaseError> {
+        let (mode, param, len) = grid.lua_args();
+        let got: Vec<i64> = script
+            .arg(now)
+            .arg(len)
+            .arg(mode)
+            .arg(param)
+            .invoke(&mut *conn.borrow_mut())
+            .unwrap();
+        let (start, end) = grid.bounds(now);
+        prop_assert_eq!(got, vec![start, end], "{:?} at {}", grid, now);
+        Ok(())
+    };
+    // Calendar edges: month ends, leap days, year ends, Mondays.
+    let edges = [
+        "2024-02-29T23:59:59.999Z",
+        "2024-03-01T00:00:00Z",
+        "2025-12-31T23:59:59.999Z",
+        "2026-01-01T00:00:00Z",
+        "2026-11-23T00:00:00Z",
+        "2026-11-22T23:59:59.999Z",
+        "2100-02-28T12:00:00Z",
+        "1970-01-01T00:00:00Z",
+    ];
+    for edge in edges {
+        let now = chrono::DateTime::parse_from_rfc3339(edge)
+            .unwrap()
+            .timestamp_millis();
+        for len in [DAY_MS, WEEK_MS, MONTH_MS, 3 * MONTH_MS, YEAR_MS] {
+            check(PeriodGrid::new(len, true, 0), now).unwrap();
+        }
+    }
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        ..Config::default()
+    });
+    runner
+        .run(&(grid(), 0i64..4_102_444_800_000), |(grid, now)| {
+            check(grid, now)
+        })
+        .unwrap();
+}
