@@ -12,6 +12,10 @@ use std::time::Duration;
 
 const CONFIGS: &str = "/api/governance/model-configs";
 
+/// Correctness runs must not depend on machine speed: a slow Redis call waits instead of
+/// falling back, and a fallback could never admit.
+const PATIENT: [&str; 4] = ["--store-timeout-ms", "10000", "--on-store-error", "deny"];
+
 /// Waits until `client`'s replica has config `id` in its snapshot.
 async fn sees(client: &Client, id: &str) -> bool {
     let a = client
@@ -126,7 +130,13 @@ async fn three_processes_admit_exactly_the_limit() {
     let url = redis.url();
     let mut procs = Vec::new();
     for _ in 0..3 {
-        procs.push(Process::spawn(&["--redis-url", &url], &[]).await);
+        procs.push(
+            Process::spawn(
+                &[&["--redis-url", url.as_str()][..], &PATIENT].concat(),
+                &[],
+            )
+            .await,
+        );
     }
     let id = procs[0]
         .create(json!({"model_name": "gpt-4o", "rate_limit": {"request_max_limit": 50, "request_reset_duration": "1h"}}))
@@ -179,7 +189,13 @@ async fn reserve_and_settle_never_exceeds_the_token_limit() {
     let url = redis.url();
     let mut procs = Vec::new();
     for _ in 0..3 {
-        procs.push(Process::spawn(&["--redis-url", &url], &[]).await);
+        procs.push(
+            Process::spawn(
+                &[&["--redis-url", url.as_str()][..], &PATIENT].concat(),
+                &[],
+            )
+            .await,
+        );
     }
     let id = procs[0]
         .create(json!({"model_name": "m", "rate_limit": {"token_max_limit": LIMIT, "token_reset_duration": "1h"}}))
@@ -251,10 +267,11 @@ async fn reserve_and_settle_never_exceeds_the_token_limit() {
 async fn replicas_with_skewed_clocks_agree() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let normal = Process::spawn(&["--redis-url", &url], &[]).await;
+    let args = [&["--redis-url", url.as_str()][..], &PATIENT].concat();
+    let normal = Process::spawn(&args, &[]).await;
     let skewed = Process::spawn_wrapped(
         Some(&["faketime", "-f", "+2h"]),
-        &["--redis-url", &url],
+        &args,
         &[("FAKETIME_DONT_FAKE_MONOTONIC", "1")],
     )
     .await;
