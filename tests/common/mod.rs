@@ -264,9 +264,13 @@ pub struct Tollgate {
     pub redis: Option<RedisServer>,
 }
 
+/// Behaviour tests must not depend on machine speed: a slow store call waits rather than
+/// falling back, and a fallback never admits. Fault tests set their own timeouts.
 pub fn settings() -> tollgate::Settings {
     let mut s = tollgate::Settings::for_tests();
     s.config_poll_ms = 100;
+    s.store_timeout_ms = 10_000;
+    s.on_store_error = tollgate::settings::StoreErrorPolicy::Deny;
     s
 }
 
