@@ -1,0 +1,207 @@
+//! Micro-benchmarks of the CPU work on tollgate's check path, without any I/O:
+//!
+//! - `matching/{10,1000,100000}`: finding the configs that apply to a request in a
+//!   snapshot of that many configs (3 of them match), as `api::check::check` does;
+//! - `duration/*`: the reset-duration grammar;
+//! - `script_args/*`: building the `check.lua` invocation for 3 matching configs, as
+//!   `RedisStore::check` does, and packing it into the RESP bytes that go on the wire;
+//! - `json/*`: parsing a check body and writing a check answer.
+//!
+//! Run: `cargo bench --bench hot_path`. Never run by CI; nothing here asserts on time.
+
+use chrono::Utc;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use std::hint::black_box;
+use tollgate::api::check::{CheckRequest, CheckResponse, LimitView, Quantity};
+use tollgate::api::extract::parse_json;
+use tollgate::limits::{CompiledConfig, LimitKind, MatchKey, Snapshot};
+use tollgate::model::ModelConfig;
+use tollgate::model::duration::parse_duration_ms;
+use tollgate::model::validate::create_config;
+use tollgate::store::redis::{Keys, scripts};
+
+const CHECK_BODY: &[u8] =
+    br#"{"model":"gpt-4o","virtual_key":"vk-1","user":"u-1","tokens":10,"cost":0.001}"#;
+
+fn limits() -> Value {
+    json!({
+        "rate_limit": {
+            "request_max_limit": 1_000_000, "request_reset_duration": "1m",
+            "token_max_limit": 1_000_000_000u64, "token_reset_duration": "1m"
+        },
+        "budgets": [{"max_limit": 1_000_000.0, "reset_duration": "1d"}]
+    })
+}
+
+fn config(mut body: Value) -> ModelConfig {
+    let extra = limits();
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    create_config(serde_json::from_value(body).unwrap(), Utc::now()).unwrap()
+}
+
+/// `n` configs: the 3 that match `gpt-4o` / `vk-1` / `u-1` (global `*`, the virtual
+/// key's, the user's), and `n - 3` that do not: other virtual keys, other users, and
+/// global configs of other models, each with request, token and budget limits.
+fn configs(n: usize) -> Vec<ModelConfig> {
+    let mut out = vec![
+        config(json!({"model_name": "*", "scope": "global"})),
+        config(json!({"model_name": "gpt-4o", "scope": "virtual_key", "scope_id": "vk-1"})),
+        config(json!({"model_name": "*", "scope": "user", "scope_id": "u-1"})),
+    ];
+    for i in 3..n {
+        out.push(config(match i % 3 {
+            0 => json!({"model_name": "gpt-4o", "scope": "virtual_key", "scope_id": format!("vk-x{i}")}),
+            1 => json!({"model_name": "*", "scope": "user", "scope_id": format!("u-x{i}")}),
+            _ => json!({"model_name": format!("model-{i}"), "provider": "openai"}),
+        }));
+    }
+    out
+}
+
+fn key() -> MatchKey<'static> {
+    MatchKey {
+        model: "gpt-4o",
+        provider: None,
+        virtual_key: Some("vk-1"),
+        user: Some("u-1"),
+    }
+}
+
+fn matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matching");
+    for n in [10usize, 1_000, 100_000] {
+        let snapshot = Snapshot::build(1, configs(n));
+        assert_eq!(snapshot.configs.len(), n);
+        assert_eq!(snapshot.matching(&key()).len(), 3);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &snapshot, |b, s| {
+            // What the check handler does: match, then borrow the compiled configs.
+            b.iter(|| {
+                let matched: Vec<&CompiledConfig> = s
+                    .matching(black_box(&key()))
+                    .into_iter()
+                    .map(|c| &**c)
+                    .collect();
+                black_box(matched.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn duration(c: &mut Criterion) {
+    let mut group = c.benchmark_group("duration");
+    for d in ["1m", "1h30m", "1.5d", "monthly"] {
+        group.bench_with_input(BenchmarkId::from_parameter(d), d, |b, d| {
+            b.iter(|| parse_duration_ms(black_box(d)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn script_args(c: &mut Criterion) {
+    let snapshot = Snapshot::build(1, configs(3));
+    let matched: Vec<&CompiledConfig> = snapshot
+        .matching(&key())
+        .into_iter()
+        .map(|c| &**c)
+        .collect();
+    assert_eq!(matched.len(), 3);
+    let script = redis::Script::new(scripts::CHECK);
+    let keys = Keys::new("tollgate:");
+    let mut group = c.benchmark_group("script_args");
+    // Mirrors `RedisStore::check` + `RedisStore::limit_args` up to `invoke_async`.
+    group.bench_function("invocation_3_configs", |b| {
+        b.iter(|| {
+            let mut inv = script.prepare_invoke();
+            inv.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
+            for c in black_box(&matched) {
+                inv.key(keys.counters(&c.config.id));
+            }
+            for c in &matched {
+                inv.arg(c.lua_args.as_slice());
+            }
+            black_box(inv);
+        })
+    });
+    // The same, plus what `invoke_async` does before writing to the socket: build the
+    // EVALSHA command (mirroring redis' private `ScriptInvocation::eval_cmd`) and pack it.
+    group.bench_function("invocation_and_pack_3_configs", |b| {
+        b.iter(|| {
+            let key_names: Vec<String> = black_box(&matched)
+                .iter()
+                .map(|c| keys.counters(&c.config.id))
+                .collect();
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(script.get_hash())
+                .arg(key_names.len())
+                .arg(&key_names)
+                .arg("0")
+                .arg(1i64)
+                .arg(10i64)
+                .arg(1_000_000i64);
+            for c in &matched {
+                cmd.arg(c.lua_args.as_slice());
+            }
+            black_box(cmd.get_packed_command())
+        })
+    });
+    group.finish();
+}
+
+fn quantity(kind: LimitKind, raw: i64) -> Quantity {
+    match kind {
+        LimitKind::Budget => Quantity::Dollars(raw as f64 / 1e9),
+        _ => Quantity::Count(raw),
+    }
+}
+
+fn json_codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("json");
+    group.bench_function("parse_check_request", |b| {
+        b.iter(|| parse_json::<CheckRequest>(black_box(CHECK_BODY)).unwrap())
+    });
+    // An allowed answer for 3 configs × (requests, tokens, budget) = 9 limits.
+    let snapshot = Snapshot::build(1, configs(3));
+    let matched: Vec<&CompiledConfig> = snapshot
+        .matching(&key())
+        .into_iter()
+        .map(|c| &**c)
+        .collect();
+    group.bench_function("write_check_response_9_limits", |b| {
+        b.iter(|| {
+            let limits = matched
+                .iter()
+                .flat_map(|c| c.limits.iter().map(move |s| (*c, s)))
+                .map(|(c, s)| LimitView {
+                    config_id: &c.config.id,
+                    scope: c.config.scope,
+                    scope_id: c.config.scope_id.as_deref(),
+                    model_name: &c.config.model_name,
+                    provider: c.config.provider.as_deref(),
+                    kind: s.kind.as_str(),
+                    budget_id: s.budget_id.as_deref(),
+                    reset_duration: &s.reset_duration,
+                    max: quantity(s.kind, s.max),
+                    used: quantity(s.kind, 12_345),
+                    remaining: quantity(s.kind, s.max - 12_345),
+                    reset_after_ms: 59_000,
+                })
+                .collect();
+            let body = CheckResponse {
+                allowed: true,
+                reason: None,
+                retry_after_ms: None,
+                limits,
+                fallback: None,
+            };
+            black_box(serde_json::to_vec(&body).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matching, duration, script_args, json_codec);
+criterion_main!(benches);

@@ -1,0 +1,837 @@
+//! End-to-end load test of `POST /v1/check` against a real Redis, side by side with the
+//! ceiling: the same `check.lua` call, with the same KEYS/ARGV, sent straight to the
+//! same Redis at the same concurrency.
+//!
+//! ```text
+//! cargo bench --bench load -- --scenario all --concurrency 32 --duration 10
+//! ```
+//!
+//! Per scenario it starts its own `redis-server` on a free port and the release
+//! `tollgate` binary that cargo built alongside this bench (separate processes, as in
+//! production: the sidecar's CPU, threads and syscalls are its own and can be profiled
+//! with `perf -p`), creates the configs through the management API, then
+//!
+//! 1. drives `POST /v1/check` over HTTP/1.1 keep-alive connections (one per worker) for
+//!    `--warmup` + `--duration` seconds, recording latency in an HDR histogram;
+//! 2. calls the check script directly on the same Redis with a shared multiplexed
+//!    connection (what tollgate uses) and with one connection per worker;
+//!
+//! and prints checks/s, p50/p99/p99.9, the share of 200/429, CPU used per process, and
+//! tollgate's throughput as a share of the better direct figure. Closed loop: each worker
+//! sends its next request when the previous answer arrived.
+//!
+//! Scenarios: `a` 1 matching config; `b` 3 matching configs (global + virtual key +
+//! user, each with request, token and budget limits); `c` like `b` with 10,000 configs
+//! loaded; `d` like `b` with two tollgate processes on one Redis, the load split across
+//! them. Flags: `--scenario a,b|all`, `--concurrency N`, `--duration S`, `--warmup S`,
+//! `--client-threads N`, `--tollgate-threads N`, `--configs N` (scenario c),
+//! `--perf DIR` (record the tollgate processes with `perf` during the measured phase),
+//! `--tollgate PATH`, `--redis-server PATH`.
+//!
+//! Never run by CI; nothing asserts on time.
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
+use tollgate::model::validate::create_config;
+use tollgate::store::Store;
+use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
+
+const KEY_PREFIX: &str = "tollgate:";
+const CHECK_BODY: &str =
+    r#"{"model":"gpt-4o","virtual_key":"vk-1","user":"u-1","tokens":10,"cost":0.001}"#;
+/// The amounts of `CHECK_BODY` as `check.lua` receives them: dry run, requests, tokens,
+/// cost in nano-dollars.
+const CHECK_AMOUNTS: [&str; 4] = ["0", "1", "10", "1000000"];
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+#[derive(Debug, Clone)]
+struct Opts {
+    scenarios: Vec<char>,
+    concurrency: usize,
+    duration: Duration,
+    warmup: Duration,
+    client_threads: usize,
+    tollgate_threads: Option<usize>,
+    filler_configs: usize,
+    perf_dir: Option<PathBuf>,
+    tollgate_bin: PathBuf,
+    redis_bin: String,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo bench --bench load -- [--scenario a,b,c,d|all] [--concurrency 32] \
+         [--duration 10] [--warmup 2] [--client-threads 1] [--tollgate-threads N] \
+         [--configs 10000] [--perf DIR] [--tollgate PATH] [--redis-server PATH]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        scenarios: vec!['a', 'b', 'c', 'd'],
+        concurrency: 32,
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        client_threads: 1,
+        tollgate_threads: None,
+        filler_configs: 10_000,
+        perf_dir: None,
+        tollgate_bin: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
+        redis_bin: std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        // `cargo bench` passes `--bench` to every bench binary.
+        if flag == "--bench" {
+            continue;
+        }
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        let secs = |v: String| Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage()));
+        let num = |v: String| v.parse::<usize>().unwrap_or_else(|_| usage());
+        match flag.as_str() {
+            "--scenario" => {
+                let v = value();
+                o.scenarios = if v == "all" {
+                    vec!['a', 'b', 'c', 'd']
+                } else {
+                    v.split(',')
+                        .map(|s| match s.trim() {
+                            s @ ("a" | "b" | "c" | "d") => s.chars().next().unwrap(),
+                            _ => usage(),
+                        })
+                        .collect()
+                }
+            }
+            "--concurrency" => o.concurrency = num(value()).max(1),
+            "--duration" => o.duration = secs(value()),
+            "--warmup" => o.warmup = secs(value()),
+            "--client-threads" => o.client_threads = num(value()).max(1),
+            "--tollgate-threads" => o.tollgate_threads = Some(num(value()).max(1)),
+            "--configs" => o.filler_configs = num(value()).max(3),
+            "--perf" => o.perf_dir = Some(PathBuf::from(value())),
+            "--tollgate" => o.tollgate_bin = PathBuf::from(value()),
+            "--redis-server" => o.redis_bin = value(),
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Redis {
+    proc: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn start_redis(bin: &str) -> Redis {
+    for _ in 0..20 {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (is redis-server installed?)"));
+        let mut proc = Proc { child };
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                break; // port taken: try another
+            }
+            let ok = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok();
+            if ok {
+                return Redis {
+                    proc,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    panic!("could not start redis-server");
+}
+
+struct Tollgate {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+async fn start_tollgate(opts: &Opts, redis_url: &str, log_dir: &Path, n: usize) -> Tollgate {
+    for _ in 0..20 {
+        let port = free_port();
+        let log = std::fs::File::create(log_dir.join(format!("tollgate-{n}.log"))).unwrap();
+        let mut cmd = Command::new(&opts.tollgate_bin);
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", redis_url])
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(t) = opts.tollgate_threads {
+            cmd.env("TOKIO_WORKER_THREADS", t.to_string());
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run through `cargo bench --bench load`)",
+                opts.tollgate_bin.display()
+            )
+        });
+        let mut proc = Proc { child };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                break;
+            }
+            if let Ok(r) = http.get(format!("http://{addr}/ready")).send().await
+                && r.status().is_success()
+            {
+                return Tollgate { proc, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("tollgate did not become ready; see its log in {log_dir:?}");
+}
+
+/// CPU time (user + system) a process has used so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `after` starts at field 3.
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+const TICKS_PER_SEC: f64 = 100.0;
+
+// ---------------------------------------------------------------------------------------
+// Configs
+
+fn limits() -> Value {
+    json!({
+        "rate_limit": {
+            "request_max_limit": 1_000_000_000u64, "request_reset_duration": "1m",
+            "token_max_limit": 1_000_000_000_000u64, "token_reset_duration": "1m"
+        },
+        "budgets": [{"max_limit": 1_000_000.0, "reset_duration": "1d"}]
+    })
+}
+
+fn with_limits(mut body: Value) -> Value {
+    for (k, v) in limits().as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// The configs that match `CHECK_BODY`.
+fn matching_bodies(scenario: char) -> Vec<Value> {
+    let vk = json!({"model_name": "gpt-4o", "scope": "virtual_key", "scope_id": "vk-1"});
+    let bodies = if scenario == 'a' {
+        vec![vk]
+    } else {
+        vec![
+            json!({"model_name": "*", "scope": "global"}),
+            vk,
+            json!({"model_name": "*", "scope": "user", "scope_id": "u-1"}),
+        ]
+    };
+    bodies.into_iter().map(with_limits).collect()
+}
+
+/// Configs that do not match `CHECK_BODY`: other virtual keys, other users, and global
+/// configs of other models.
+fn filler_body(i: usize) -> Value {
+    with_limits(match i % 3 {
+        0 => {
+            json!({"model_name": "gpt-4o", "scope": "virtual_key", "scope_id": format!("vk-x{i}")})
+        }
+        1 => json!({"model_name": "*", "scope": "user", "scope_id": format!("u-x{i}")}),
+        _ => json!({"model_name": format!("model-{i}"), "provider": "openai"}),
+    })
+}
+
+fn redis_store(url: &str) -> RedisStore {
+    RedisStore::connect(RedisOptions {
+        url: url.into(),
+        key_prefix: KEY_PREFIX.into(),
+        timeout: Duration::from_secs(5),
+        bulk_timeout: Duration::from_secs(60),
+    })
+    .unwrap()
+}
+
+/// Writes `n` non-matching configs with the store layer behind the management API's
+/// create (`RedisStore::create_config`: same validation, same Lua script), before any
+/// tollgate runs. Creating 10,000 through HTTP is quadratic today (every create rebuilds
+/// the whole snapshot), which is measured separately, not here.
+async fn seed_fillers(url: &str, n: usize) {
+    let store = redis_store(url);
+    let now = chrono::Utc::now();
+    for i in 0..n {
+        let cfg = create_config(serde_json::from_value(filler_body(i)).unwrap(), now).unwrap();
+        store.create_config(&cfg).await.unwrap();
+    }
+}
+
+async fn create_via_api(addr: SocketAddr, body: &Value) -> Duration {
+    let started = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/api/governance/model-configs"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    assert!(status.is_success(), "create failed: {status} {text}");
+    started.elapsed()
+}
+
+async fn ready_configs(addr: SocketAddr) -> u64 {
+    let r = reqwest::get(format!("http://{addr}/ready")).await;
+    match r {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["configs"].as_u64()),
+        Err(_) => None,
+    }
+    .unwrap_or(0)
+}
+
+/// The KEYS and ARGV that tollgate sends for `CHECK_BODY`: the configs as tollgate loads
+/// them, matched by the same snapshot code, in the same order (mirrors `RedisStore::check`).
+async fn script_call(url: &str) -> (Vec<String>, Vec<String>, usize) {
+    let store = redis_store(url);
+    let (version, configs) = store.load_configs().await.unwrap();
+    let snapshot = Snapshot::build(version, configs);
+    let key = MatchKey {
+        model: "gpt-4o",
+        provider: None,
+        virtual_key: Some("vk-1"),
+        user: Some("u-1"),
+    };
+    let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
+    let keys = Keys::new(KEY_PREFIX);
+    let key_names = matched
+        .iter()
+        .map(|c| keys.counters(&c.config.id))
+        .collect();
+    let mut args: Vec<String> = CHECK_AMOUNTS.iter().map(|s| s.to_string()).collect();
+    for c in &matched {
+        args.extend(c.lua_args.iter().cloned());
+    }
+    let limits = matched.iter().map(|c| c.limits.len()).sum();
+    (key_names, args, limits)
+}
+
+// ---------------------------------------------------------------------------------------
+// Load
+
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn new(opts: &Opts) -> Self {
+        let measure_from = Instant::now() + opts.warmup;
+        Window {
+            measure_from,
+            end: measure_from + opts.duration,
+        }
+    }
+}
+
+struct Tally {
+    hist: Histogram<u64>,
+    ok: u64,
+    denied: u64,
+    other: u64,
+    errors: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            // Nanoseconds, 1 ns .. 60 s, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+            ok: 0,
+            denied: 0,
+            other: 0,
+            errors: 0,
+        }
+    }
+
+    fn merge(&mut self, o: &Tally) {
+        self.hist.add(&o.hist).unwrap();
+        self.ok += o.ok;
+        self.denied += o.denied;
+        self.other += o.other;
+        self.errors += o.errors;
+    }
+
+    fn record(&mut self, started: Instant, w: &Window) -> bool {
+        if started < w.measure_from {
+            return false;
+        }
+        let ns = started.elapsed().as_nanos() as u64;
+        self.hist.saturating_record(ns.max(1));
+        true
+    }
+}
+
+async fn http_worker(addr: SocketAddr, w: Window) -> Tally {
+    let mut t = Tally::new();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let host = addr.to_string();
+    let body = Bytes::from_static(CHECK_BODY.as_bytes());
+    loop {
+        let started = Instant::now();
+        if started >= w.end {
+            break;
+        }
+        if sender.ready().await.is_err() {
+            t.errors += 1;
+            break;
+        }
+        let req = Request::post("/v1/check")
+            .header(HOST, &host)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        let status = match sender.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.into_body().collect().await {
+                    Ok(_) => Some(status),
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        if t.record(started, &w) {
+            match status {
+                Some(200) => t.ok += 1,
+                Some(429) => t.denied += 1,
+                Some(_) => t.other += 1,
+                None => t.errors += 1,
+            }
+        }
+        if status.is_none() {
+            break;
+        }
+    }
+    t
+}
+
+async fn script_worker<C: redis::aio::ConnectionLike + Send>(
+    mut conn: C,
+    script: Arc<redis::Script>,
+    call: Arc<(Vec<String>, Vec<String>)>,
+    w: Window,
+) -> Tally {
+    let mut t = Tally::new();
+    loop {
+        let started = Instant::now();
+        if started >= w.end {
+            break;
+        }
+        let mut inv = script.prepare_invoke();
+        for k in &call.0 {
+            inv.key(k);
+        }
+        for a in &call.1 {
+            inv.arg(a);
+        }
+        let reply: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
+        if t.record(started, &w) {
+            match reply.as_deref() {
+                Ok([1, ..]) => t.ok += 1,
+                Ok([0, ..]) => t.denied += 1,
+                Ok(_) => t.other += 1,
+                Err(_) => t.errors += 1,
+            }
+        }
+    }
+    t
+}
+
+struct Measured {
+    tally: Tally,
+    seconds: f64,
+    /// (process, CPU cores used during the measured phase).
+    cpu: Vec<(String, f64)>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.tally.hist.len() as f64 / self.seconds
+    }
+
+    fn pct(&self, q: f64) -> f64 {
+        self.tally.hist.value_at_quantile(q) as f64 / 1e6
+    }
+}
+
+/// Runs `workers`, samples the CPU use of `procs` over the measured window (and runs
+/// `perf` on the tollgates if asked), and merges the workers' tallies.
+async fn measure(
+    w: Window,
+    procs: Vec<(String, String)>,
+    perf: Option<(PathBuf, Vec<u32>)>,
+    workers: Vec<tokio::task::JoinHandle<Tally>>,
+) -> Measured {
+    tokio::time::sleep_until(w.measure_from.into()).await;
+    let perf = perf.map(|(out, pids)| {
+        let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+        let secs = (w.end - Instant::now()).as_secs_f64();
+        Command::new("perf")
+            .args(["record", "-q", "-e", "cpu-clock", "-F", "999"])
+            .args(["--call-graph", "dwarf,16384", "-p", &pids.join(",")])
+            .arg("-o")
+            .arg(&out)
+            .args(["--", "sleep", &format!("{secs:.3}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("perf must be installed for --perf")
+    });
+    let t0 = Instant::now();
+    let before: Vec<u64> = procs.iter().map(|(_, pid)| cpu_ticks(pid)).collect();
+    tokio::time::sleep_until(w.end.into()).await;
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu = procs
+        .iter()
+        .zip(before)
+        .map(|((name, pid), b)| {
+            let used = (cpu_ticks(pid) - b) as f64 / TICKS_PER_SEC;
+            (name.clone(), used / seconds)
+        })
+        .collect();
+    let mut tally = Tally::new();
+    for wk in workers {
+        tally.merge(&wk.await.unwrap());
+    }
+    if let Some(mut p) = perf {
+        let _ = p.wait();
+    }
+    Measured {
+        tally,
+        seconds: (w.end - w.measure_from).as_secs_f64(),
+        cpu,
+    }
+}
+
+fn report(label: &str, m: &Measured) {
+    let t = &m.tally;
+    let n = t.hist.len().max(1) as f64;
+    println!(
+        "  {label:<34} {:>9.0}/s  p50 {:>6.3} ms  p99 {:>6.3} ms  p99.9 {:>6.3} ms  max {:>7.3} ms",
+        m.rate(),
+        m.pct(0.5),
+        m.pct(0.99),
+        m.pct(0.999),
+        t.hist.max() as f64 / 1e6
+    );
+    println!(
+        "  {:<34} allowed {:.2}%  denied {:.2}%  other {}  errors {}",
+        "",
+        100.0 * t.ok as f64 / n,
+        100.0 * t.denied as f64 / n,
+        t.other,
+        t.errors
+    );
+    let cpu: Vec<String> = m
+        .cpu
+        .iter()
+        .map(|(name, cores)| {
+            format!(
+                "{name} {:.0}% ({:.1} µs/call)",
+                cores * 100.0,
+                cores * 1e6 / m.rate().max(1e-9)
+            )
+        })
+        .collect();
+    println!("  {:<34} CPU: {}", "", cpu.join(", "));
+}
+
+struct Row {
+    scenario: String,
+    tollgate: Measured,
+    direct_shared: Measured,
+    direct_per_conn: Measured,
+}
+
+async fn run_scenario(opts: &Opts, scenario: char) -> Row {
+    let title = match scenario {
+        'a' => "(a) 1 matching config".to_string(),
+        'b' => "(b) 3 matching configs".to_string(),
+        'c' => format!("(c) {} configs, 3 matching", opts.filler_configs),
+        _ => "(d) 2 tollgates, 3 matching".to_string(),
+    };
+    println!("\n## {title}");
+    let redis = start_redis(&opts.redis_bin);
+    let url = redis.url();
+    let logs = tempfile::tempdir().unwrap();
+    let bodies = matching_bodies(scenario);
+    if scenario == 'c' {
+        let n = opts.filler_configs - bodies.len();
+        let t = Instant::now();
+        seed_fillers(&url, n).await;
+        println!(
+            "  seeded {n} non-matching configs in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let instances = if scenario == 'd' { 2 } else { 1 };
+    let mut tollgates = Vec::new();
+    for i in 0..instances {
+        tollgates.push(start_tollgate(opts, &url, logs.path(), i).await);
+    }
+    let mut create_ms = Vec::new();
+    for b in &bodies {
+        create_ms.push(create_via_api(tollgates[0].addr, b).await.as_secs_f64() * 1e3);
+    }
+    let total = if scenario == 'c' {
+        opts.filler_configs
+    } else {
+        bodies.len()
+    } as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for tg in &tollgates {
+        while ready_configs(tg.addr).await != total {
+            assert!(Instant::now() < deadline, "configs did not reach tollgate");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!(
+        "  {total} configs loaded; management API create took {} ms each",
+        create_ms
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    // One real check: allowed, with 3 limits per matching config.
+    let probe: Value = reqwest::Client::new()
+        .post(format!("http://{}/v1/check", tollgates[0].addr))
+        .header("content-type", "application/json")
+        .body(CHECK_BODY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let limits = probe["limits"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(probe["allowed"], json!(true), "probe check: {probe}");
+    assert_eq!(limits, 3 * bodies.len(), "probe check: {probe}");
+
+    let me = std::process::id().to_string();
+    let mut procs = vec![("redis".to_string(), redis.proc.pid().to_string())];
+    for (i, tg) in tollgates.iter().enumerate() {
+        let name = if instances > 1 {
+            format!("tollgate{}", i + 1)
+        } else {
+            "tollgate".into()
+        };
+        procs.push((name, tg.proc.pid().to_string()));
+    }
+    procs.push(("load generator".into(), me.clone()));
+
+    // 1. tollgate over HTTP.
+    let w = Window::new(opts);
+    let workers = (0..opts.concurrency)
+        .map(|i| tokio::spawn(http_worker(tollgates[i % instances].addr, w)))
+        .collect();
+    let perf = opts.perf_dir.as_ref().map(|dir| {
+        std::fs::create_dir_all(dir).unwrap();
+        (
+            dir.join(format!("scenario-{scenario}.perf.data")),
+            tollgates.iter().map(|t| t.proc.pid()).collect(),
+        )
+    });
+    let tollgate = measure(w, procs.clone(), perf, workers).await;
+    report(
+        &format!("tollgate, {} HTTP conns", opts.concurrency),
+        &tollgate,
+    );
+
+    // 2. The same script call straight to Redis.
+    let (keys, args, n_limits) = script_call(&url).await;
+    assert_eq!(
+        n_limits, limits,
+        "direct call must evaluate the same limits"
+    );
+    let call = Arc::new((keys, args));
+    let script = Arc::new(redis::Script::new(scripts::CHECK));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let direct_procs = vec![procs[0].clone(), ("load generator".into(), me)];
+
+    let shared = client.get_connection_manager().await.unwrap();
+    let w = Window::new(opts);
+    let workers = (0..opts.concurrency)
+        .map(|_| {
+            tokio::spawn(script_worker(
+                shared.clone(),
+                script.clone(),
+                call.clone(),
+                w,
+            ))
+        })
+        .collect();
+    let direct_shared = measure(w, direct_procs.clone(), None, workers).await;
+    report("direct, 1 multiplexed conn", &direct_shared);
+
+    let mut conns = Vec::new();
+    for _ in 0..opts.concurrency {
+        conns.push(client.get_multiplexed_async_connection().await.unwrap());
+    }
+    let w = Window::new(opts);
+    let workers = conns
+        .into_iter()
+        .map(|c| tokio::spawn(script_worker(c, script.clone(), call.clone(), w)))
+        .collect();
+    let direct_per_conn = measure(w, direct_procs, None, workers).await;
+    report(
+        &format!("direct, {} conns", opts.concurrency),
+        &direct_per_conn,
+    );
+    drop(tollgates);
+    drop(redis);
+    Row {
+        scenario: title,
+        tollgate,
+        direct_shared,
+        direct_per_conn,
+    }
+}
+
+fn main() {
+    let opts = parse_opts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.client_threads)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "tollgate load test: concurrency {}, warmup {:?}, measured {:?}, client threads {}, \
+         tollgate worker threads {}, {} CPUs",
+        opts.concurrency,
+        opts.warmup,
+        opts.duration,
+        opts.client_threads,
+        opts.tollgate_threads
+            .map_or("default".to_string(), |t| t.to_string()),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("tollgate binary: {}", opts.tollgate_bin.display());
+    let rows: Vec<Row> = rt.block_on(async {
+        let mut rows = Vec::new();
+        for &s in &opts.scenarios {
+            rows.push(run_scenario(&opts, s).await);
+        }
+        rows
+    });
+
+    println!(
+        "\n| scenario | concurrency | tollgate checks/s | p50 ms | p99 ms | p99.9 ms | 200 / 429 | \
+         direct script calls/s (1 mux conn / {c} conns) | direct p50 / p99 ms | ratio |",
+        c = opts.concurrency
+    );
+    println!("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|");
+    for r in &rows {
+        let t = &r.tollgate;
+        let best = if r.direct_shared.rate() >= r.direct_per_conn.rate() {
+            &r.direct_shared
+        } else {
+            &r.direct_per_conn
+        };
+        let n = t.tally.hist.len().max(1) as f64;
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1}% / {:.1}% | {:.0} / {:.0} | {:.3} / {:.3} | {:.0}% |",
+            r.scenario,
+            opts.concurrency,
+            t.rate(),
+            t.pct(0.5),
+            t.pct(0.99),
+            t.pct(0.999),
+            100.0 * t.tally.ok as f64 / n,
+            100.0 * t.tally.denied as f64 / n,
+            r.direct_shared.rate(),
+            r.direct_per_conn.rate(),
+            best.pct(0.5),
+            best.pct(0.99),
+            100.0 * t.rate() / best.rate().max(1e-9),
+        );
+    }
+}
