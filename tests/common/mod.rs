@@ -71,7 +71,8 @@ impl RedisServer {
                 self.child = None;
                 return false;
             }
-            if self.ping() {
+            let pid = self.child.as_ref().map(|c| c.id());
+            if pid.is_some() && self.server_pid() == pid {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -84,11 +85,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn ping(&self) -> bool {
-        redis::Client::open(self.url())
+    /// Pid of the server answering on our port. It must be our child: when two tests race
+    /// for one free port, the loser must not mistake the winner's server for its own.
+    fn server_pid(&self) -> Option<u32> {
+        let info: String = redis::Client::open(self.url())
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query(&mut c))
+            .ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
     }
 
     /// SIGKILL: Redis vanishes mid-stream, as in a crash.
@@ -329,15 +335,30 @@ impl Process {
     }
 
     /// `wrapper`: a program to run tollgate under (e.g. `faketime`), with its arguments.
+    /// Retries on another port when the chosen one was taken meanwhile.
     pub async fn spawn_wrapped(
         wrapper: Option<&[&str]>,
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Self {
+        for _ in 0..5 {
+            let mut p = Self::spawn_once(wrapper, args, envs);
+            if p.wait_healthy().await {
+                return p;
+            }
+            assert!(
+                p.stderr().contains("cannot listen"),
+                "tollgate did not start: {}",
+                p.stderr()
+            );
+        }
+        panic!("no free port for tollgate after 5 attempts");
+    }
+
+    fn spawn_once(wrapper: Option<&[&str]>, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tollgate.log");
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = format!("127.0.0.1:{}", free_port());
         let binary = env!("CARGO_BIN_EXE_tollgate");
         let mut cmd = match wrapper {
             Some(w) => {
@@ -354,14 +375,12 @@ impl Process {
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
         let child = cmd.spawn().expect("spawn tollgate");
         let client = Client::new(format!("http://{listen}"));
-        let mut p = Process {
+        Process {
             child,
             client,
             log,
             _dir: dir,
-        };
-        p.wait_healthy().await;
-        p
+        }
     }
 
     pub async fn wait_healthy(&mut self) {
