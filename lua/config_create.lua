@@ -1,15 +1,28 @@
 -- config_create.lua: store a new config unless its identity is taken.
 -- KEYS[1] configs hash (id -> JSON)   KEYS[2] identities hash (identity -> id)
 -- KEYS[3] config version counter
--- ARGV[1] id   ARGV[2] identity   ARGV[3] config JSON   ARGV[4] change channel
--- Returns {1, version} or {0, 'conflict', id of the config that has this identity}.
+-- ARGV[1] deadline (ms, Redis clock): past it, change nothing (the caller gave up)
+-- ARGV[2] id   ARGV[3] identity   ARGV[4] config JSON   ARGV[5] change channel
+-- Returns {1, version} | {0, 'conflict', id of the config that has this identity} |
+-- {0, 'expired'}.
 
-local taken = redis.call('HGET', KEYS[2], ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[1]) then
+  return { 0, 'expired' }
+end
+
+local taken = redis.call('HGET', KEYS[2], ARGV[3])
 if taken then
   return { 0, 'conflict', taken }
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  -- A new or emptied Redis: versions start from its clock, above any version a replica
+  -- may still hold from before, so that every replica sees the change.
+  redis.call('SET', KEYS[3], string.format('%.0f', now))
+end
 local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[4], version)
+redis.call('PUBLISH', ARGV[5], version)
 return { 1, version }

@@ -1,29 +1,37 @@
 -- config_update.lua: replace a config if nobody changed it since it was read.
 -- KEYS[1] configs hash   KEYS[2] identities hash   KEYS[3] version counter
 -- KEYS[4] counters hash of this config
--- ARGV[1] id   ARGV[2] revision that was read   ARGV[3] old identity   ARGV[4] new identity
--- ARGV[5] new JSON   ARGV[6] change channel   ARGV[7…] counter fields to drop (removed budgets)
--- Returns {1, version} | {0, 'missing'} | {0, 'stale'} | {0, 'conflict', other id}.
+-- ARGV[1] deadline (ms, Redis clock): past it, change nothing (the caller gave up)
+-- ARGV[2] id   ARGV[3] revision that was read   ARGV[4] old identity   ARGV[5] new identity
+-- ARGV[6] new JSON   ARGV[7] change channel   ARGV[8…] counter fields to drop (removed budgets)
+-- Returns {1, version} | {0, 'missing'} | {0, 'stale'} | {0, 'conflict', other id} |
+-- {0, 'expired'}.
 
-local current = redis.call('HGET', KEYS[1], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[1]) then
+  return { 0, 'expired' }
+end
+
+local current = redis.call('HGET', KEYS[1], ARGV[2])
 if not current then
   return { 0, 'missing' }
 end
-if tonumber(cjson.decode(current).revision) ~= tonumber(ARGV[2]) then
+if tonumber(cjson.decode(current).revision) ~= tonumber(ARGV[3]) then
   return { 0, 'stale' }
 end
-if ARGV[4] ~= ARGV[3] then
-  local taken = redis.call('HGET', KEYS[2], ARGV[4])
-  if taken and taken ~= ARGV[1] then
+if ARGV[5] ~= ARGV[4] then
+  local taken = redis.call('HGET', KEYS[2], ARGV[5])
+  if taken and taken ~= ARGV[2] then
     return { 0, 'conflict', taken }
   end
-  redis.call('HDEL', KEYS[2], ARGV[3])
-  redis.call('HSET', KEYS[2], ARGV[4], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[4])
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
-for i = 7, #ARGV do
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[6])
+for i = 8, #ARGV do
   redis.call('HDEL', KEYS[4], ARGV[i])
 end
 local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[6], version)
+redis.call('PUBLISH', ARGV[7], version)
 return { 1, version }

@@ -78,10 +78,16 @@ impl<S: Store> App<S> {
             *self.last_confirmed.lock() = Instant::now();
             return Ok(());
         }
-        let (version, configs) = timed("load_configs", self.store.load_configs()).await?;
+        // Loading under the swap lock orders it with every other swap, so what it reads
+        // is never older than the snapshot and replaces it whenever the version differs,
+        // even when it went down: Redis lost its data, and configs nobody can list,
+        // update or delete any more must not be enforced from a stale copy.
         let _guard = self.swap_lock.lock().await;
-        if !self.snapshot_loaded() || version >= self.snapshot().version {
+        let (version, configs) = timed("load_configs", self.store.load_configs()).await?;
+        if !self.snapshot_loaded() || version != self.snapshot().version {
             self.publish(Snapshot::build(version, configs));
+        } else {
+            *self.last_confirmed.lock() = Instant::now();
         }
         Ok(())
     }

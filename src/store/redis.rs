@@ -9,7 +9,9 @@ use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script, Value};
+use redis::{
+    AsyncCommands, ErrorKind, FromRedisValue, Script, ServerErrorKind, ToRedisArgs, Value,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,36 +39,106 @@ pub mod scripts {
     pub const CONFIG_DELETE: &str = include_str!("../../lua/config_delete.lua");
 }
 
+/// A script and its source, so it can be sent whole when Redis has lost it.
+struct Lua {
+    source: &'static str,
+    script: Script,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Lua {
+            source,
+            script: Script::new(source),
+        }
+    }
+}
+
 struct Scripts {
-    check: Script,
-    usage: Script,
-    read_usage: Script,
-    create: Script,
-    update: Script,
-    delete: Script,
+    check: Lua,
+    usage: Lua,
+    read_usage: Lua,
+    create: Lua,
+    update: Lua,
+    delete: Lua,
 }
 
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            check: Script::new(scripts::CHECK),
-            usage: Script::new(scripts::USAGE),
-            read_usage: Script::new(scripts::READ_USAGE),
-            create: Script::new(scripts::CONFIG_CREATE),
-            update: Script::new(scripts::CONFIG_UPDATE),
-            delete: Script::new(scripts::CONFIG_DELETE),
+            check: Lua::new(scripts::CHECK),
+            usage: Lua::new(scripts::USAGE),
+            read_usage: Lua::new(scripts::READ_USAGE),
+            create: Lua::new(scripts::CONFIG_CREATE),
+            update: Lua::new(scripts::CONFIG_UPDATE),
+            delete: Lua::new(scripts::CONFIG_DELETE),
         }
     }
 
     fn all(&self) -> [&Script; 6] {
         [
-            &self.check,
-            &self.usage,
-            &self.read_usage,
-            &self.create,
-            &self.update,
-            &self.delete,
+            &self.check.script,
+            &self.usage.script,
+            &self.read_usage.script,
+            &self.create.script,
+            &self.update.script,
+            &self.delete.script,
         ]
+    }
+}
+
+/// One script call being built: keys, then arguments.
+struct Call<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl<'a> Call<'a> {
+    fn new(lua: &'a Lua) -> Self {
+        Call {
+            lua,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    fn cmd(&self, verb: &str, script: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script).arg(self.keys.len());
+        for k in &self.keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in &self.args {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
+
+    /// EVALSHA; if Redis lacks the script (restarted, or `SCRIPT FLUSH`), EVAL of the
+    /// source, which runs and caches it in one step. (Loading and then retrying the
+    /// EVALSHA, as `redis::Script` does, fails when a flush falls in between.)
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<T> {
+        let sha = self.lua.script.get_hash();
+        match self.cmd("EVALSHA", sha).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.cmd("EVAL", self.lua.source).query_async(conn).await
+            }
+            other => other,
+        }
     }
 }
 
@@ -154,12 +226,13 @@ fn text(v: &Value) -> Result<String, StoreError> {
 }
 
 /// Decodes the `{1, version} | {0, reason, id?}` answer of the config scripts.
-fn write_result(reply: Vec<Value>) -> Result<u64, WriteError> {
+fn write_result(reply: Vec<Value>, timeout: Duration) -> Result<u64, WriteError> {
     match reply.first().map(int).transpose()? {
         Some(1) => Ok(int(reply.get(1).ok_or_else(|| corrupt("missing version"))?)? as u64),
         Some(0) => match reply.get(1).map(text).transpose()?.as_deref() {
             Some("missing") => Err(WriteError::NotFound),
             Some("stale") => Err(WriteError::Stale),
+            Some("expired") => Err(StoreError::Timeout(timeout).into()),
             Some("conflict") => Err(WriteError::Conflict(
                 reply.get(2).map(text).transpose()?.unwrap_or_default(),
             )),
@@ -217,11 +290,7 @@ impl RedisStore {
         }
     }
 
-    fn limit_args<'a>(
-        inv: &mut redis::ScriptInvocation<'a>,
-        keys: &Keys,
-        configs: &[&CompiledConfig],
-    ) {
+    fn limit_args(inv: &mut Call<'_>, keys: &Keys, configs: &[&CompiledConfig]) {
         for c in configs {
             inv.key(keys.counters(&c.config.id));
         }
@@ -230,12 +299,22 @@ impl RedisStore {
         }
     }
 
-    async fn write_script(&self, inv: redis::ScriptInvocation<'_>) -> Result<u64, WriteError> {
+    /// Runs a config script so that a write answered as failed never happens later:
+    /// Redis queues commands while it is paused or stalled and runs them when it
+    /// resumes, long after a timeout. So the script gets a deadline on Redis's own clock
+    /// (`TIME` now plus the store timeout) past which it changes nothing, and tollgate
+    /// waits (up to the bulk timeout) to hear which way it went.
+    async fn write_script(&self, mut inv: Call<'_>) -> Result<u64, WriteError> {
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = self
-            .bounded(self.timeout, inv.invoke_async(&mut conn))
+        let (secs, micros): (u64, u64) = self
+            .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
             .await?;
-        write_result(reply)
+        let deadline = secs * 1000 + micros / 1000 + self.timeout.as_millis() as u64;
+        inv.args.insert(0, deadline.to_string().into_bytes());
+        let reply: Vec<Value> = self
+            .bounded(self.bulk_timeout, inv.invoke(&mut conn))
+            .await?;
+        write_result(reply, self.timeout)
     }
 }
 
@@ -307,7 +386,7 @@ impl Store for RedisStore {
 
     async fn create_config(&self, config: &ModelConfig) -> Result<u64, WriteError> {
         let json = serde_json::to_string(config).map_err(corrupt)?;
-        let mut inv = self.scripts.create.prepare_invoke();
+        let mut inv = Call::new(&self.scripts.create);
         inv.key(&self.keys.configs)
             .key(&self.keys.identities)
             .key(&self.keys.version)
@@ -324,7 +403,7 @@ impl Store for RedisStore {
         new: &ModelConfig,
     ) -> Result<u64, WriteError> {
         let json = serde_json::to_string(new).map_err(corrupt)?;
-        let mut inv = self.scripts.update.prepare_invoke();
+        let mut inv = Call::new(&self.scripts.update);
         inv.key(&self.keys.configs)
             .key(&self.keys.identities)
             .key(&self.keys.version)
@@ -342,7 +421,7 @@ impl Store for RedisStore {
     }
 
     async fn delete_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
-        let mut inv = self.scripts.delete.prepare_invoke();
+        let mut inv = Call::new(&self.scripts.delete);
         inv.key(&self.keys.configs)
             .key(&self.keys.identities)
             .key(&self.keys.version)
@@ -360,16 +439,14 @@ impl Store for RedisStore {
         amounts: Amounts,
         dry_run: bool,
     ) -> Result<CheckOutcome, StoreError> {
-        let mut inv = self.scripts.check.prepare_invoke();
+        let mut inv = Call::new(&self.scripts.check);
         inv.arg(if dry_run { "1" } else { "0" })
             .arg(amounts.requests)
             .arg(amounts.tokens)
             .arg(amounts.cost_nanos);
         Self::limit_args(&mut inv, &self.keys, configs);
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self
-            .bounded(self.timeout, inv.invoke_async(&mut conn))
-            .await?;
+        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke(&mut conn)).await?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 2 + 4 * expected {
             return Err(corrupt(format_args!(
@@ -398,7 +475,7 @@ impl Store for RedisStore {
         delta: UsageDelta,
         request_id: Option<&str>,
     ) -> Result<UsageOutcome, StoreError> {
-        let mut inv = self.scripts.usage.prepare_invoke();
+        let mut inv = Call::new(&self.scripts.usage);
         inv.key(self.keys.usage_id(request_id.unwrap_or("")))
             .arg(if request_id.is_some() { "1" } else { "0" })
             .arg(USAGE_ID_TTL.as_millis() as u64)
@@ -406,9 +483,7 @@ impl Store for RedisStore {
             .arg(delta.cost_nanos);
         Self::limit_args(&mut inv, &self.keys, configs);
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self
-            .bounded(self.timeout, inv.invoke_async(&mut conn))
-            .await?;
+        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke(&mut conn)).await?;
         match reply.first() {
             Some(1) => Ok(UsageOutcome::Applied),
             Some(0) => Ok(UsageOutcome::Duplicate),
@@ -423,11 +498,11 @@ impl Store for RedisStore {
         if configs.is_empty() {
             return Ok((chrono::Utc::now().timestamp_millis(), Vec::new()));
         }
-        let mut inv = self.scripts.read_usage.prepare_invoke();
+        let mut inv = Call::new(&self.scripts.read_usage);
         Self::limit_args(&mut inv, &self.keys, configs);
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self
-            .bounded(self.bulk_timeout, inv.invoke_async(&mut conn))
+            .bounded(self.bulk_timeout, inv.invoke(&mut conn))
             .await?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 1 + 2 * expected {
