@@ -3,7 +3,7 @@
 use crate::limits::Snapshot;
 use crate::model::ModelConfig;
 use crate::settings::StoreErrorPolicy;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriteError};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::future::Future;
@@ -142,11 +142,30 @@ pub async fn timed<T>(
 ) -> Result<T, StoreError> {
     let start = Instant::now();
     let result = call.await;
+    record_store_call(op, start, result.as_ref().err());
+    result
+}
+
+/// `timed` for config writes: only store failures count as errors (not a conflict).
+pub async fn timed_write<T>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, WriteError>>,
+) -> Result<T, WriteError> {
+    let start = Instant::now();
+    let result = call.await;
+    let error = match &result {
+        Err(WriteError::Store(e)) => Some(e),
+        _ => None,
+    };
+    record_store_call(op, start, error);
+    result
+}
+
+fn record_store_call(op: &'static str, start: Instant, error: Option<&StoreError>) {
     metrics::histogram!(crate::metrics::STORE_DURATION, "op" => op)
         .record(start.elapsed().as_secs_f64());
-    if let Err(e) = &result {
+    if let Some(e) = error {
         metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind())
             .increment(1);
     }
-    result
 }

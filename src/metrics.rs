@@ -15,6 +15,20 @@ pub const SNAPSHOT_AGE: &str = "tollgate_config_snapshot_age_seconds";
 pub const SNAPSHOT_RELOADS: &str = "tollgate_config_reloads_total";
 pub const HTTP_REQUESTS: &str = "tollgate_http_requests_total";
 
+/// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
+pub const ALL: &[&str] = &[
+    CHECKS,
+    CHECK_DURATION,
+    USAGE_REPORTS,
+    STORE_ERRORS,
+    STORE_DURATION,
+    STORE_FALLBACKS,
+    CONFIGS,
+    SNAPSHOT_AGE,
+    SNAPSHOT_RELOADS,
+    HTTP_REQUESTS,
+];
+
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
 const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01,

@@ -321,7 +321,9 @@ fn fallback<S: Store>(app: &App<S>, started: Instant, error: String) -> Response
     tracing::warn!(%error, policy = policy.as_str(), "store failed during check; answering by policy");
     let allowed = policy == StoreErrorPolicy::Allow;
     let reason = (!allowed).then_some("store_unavailable");
-    record_check(started, allowed, reason);
+    // The metric says why for both policies: an allowed check that no limit decided is
+    // not the same as one that passed them.
+    record_check(started, allowed, Some("store_unavailable"));
     let body = CheckResponse {
         allowed,
         reason,

@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::views::{ModelConfigView, view};
-use crate::app::{App, LocalChange, timed};
+use crate::app::{App, LocalChange, timed, timed_write};
 use crate::limits::CompiledConfig;
 use crate::model::config::{CreateModelConfig, UpdateModelConfig};
 use crate::model::validate::{create_config, update_config};
@@ -52,20 +52,15 @@ async fn after_write<S: Store>(
     config: ModelConfig,
 ) -> Result<ModelConfigView, ApiError> {
     let compiled = compile(config)?;
-    Ok(match app.store.read_usage(&[&compiled]).await {
-        Ok((_, usage)) => view(&compiled, Some(&usage[0])),
-        Err(e) => {
-            tracing::warn!(error = %e, "config written; live usage unavailable");
-            view(&compiled, None)
-        }
-    })
-}
-
-fn write_failed(op: &'static str, e: &WriteError) {
-    if let WriteError::Store(e) = e {
-        metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind())
-            .increment(1);
-    }
+    Ok(
+        match timed("read_usage", app.store.read_usage(&[&compiled])).await {
+            Ok((_, usage)) => view(&compiled, Some(&usage[0])),
+            Err(e) => {
+                tracing::warn!(error = %e, "config written; live usage unavailable");
+                view(&compiled, None)
+            }
+        },
+    )
 }
 
 pub async fn create<S: Store>(
@@ -73,11 +68,7 @@ pub async fn create<S: Store>(
     JsonBody(req): JsonBody<CreateModelConfig>,
 ) -> Result<Json<Value>, ApiError> {
     let config = create_config(req, chrono::Utc::now())?;
-    let version = app
-        .store
-        .create_config(&config)
-        .await
-        .inspect_err(|e| write_failed("create_config", e))?;
+    let version = timed_write("create_config", app.store.create_config(&config)).await?;
     app.apply_local(version, LocalChange::Upsert(&config)).await;
     let shown = after_write(&app, config).await?;
     Ok(Json(
@@ -107,7 +98,7 @@ pub async fn update<S: Store>(
             .await?
             .ok_or_else(|| ApiError::config_not_found(&id))?;
         let next = update_config(&current, req.clone(), chrono::Utc::now())?;
-        match app.store.replace_config(&current, &next).await {
+        match timed_write("replace_config", app.store.replace_config(&current, &next)).await {
             Ok(version) => {
                 app.apply_local(version, LocalChange::Upsert(&next)).await;
                 let shown = after_write(&app, next).await?;
@@ -117,10 +108,7 @@ pub async fn update<S: Store>(
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
-            Err(e) => {
-                write_failed("replace_config", &e);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     Err(WriteError::Stale.into())
@@ -134,7 +122,7 @@ pub async fn delete<S: Store>(
         let current = timed("get_config", app.store.get_config(&id))
             .await?
             .ok_or_else(|| ApiError::config_not_found(&id))?;
-        match app.store.delete_config(&current).await {
+        match timed_write("delete_config", app.store.delete_config(&current)).await {
             Ok(version) => {
                 app.apply_local(version, LocalChange::Delete(&id)).await;
                 return Ok(Json(
@@ -143,10 +131,7 @@ pub async fn delete<S: Store>(
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
-            Err(e) => {
-                write_failed("delete_config", &e);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
     Err(WriteError::Stale.into())
