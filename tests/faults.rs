@@ -401,6 +401,7 @@ async fn starts_with_redis_down_and_becomes_ready() {
     let t = Tollgate::start_with(Backend::Memory, |s| {
         s.redis_url = Some(url);
         s.store_timeout_ms = 100;
+        s.on_store_error = StoreErrorPolicy::Deny;
     })
     .await;
     assert_eq!(t.get("/health").await.status, 200);
@@ -409,6 +410,22 @@ async fn starts_with_redis_down_and_becomes_ready() {
         t.post(CONFIGS, &json!({"model_name": "m"})).await.status,
         503
     );
+    // No config is known yet, so "no config matches" cannot be concluded: the policy
+    // decides, and says so (fail-closed must not fail open at start-up).
+    let a = t.check(json!({"model": "m"})).await;
+    assert_eq!(
+        classify(StoreErrorPolicy::Deny, &a),
+        Ok(Kind::Fallback),
+        "{}",
+        a.body
+    );
+    let a = t
+        .post(
+            "/v1/usage",
+            &json!({"model": "m", "tokens": 5, "request_id": "r"}),
+        )
+        .await;
+    assert_eq!(a.status, 503, "{}", a.body);
     tokio::task::block_in_place(|| r.restart());
     let ready = || async { t.get("/ready").await.status == 200 };
     assert!(eventually(Duration::from_secs(10), ready).await);

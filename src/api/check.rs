@@ -9,7 +9,7 @@ use crate::metrics as m;
 use crate::model::validate::MAX_COUNT_LIMIT;
 use crate::model::{Scope, dollars_to_nanos, nanos_to_dollars};
 use crate::settings::StoreErrorPolicy;
-use crate::store::{Amounts, LimitOutcome, Store, UsageDelta, UsageOutcome};
+use crate::store::{Amounts, LimitOutcome, Store, StoreError, UsageDelta, UsageOutcome};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -17,6 +17,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Until the first snapshot load, no config is known, so "nothing matches" cannot be
+/// concluded: the store has been unreachable since start.
+const NO_SNAPSHOT: &str =
+    "no config snapshot loaded yet: the store has been unreachable since start";
 
 /// Largest cost accepted in one check or report, in dollars.
 const MAX_COST_DOLLARS: f64 = 1e6;
@@ -240,6 +245,9 @@ pub async fn check<S: Store>(
         virtual_key: ident("virtual_key", &req.virtual_key)?,
         user: ident("user", &req.user)?,
     };
+    if !app.snapshot_loaded() {
+        return Ok(fallback(&app, started, NO_SNAPSHOT.to_string()));
+    }
     let snapshot = app.snapshot();
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
     if matched.iter().all(|c| c.limits.is_empty()) {
@@ -376,7 +384,12 @@ pub async fn usage<S: Store>(
     };
     let snapshot = app.snapshot();
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
-    let outcome = match timed("usage", app.store.record_usage(&matched, delta, request_id)).await {
+    let result = if app.snapshot_loaded() {
+        timed("usage", app.store.record_usage(&matched, delta, request_id)).await
+    } else {
+        Err(StoreError::Unavailable(NO_SNAPSHOT.to_string()))
+    };
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             metrics::counter!(m::USAGE_REPORTS, "outcome" => "error").increment(1);
