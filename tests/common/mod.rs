@@ -368,6 +368,8 @@ impl Process {
             }
             None => Command::new(binary),
         };
+        // Its own process group, so a wrapper's children (faketime forks) die with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(["--listen", &listen, "--config-poll-ms", "100"])
             .args(args)
             .envs(envs.iter().copied())
@@ -420,6 +422,8 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
