@@ -1,0 +1,15 @@
+# Two stages: build the release binary, then ship it on a slim base.
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY lua ./lua
+COPY benches ./benches
+RUN cargo build --release --locked --bin tollgate
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 tollgate
+COPY --from=build /src/target/release/tollgate /usr/local/bin/tollgate
+USER tollgate
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/tollgate"]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check and test of tollgate on a fresh machine.
+# Installs what the tests need when it is missing (Debian/Ubuntu packages):
+#   redis-server   the tests start their own servers on free ports (never 6379's data)
+#   faketime       one replica runs with a skewed clock
+#   docker-compose validates docker-compose.yml (nothing is started)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --locked "$@"
