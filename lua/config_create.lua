@@ -1,17 +1,15 @@
 -- config_create.lua: store a new config unless its identity is taken.
 -- KEYS[1] configs hash (id -> JSON)   KEYS[2] identities hash (identity -> id)
 -- KEYS[3] config version counter
--- ARGV[1] deadline (ms, Redis clock): past it, change nothing (the caller gave up)
+-- ARGV[1] deadline (ms, Redis clock; see config_lib.lua)
 -- ARGV[2] id   ARGV[3] identity   ARGV[4] config JSON   ARGV[5] change channel
 -- Returns {1, version} | {0, 'conflict', id of the config that has this identity} |
 -- {0, 'expired'}.
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[1]) then
+local now = now_ms()
+if past_deadline(now) then
   return { 0, 'expired' }
 end
-
 local taken = redis.call('HGET', KEYS[2], ARGV[3])
 if taken then
   return { 0, 'conflict', taken }
@@ -23,6 +21,4 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
   -- may still hold from before, so that every replica sees the change.
   redis.call('SET', KEYS[3], string.format('%.0f', now))
 end
-local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[5], version)
-return { 1, version }
+return { 1, announce(KEYS[3], ARGV[5]) }

@@ -1,24 +1,18 @@
 -- config_update.lua: replace a config if nobody changed it since it was read.
 -- KEYS[1] configs hash   KEYS[2] identities hash   KEYS[3] version counter
 -- KEYS[4] counters hash of this config
--- ARGV[1] deadline (ms, Redis clock): past it, change nothing (the caller gave up)
+-- ARGV[1] deadline (ms, Redis clock; see config_lib.lua)
 -- ARGV[2] id   ARGV[3] revision that was read   ARGV[4] old identity   ARGV[5] new identity
 -- ARGV[6] new JSON   ARGV[7] change channel   ARGV[8…] counter fields to drop (removed budgets)
 -- Returns {1, version} | {0, 'missing'} | {0, 'stale'} | {0, 'conflict', other id} |
 -- {0, 'expired'}.
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[1]) then
+if past_deadline(now_ms()) then
   return { 0, 'expired' }
 end
-
-local current = redis.call('HGET', KEYS[1], ARGV[2])
-if not current then
-  return { 0, 'missing' }
-end
-if tonumber(cjson.decode(current).revision) ~= tonumber(ARGV[3]) then
-  return { 0, 'stale' }
+local refused = refusal(KEYS[1], ARGV[2], ARGV[3])
+if refused then
+  return { 0, refused }
 end
 if ARGV[5] ~= ARGV[4] then
   local taken = redis.call('HGET', KEYS[2], ARGV[5])
@@ -32,6 +26,4 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[6])
 for i = 8, #ARGV do
   redis.call('HDEL', KEYS[4], ARGV[i])
 end
-local version = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[7], version)
-return { 1, version }
+return { 1, announce(KEYS[3], ARGV[7]) }

@@ -123,27 +123,35 @@ async fn key_prefixes_separate_deployments_on_one_redis() {
     );
 }
 
+/// `n` tollgate processes on `redis`, patient and fail-closed.
+async fn fleet(redis: &RedisServer, n: usize) -> Vec<Process> {
+    let url = redis.url();
+    let args = [&["--redis-url", url.as_str()][..], &PATIENT].concat();
+    let mut procs = Vec::new();
+    for _ in 0..n {
+        procs.push(Process::spawn(&args, &[]).await);
+    }
+    procs
+}
+
+async fn all_see(procs: &[Process], id: &str) {
+    for p in procs {
+        assert!(
+            eventually(Duration::from_secs(2), || sees(p, id)).await,
+            "replica never saw {id}"
+        );
+    }
+}
+
 /// Three tollgate processes, one Redis, request limit 50: 240 concurrent checks admit 50.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_admit_exactly_the_limit() {
     let redis = RedisServer::start();
-    let url = redis.url();
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(
-            Process::spawn(
-                &[&["--redis-url", url.as_str()][..], &PATIENT].concat(),
-                &[],
-            )
-            .await,
-        );
-    }
+    let procs = fleet(&redis, 3).await;
     let id = procs[0]
         .create(json!({"model_name": "gpt-4o", "rate_limit": {"request_max_limit": 50, "request_reset_duration": "1h"}}))
         .await;
-    for p in &procs {
-        assert!(eventually(Duration::from_secs(2), || sees(p, &id)).await);
-    }
+    all_see(&procs, &id).await;
     let clients: Vec<Client> = procs.iter().map(|p| p.client.clone()).collect();
     let start = Arc::new(tokio::sync::Barrier::new(240));
     let mut tasks = Vec::new();
@@ -186,23 +194,11 @@ async fn reserve_and_settle_never_exceeds_the_token_limit() {
     const LIMIT: i64 = 20_000;
     const ESTIMATE: i64 = 500;
     let redis = RedisServer::start();
-    let url = redis.url();
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(
-            Process::spawn(
-                &[&["--redis-url", url.as_str()][..], &PATIENT].concat(),
-                &[],
-            )
-            .await,
-        );
-    }
+    let procs = fleet(&redis, 3).await;
     let id = procs[0]
         .create(json!({"model_name": "m", "rate_limit": {"token_max_limit": LIMIT, "token_reset_duration": "1h"}}))
         .await;
-    for p in &procs {
-        assert!(eventually(Duration::from_secs(2), || sees(p, &id)).await);
-    }
+    all_see(&procs, &id).await;
     let used_for_real = Arc::new(AtomicI64::new(0));
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut workers = Vec::new();

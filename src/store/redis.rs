@@ -18,10 +18,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// A script from `lua/`, with the shared prelude it builds on prepended.
 macro_rules! lua {
-    ($name:literal) => {
+    ($prelude:literal, $name:literal) => {
         concat!(
-            include_str!("../../lua/lib.lua"),
+            include_str!(concat!("../../lua/", $prelude)),
             "\n",
             include_str!(concat!("../../lua/", $name))
         )
@@ -30,13 +31,13 @@ macro_rules! lua {
 
 /// Source of every script, for tests and benchmarks that call them directly.
 pub mod scripts {
-    pub const CHECK: &str = lua!("check.lua");
-    pub const USAGE: &str = lua!("usage.lua");
-    pub const READ_USAGE: &str = lua!("read_usage.lua");
+    pub const CHECK: &str = lua!("lib.lua", "check.lua");
+    pub const USAGE: &str = lua!("lib.lua", "usage.lua");
+    pub const READ_USAGE: &str = lua!("lib.lua", "read_usage.lua");
     pub const LIB: &str = include_str!("../../lua/lib.lua");
-    pub const CONFIG_CREATE: &str = include_str!("../../lua/config_create.lua");
-    pub const CONFIG_UPDATE: &str = include_str!("../../lua/config_update.lua");
-    pub const CONFIG_DELETE: &str = include_str!("../../lua/config_delete.lua");
+    pub const CONFIG_CREATE: &str = lua!("config_lib.lua", "config_create.lua");
+    pub const CONFIG_UPDATE: &str = lua!("config_lib.lua", "config_update.lua");
+    pub const CONFIG_DELETE: &str = lua!("config_lib.lua", "config_delete.lua");
 }
 
 /// A script and its source, so it can be sent whole when Redis has lost it.
