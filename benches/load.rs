@@ -24,13 +24,18 @@
 //! user, each with request, token and budget limits); `c` like `b` with 10,000 configs
 //! loaded; `d` like `b` with two tollgate processes on one Redis, the load split across
 //! them. Flags: `--scenario a,b|all`, `--concurrency N`, `--duration S`, `--warmup S`,
+//! `--rate R` (open loop: R requests/s in all on a fixed schedule, latency measured from
+//! each request's scheduled time, instead of the default closed loop),
+//! `--prefill S` (before measuring, call the script directly for S seconds so every
+//! sliding window holds a whole window of sub-buckets: the steady state; default 65),
 //! `--client-threads N`, `--tollgate-threads N`, `--configs N` (scenario c),
 //! `--perf DIR` (record the tollgate processes with `perf` during the measured phase),
 //! `--quiet CORES` / `--quiet-patience S` (before each measured phase, wait up to S
 //! seconds until other processes use at most CORES; the machine may be shared),
 //! `--max-foreign CORES` / `--attempts N` (measure a phase again, up to N times in all,
 //! when other processes used more than CORES during it),
-//! `--tollgate PATH`, `--redis-server PATH`.
+//! `--tollgate PATH`, `--redis-server PATH`, `--redis-arg 'NAME VALUE'` (repeatable, e.g.
+//! `--redis-arg 'hash-max-listpack-entries 64'`).
 //!
 //! Never run by CI; nothing asserts on time.
 
@@ -67,6 +72,9 @@ struct Opts {
     concurrency: usize,
     duration: Duration,
     warmup: Duration,
+    prefill: Duration,
+    /// Open loop at this many requests per second in all (default: closed loop).
+    rate: Option<f64>,
     client_threads: usize,
     tollgate_threads: Option<usize>,
     filler_configs: usize,
@@ -81,13 +89,15 @@ struct Opts {
     attempts: usize,
     tollgate_bin: PathBuf,
     redis_bin: String,
+    /// Extra `redis-server` arguments, e.g. `--hash-max-listpack-entries 64`.
+    redis_args: Vec<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench load -- [--scenario a,b,c,d|all] [--concurrency 32] \
-         [--duration 10] [--warmup 2] [--client-threads 1] [--tollgate-threads N] \
-         [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH]"
+         [--duration 10] [--warmup 2] [--prefill 65] [--rate R] [--client-threads 1] [--tollgate-threads N] \
+         [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH] [--redis-arg 'NAME VALUE']"
     );
     std::process::exit(2)
 }
@@ -98,6 +108,8 @@ fn parse_opts() -> Opts {
         concurrency: 32,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
+        prefill: Duration::from_secs(65),
+        rate: None,
         client_threads: 1,
         tollgate_threads: None,
         filler_configs: 10_000,
@@ -108,6 +120,7 @@ fn parse_opts() -> Opts {
         attempts: 3,
         tollgate_bin: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
         redis_bin: std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+        redis_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -135,6 +148,8 @@ fn parse_opts() -> Opts {
             "--concurrency" => o.concurrency = num(value()).max(1),
             "--duration" => o.duration = secs(value()),
             "--warmup" => o.warmup = secs(value()),
+            "--prefill" => o.prefill = secs(value()),
+            "--rate" => o.rate = Some(value().parse().unwrap_or_else(|_| usage())),
             "--client-threads" => o.client_threads = num(value()).max(1),
             "--tollgate-threads" => o.tollgate_threads = Some(num(value()).max(1)),
             "--configs" => o.filler_configs = num(value()).max(3),
@@ -145,6 +160,9 @@ fn parse_opts() -> Opts {
             "--perf" => o.perf_dir = Some(PathBuf::from(value())),
             "--tollgate" => o.tollgate_bin = PathBuf::from(value()),
             "--redis-server" => o.redis_bin = value(),
+            "--redis-arg" => o
+                .redis_args
+                .extend(value().split_whitespace().map(String::from)),
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -193,13 +211,21 @@ impl Redis {
     }
 }
 
-fn start_redis(bin: &str) -> Redis {
+fn start_redis(bin: &str, extra: &[String]) -> Redis {
     for _ in 0..20 {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra.iter().enumerate().map(|(i, a)| {
+                // `NAME VALUE` pairs: names get their leading `--`.
+                if i % 2 == 0 && !a.starts_with("--") {
+                    format!("--{a}")
+                } else {
+                    a.clone()
+                }
+            }))
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -460,14 +486,45 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<String>, usize) {
 struct Window {
     measure_from: Instant,
     end: Instant,
+    /// Open loop (`--rate`): each worker sends on a fixed schedule, one request every
+    /// `interval` from `first`, whether or not earlier answers are late.
+    interval: Option<Duration>,
+    first: Instant,
 }
 
 impl Window {
     fn new(opts: &Opts) -> Self {
-        let measure_from = Instant::now() + opts.warmup;
+        let now = Instant::now();
+        let measure_from = now + opts.warmup;
         Window {
             measure_from,
             end: measure_from + opts.duration,
+            interval: opts
+                .rate
+                .map(|r| Duration::from_secs_f64(opts.concurrency as f64 / r)),
+            first: now,
+        }
+    }
+
+    /// Worker `i` of `n`: open-loop schedules are spread evenly over one interval.
+    fn for_worker(mut self, i: usize, n: usize) -> Self {
+        if let Some(iv) = self.interval {
+            self.first += iv.mul_f64(i as f64 / n as f64);
+        }
+        self
+    }
+
+    /// When the next request starts. Open loop: its scheduled time, so latency counts
+    /// the wait behind slow answers too (no coordinated omission).
+    async fn next_start(&mut self) -> Instant {
+        match self.interval {
+            None => Instant::now(),
+            Some(iv) => {
+                let at = self.first;
+                self.first += iv;
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
         }
     }
 }
@@ -510,7 +567,7 @@ impl Tally {
     }
 }
 
-async fn http_worker(addr: SocketAddr, w: Window) -> Tally {
+async fn http_worker(addr: SocketAddr, mut w: Window) -> Tally {
     let mut t = Tally::new();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -521,7 +578,7 @@ async fn http_worker(addr: SocketAddr, w: Window) -> Tally {
     let host = addr.to_string();
     let body = Bytes::from_static(CHECK_BODY.as_bytes());
     loop {
-        let started = Instant::now();
+        let started = w.next_start().await;
         if started >= w.end {
             break;
         }
@@ -585,11 +642,11 @@ async fn script_loop<C: redis::aio::ConnectionLike + Send>(
     mut conn: C,
     script: Arc<redis::Script>,
     call: Arc<(Vec<String>, Vec<String>)>,
-    w: Window,
+    mut w: Window,
 ) -> Tally {
     let mut t = Tally::new();
     loop {
-        let started = Instant::now();
+        let started = w.next_start().await;
         if started >= w.end {
             break;
         }
@@ -777,7 +834,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         _ => "(d) 2 tollgates, 3 matching".to_string(),
     };
     println!("\n## {title}");
-    let redis = start_redis(&opts.redis_bin);
+    let redis = start_redis(&opts.redis_bin, &opts.redis_args);
     let url = redis.url();
     let logs = tempfile::tempdir().unwrap();
     let bodies = matching_bodies(scenario);
@@ -846,6 +903,70 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
     }
     procs.push(("load generator".into(), me.clone()));
 
+    // The script call a check makes, as tollgate builds it.
+    let (keys, args, n_limits) = script_call(&url).await;
+    assert_eq!(
+        n_limits, limits,
+        "direct call must evaluate the same limits"
+    );
+    let call = Arc::new((keys, args));
+    let script = Arc::new(redis::Script::new(scripts::CHECK));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let shared = client.get_connection_manager().await.unwrap();
+
+    // Steady state first: a sliding window's hash grows by one sub-bucket every
+    // window/30 until it holds a whole window, and the script's cost grows with it.
+    // Filling the windows before measuring keeps every phase on the same footing.
+    if !opts.prefill.is_zero() {
+        println!(
+            "  prefilling the windows for {:.0} s with direct script calls:",
+            opts.prefill.as_secs_f64()
+        );
+        let deadline = Instant::now() + opts.prefill;
+        let mut line = Vec::new();
+        while Instant::now() < deadline {
+            let now = Instant::now();
+            let w = Window {
+                measure_from: now,
+                end: (now + Duration::from_secs(10)).min(deadline),
+                interval: None,
+                first: now,
+            };
+            let workers = (0..opts.concurrency)
+                .map(|_| {
+                    tokio::spawn(script_worker(
+                        Conn::Shared(shared.clone()),
+                        script.clone(),
+                        call.clone(),
+                        w,
+                    ))
+                })
+                .collect();
+            let m = measure(w, vec![procs[0].clone()], None, workers).await;
+            line.push(format!(
+                "{:.0}/s ({:.0} µs redis CPU/call)",
+                m.rate(),
+                m.cpu[0].1 * 1e6 / m.rate().max(1e-9)
+            ));
+        }
+        println!("    {}", line.join(" → "));
+    }
+    let mut sync = client.get_connection().unwrap();
+    let hashes: Vec<String> = call
+        .0
+        .iter()
+        .map(|k| {
+            let len: u64 = redis::cmd("HLEN").arg(k).query(&mut sync).unwrap_or(0);
+            let enc: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(k)
+                .query(&mut sync)
+                .unwrap_or_default();
+            format!("{len} fields ({enc})")
+        })
+        .collect();
+    println!("  counter hashes: {}", hashes.join(", "));
+
     // 1. tollgate over HTTP.
     let perf = opts.perf_dir.as_ref().map(|dir| {
         std::fs::create_dir_all(dir).unwrap();
@@ -862,24 +983,19 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         perf,
         |w| {
             (0..opts.concurrency)
-                .map(|i| tokio::spawn(http_worker(addrs[i % addrs.len()], w)))
+                .map(|i| {
+                    tokio::spawn(http_worker(
+                        addrs[i % addrs.len()],
+                        w.for_worker(i, opts.concurrency),
+                    ))
+                })
                 .collect()
         },
     )
     .await;
 
     // 2. The same script call straight to Redis.
-    let (keys, args, n_limits) = script_call(&url).await;
-    assert_eq!(
-        n_limits, limits,
-        "direct call must evaluate the same limits"
-    );
-    let call = Arc::new((keys, args));
-    let script = Arc::new(redis::Script::new(scripts::CHECK));
-    let client = redis::Client::open(url.as_str()).unwrap();
     let direct_procs = vec![procs[0].clone(), ("load generator".into(), me)];
-
-    let shared = client.get_connection_manager().await.unwrap();
     let direct_shared = phase(
         opts,
         "direct, 1 multiplexed conn",
@@ -887,12 +1003,12 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         None,
         |w| {
             (0..opts.concurrency)
-                .map(|_| {
+                .map(|i| {
                     tokio::spawn(script_worker(
                         Conn::Shared(shared.clone()),
                         script.clone(),
                         call.clone(),
-                        w,
+                        w.for_worker(i, opts.concurrency),
                     ))
                 })
                 .collect()
@@ -906,12 +1022,12 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         None,
         |w| {
             (0..opts.concurrency)
-                .map(|_| {
+                .map(|i| {
                     tokio::spawn(script_worker(
                         Conn::Own(client.clone()),
                         script.clone(),
                         call.clone(),
-                        w,
+                        w.for_worker(i, opts.concurrency),
                     ))
                 })
                 .collect()
