@@ -3,14 +3,16 @@
 //! - `matching/{10,1000,100000}`: finding the configs that apply to a request in a
 //!   snapshot of that many configs (3 of them match), as `api::check::check` does;
 //! - `duration/*`: the reset-duration grammar;
-//! - `script_args/*`: building the `check.lua` invocation for 3 matching configs, as
-//!   `RedisStore::check` does, and packing it into the RESP bytes that go on the wire;
+//! - `script_args/*`: building the `check.lua` call for 3 matching configs as
+//!   `RedisStore::check` does and packing it into the RESP bytes that go on the wire,
+//!   next to leaner ways of building the same bytes;
 //! - `json/*`: parsing a check body and writing a check answer.
 //!
 //! Run: `cargo bench --bench hot_path`. Never run by CI; nothing here asserts on time.
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use redis::ToRedisArgs;
 use serde_json::{Value, json};
 use std::hint::black_box;
 use tollgate::api::check::{CheckRequest, CheckResponse, LimitView, Quantity};
@@ -112,40 +114,63 @@ fn script_args(c: &mut Criterion) {
     let script = redis::Script::new(scripts::CHECK);
     let keys = Keys::new("tollgate:");
     let mut group = c.benchmark_group("script_args");
-    // Mirrors `RedisStore::check` + `RedisStore::limit_args` up to `invoke_async`.
-    group.bench_function("invocation_3_configs", |b| {
+    let sha = script.get_hash();
+    // Mirrors `RedisStore::check` as of this commit: `Call::key`/`Call::arg` collect
+    // every key and argument as its own `Vec<u8>` (`ToRedisArgs::to_redis_args`), then
+    // `Call::cmd` copies them into an EVALSHA `Cmd`, which the connection packs.
+    group.bench_function("current_call_and_pack_3_configs", |b| {
         b.iter(|| {
-            let mut inv = script.prepare_invoke();
-            inv.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
+            let mut keys_v: Vec<Vec<u8>> = Vec::new();
+            let mut args_v: Vec<Vec<u8>> = Vec::new();
+            args_v.extend("0".to_redis_args());
+            args_v.extend(1i64.to_redis_args());
+            args_v.extend(10i64.to_redis_args());
+            args_v.extend(1_000_000i64.to_redis_args());
             for c in black_box(&matched) {
-                inv.key(keys.counters(&c.config.id));
+                keys_v.extend(keys.counters(&c.config.id).to_redis_args());
             }
             for c in &matched {
-                inv.arg(c.lua_args.as_slice());
+                args_v.extend(c.lua_args.as_slice().to_redis_args());
             }
-            black_box(inv);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(sha).arg(keys_v.len());
+            for k in &keys_v {
+                cmd.arg(k.as_slice());
+            }
+            for a in &args_v {
+                cmd.arg(a.as_slice());
+            }
+            black_box(cmd.get_packed_command())
         })
     });
-    // The same, plus what `invoke_async` does before writing to the socket: build the
-    // EVALSHA command (mirroring redis' private `ScriptInvocation::eval_cmd`) and pack it.
-    group.bench_function("invocation_and_pack_3_configs", |b| {
+    // The same command written straight into one `Cmd` (no per-argument `Vec<u8>`).
+    group.bench_function("direct_cmd_and_pack_3_configs", |b| {
         b.iter(|| {
-            let key_names: Vec<String> = black_box(&matched)
-                .iter()
-                .map(|c| keys.counters(&c.config.id))
-                .collect();
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(script.get_hash())
-                .arg(key_names.len())
-                .arg(&key_names)
-                .arg("0")
-                .arg(1i64)
-                .arg(10i64)
-                .arg(1_000_000i64);
+            cmd.arg(sha).arg(black_box(&matched).len());
+            for c in &matched {
+                cmd.arg(keys.counters(&c.config.id));
+            }
+            cmd.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
             for c in &matched {
                 cmd.arg(c.lua_args.as_slice());
             }
             black_box(cmd.get_packed_command())
+        })
+    });
+    // `redis::Script::prepare_invoke` (what the direct-script ceiling in `load` uses),
+    // without the packing, which is private to the redis crate there.
+    group.bench_function("script_prepare_invoke_3_configs", |b| {
+        b.iter(|| {
+            let mut inv = script.prepare_invoke();
+            for c in black_box(&matched) {
+                inv.key(keys.counters(&c.config.id));
+            }
+            inv.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
+            for c in &matched {
+                inv.arg(c.lua_args.as_slice());
+            }
+            black_box(inv);
         })
     });
     group.finish();
