@@ -35,7 +35,9 @@
 //! `--max-foreign CORES` / `--attempts N` (measure a phase again, up to N times in all,
 //! when other processes used more than CORES during it),
 //! `--tollgate PATH`, `--redis-server PATH`, `--redis-arg 'NAME VALUE'` (repeatable, e.g.
-//! `--redis-arg 'hash-max-listpack-entries 64'`).
+//! `--redis-arg 'hash-max-listpack-entries 64'`), `--alt-script FILE` (also measure
+//! this version of the check script — `lib.lua` and `check.lua` concatenated — directly,
+//! right after the built-in one, on the same counters).
 //!
 //! Never run by CI; nothing asserts on time.
 
@@ -91,13 +93,16 @@ struct Opts {
     redis_bin: String,
     /// Extra `redis-server` arguments, e.g. `--hash-max-listpack-entries 64`.
     redis_args: Vec<String>,
+    /// Another version of `check.lua` (lib.lua prepended) to measure directly next to
+    /// the built-in one, on the same Redis and counters.
+    alt_script: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench load -- [--scenario a,b,c,d|all] [--concurrency 32] \
          [--duration 10] [--warmup 2] [--prefill 65] [--rate R] [--client-threads 1] [--tollgate-threads N] \
-         [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH] [--redis-arg 'NAME VALUE']"
+         [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH] [--redis-arg 'NAME VALUE'] [--alt-script FILE]"
     );
     std::process::exit(2)
 }
@@ -121,6 +126,7 @@ fn parse_opts() -> Opts {
         tollgate_bin: PathBuf::from(env!("CARGO_BIN_EXE_tollgate")),
         redis_bin: std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
         redis_args: Vec::new(),
+        alt_script: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -160,6 +166,7 @@ fn parse_opts() -> Opts {
             "--perf" => o.perf_dir = Some(PathBuf::from(value())),
             "--tollgate" => o.tollgate_bin = PathBuf::from(value()),
             "--redis-server" => o.redis_bin = value(),
+            "--alt-script" => o.alt_script = Some(PathBuf::from(value())),
             "--redis-arg" => o
                 .redis_args
                 .extend(value().split_whitespace().map(String::from)),
@@ -514,16 +521,22 @@ impl Window {
         self
     }
 
-    /// When the next request starts. Open loop: its scheduled time, so latency counts
-    /// the wait behind slow answers too (no coordinated omission).
+    /// When the next request starts. Open loop: if the worker is behind schedule (an
+    /// earlier answer was late), the scheduled time, so latency counts the wait behind
+    /// slow answers too (no coordinated omission); if it is early, it sleeps and the
+    /// request starts when it is actually sent (tokio's timer fires up to 1 ms late,
+    /// which is not the server's doing).
     async fn next_start(&mut self) -> Instant {
         match self.interval {
             None => Instant::now(),
             Some(iv) => {
                 let at = self.first;
                 self.first += iv;
+                if Instant::now() >= at {
+                    return at;
+                }
                 tokio::time::sleep_until(at.into()).await;
-                at
+                Instant::now()
             }
         }
     }
@@ -678,6 +691,12 @@ struct Measured {
 }
 
 impl Measured {
+    /// CPU time, in µs per call, of the processes whose name passes `which`.
+    fn cpu_per_call(&self, which: impl Fn(&str) -> bool) -> f64 {
+        let cores: f64 = self.cpu.iter().filter(|(n, _)| which(n)).map(|c| c.1).sum();
+        cores * 1e6 / self.rate().max(1e-9)
+    }
+
     fn foreign(&self) -> f64 {
         self.cpu
             .iter()
@@ -1034,6 +1053,31 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         },
     )
     .await;
+    if let Some(path) = &opts.alt_script {
+        let source = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let alt = Arc::new(redis::Script::new(&source));
+        for (label, s) in [
+            ("direct, built-in script, 1 mux", &script),
+            ("direct, alt script, 1 mux", &alt),
+            ("direct, built-in script, 1 mux", &script),
+            ("direct, alt script, 1 mux", &alt),
+        ] {
+            phase(opts, label, &direct_procs, None, |w| {
+                (0..opts.concurrency)
+                    .map(|i| {
+                        tokio::spawn(script_worker(
+                            Conn::Shared(shared.clone()),
+                            s.clone(),
+                            call.clone(),
+                            w.for_worker(i, opts.concurrency),
+                        ))
+                    })
+                    .collect()
+            })
+            .await;
+        }
+    }
     drop(tollgates);
     drop(redis);
     Row {
@@ -1100,6 +1144,24 @@ fn main() {
             best.pct(0.5),
             best.pct(0.99),
             100.0 * t.rate() / best.rate().max(1e-9),
+        );
+    }
+
+    println!(
+        "\nCPU time per check (µs), measured phase:\n\n| scenario | tollgate (all processes) | \
+         redis, via tollgate | redis, direct (1 mux conn / {c} conns) | load generator, via tollgate |",
+        c = opts.concurrency
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} |",
+            r.scenario,
+            r.tollgate.cpu_per_call(|n| n.starts_with("tollgate")),
+            r.tollgate.cpu_per_call(|n| n == "redis"),
+            r.direct_shared.cpu_per_call(|n| n == "redis"),
+            r.direct_per_conn.cpu_per_call(|n| n == "redis"),
+            r.tollgate.cpu_per_call(|n| n == "load generator"),
         );
     }
 }
