@@ -1,38 +1,34 @@
 -- check.lua: atomic check-and-consume over every limit of every matching config.
--- KEYS[k]  counters hash of the k-th matching config
+-- KEYS[k]  counters hash of the k-th matching config (see lib.lua)
 -- ARGV[1]  dry run (1) or consume (0)
 -- ARGV[2]  requests   ARGV[3] tokens   ARGV[4] cost in nano-dollars
 -- ARGV[5…] per key: its number of limits, then six values per limit (see lib.lua)
 -- Returns {allowed, now_ms, then per limit: admitted, used, reset_after_ms, retry_after_ms}.
 -- All or nothing: amounts are added only when every limit admits them.
 
-local dry = ARGV[1] == '1'
 local amount = { r = tonumber(ARGV[2]), t = tonumber(ARGV[3]), b = tonumber(ARGV[4]) }
 local now = now_ms()
-local limits = open_limits(1, 5, now)
+local configs, limits = open_configs(1, 5, now)
 
 local allowed = true
 for _, lim in ipairs(limits) do
-  if lim.kind ~= 'b' then win_evict(lim.state, now) end
   lim.amount = amount[lim.kind]
   lim.ok = admits(used_of(lim), lim.max, lim.amount)
   allowed = allowed and lim.ok
 end
 
-local written = {}
-if allowed and not dry then
+if allowed and ARGV[1] ~= '1' then
   for _, lim in ipairs(limits) do
     if lim.amount > 0 then
       if lim.kind == 'b' then
         lim.state.used = lim.state.used + lim.amount
-        budget_save(lim.state)
       else
         win_add(lim.state, now, lim.amount)
       end
-      written[lim.key] = true
+      lim.written = true
     end
   end
-  expire_written(limits, written, now)
+  save_written(configs, now)
 end
 
 local out = { allowed and 1 or 0, now }

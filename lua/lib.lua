@@ -1,15 +1,16 @@
 -- lib.lua: counters shared by check.lua, usage.lua and read_usage.lua (prepended to each).
--- It mirrors src/limits/window.rs and src/limits/period.rs; tests/lua_parity.rs keeps them equal.
+-- It mirrors src/limits/window.rs and src/limits/period.rs; tests/lua_parity.rs keeps them
+-- equal step by step.
 --
--- One hash per config holds all of its counters.
---   Sliding window under field prefix f ("r" requests, "t" tokens):
---     f:t total   f:o oldest bucket index   f:n newest bucket index   f:g bucket width (ms)
---     f:c<i> count of bucket i   f:l<i> time (ms) of the last write to bucket i
---   Budget under field prefix f ("b:<budget id>"):
---     f:s start of the period the usage belongs to (ms)   f:u usage (nano-dollars)
--- A limit travels in ARGV as six values: kind (r|t|b), field prefix, max, length (ms),
--- and for budgets the period grid: mode (0 fixed from anchor, 1 months, 2 years) and
--- param (the anchor in ms, or n).
+-- All counters of one config live in one small Redis hash, one binary field per limit,
+-- read with one HMGET and written with one HSET:
+--   window ("r" requests, "t" tokens): sub-buckets (see below). Usage leaves the window
+--     one window length after its bucket's last write, never earlier.
+--   budget ("b:<budget id>"): two doubles, the start (ms) of the period the usage belongs
+--     to and the usage (nano-dollars).
+-- A limit travels in ARGV as six values: kind (r|t|b), field, max, length (ms), and for
+-- budgets the period grid: mode (0 fixed from anchor, 1 months, 2 years) and param (the
+-- anchor in ms, or n).
 
 local SUB_BUCKETS = 30
 local DAY_MS = 86400000
@@ -19,147 +20,124 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Whole numbers as plain digits (tostring would switch to exponents past 1e14).
-local function num(n)
-  return string.format('%.0f', n)
-end
-
 local function admits(used, max, amount)
   return used < max and used + amount <= max
 end
 
-local function win_open(key, f, len)
-  local h = redis.call('HMGET', key, f .. ':t', f .. ':o', f .. ':n', f .. ':g')
-  return {
-    key = key, f = f, len = len, g = math.max(1, math.ceil(len / SUB_BUCKETS)),
-    total = tonumber(h[1]) or 0, o = tonumber(h[2]), n = tonumber(h[3]), sg = tonumber(h[4]),
-  }
+-- Sliding windows ----------------------------------------------------------------------
+-- A window is a binary string: a header of two doubles (bucket width g in ms, total),
+-- then one 24-byte record per sub-bucket, oldest first: index, count, and the time (ms)
+-- of its last write, as doubles (exact below 2^53). A check reads the oldest and newest
+-- records in place; a write builds the new string in one concatenation. (Lua interns
+-- every string, so each string made costs more than its bytes.)
+
+local HDR, REC = 16, 24
+
+-- Logical records h..count-1. They come from w.bin, except that the newest one may live
+-- in w.newest (changed or appended by this script) until the window is encoded.
+local function rec(w, k)
+  local nw = w.newest
+  if nw and k == w.count - 1 then return nw[1], nw[2], nw[3] end
+  return struct.unpack('ddd', w.bin, HDR + k * REC + 1)
 end
 
-local function win_fields(w, i)
-  return w.f .. ':c' .. num(i), w.f .. ':l' .. num(i)
-end
-
-local function win_save_header(w)
-  if w.o == nil then
-    redis.call('HDEL', w.key, w.f .. ':t', w.f .. ':o', w.f .. ':n', w.f .. ':g')
+-- A changed window length changes the bucket width: then all usage is folded into one
+-- record at the newest write (it leaves a little late: safe).
+local function win_open(bin, len)
+  local w = { len = len, g = math.max(1, math.ceil(len / SUB_BUCKETS)), total = 0, h = 0, count = 0, bin = '' }
+  if type(bin) ~= 'string' or #bin < HDR + REC then return w end
+  local g, total = struct.unpack('dd', bin)
+  local n = (#bin - HDR) / REC
+  w.total = total
+  if g ~= w.g then
+    local _, _, newest = struct.unpack('ddd', bin, HDR + (n - 1) * REC + 1)
+    w.newest, w.count = { math.floor(newest / w.g), total, newest }, 1
   else
-    redis.call('HSET', w.key, w.f .. ':t', num(w.total), w.f .. ':o', num(w.o),
-      w.f .. ':n', num(w.n), w.f .. ':g', num(w.g))
+    w.bin, w.count = bin, n
   end
+  return w
 end
 
--- The window length changed, and with it the bucket width: fold everything into one
--- bucket at the newest write (usage then leaves a little late, never early).
-local function win_regrid(w)
-  local _, newest_l = win_fields(w, w.n)
-  local newest_last = tonumber(redis.call('HGET', w.key, newest_l)) or 0
-  for i = w.o, w.n do
-    redis.call('HDEL', w.key, win_fields(w, i))
+local function win_encode(w)
+  local head = struct.pack('dd', w.g, w.total)
+  if w.h >= w.count then return head end
+  if not w.newest then
+    return head .. string.sub(w.bin, HDR + w.h * REC + 1)
   end
-  local idx = math.floor(newest_last / w.g)
-  local c, l = win_fields(w, idx)
-  redis.call('HSET', w.key, c, num(w.total), l, num(newest_last))
-  w.o, w.n, w.sg = idx, idx, w.g
-  win_save_header(w)
+  local nw = w.newest
+  return head .. string.sub(w.bin, HDR + w.h * REC + 1, HDR + (w.count - 1) * REC) .. struct.pack('ddd', nw[1], nw[2], nw[3])
 end
 
--- Drops buckets whose last write is a whole window old.
+-- Puts every live record into w.bin (for the rare paths that edit more than the newest).
+local function win_flush(w)
+  w.bin = win_encode(w)
+  w.h, w.count, w.newest = 0, (#w.bin - HDR) / REC, nil
+end
+
 local function win_evict(w, now)
-  if w.o == nil then return end
-  if w.sg ~= w.g then win_regrid(w) end
-  local cutoff = now - w.len
-  local changed = false
-  while w.o <= w.n do
-    local c, l = win_fields(w, w.o)
-    local h = redis.call('HMGET', w.key, c, l)
-    local last = tonumber(h[2])
-    if last ~= nil and last > cutoff then break end
-    if last ~= nil then
-      w.total = w.total - (tonumber(h[1]) or 0)
-      redis.call('HDEL', w.key, c, l)
-    end
-    w.o = w.o + 1
-    changed = true
+  while w.h < w.count do
+    local _, c, l = rec(w, w.h)
+    if l > now - w.len then break end
+    w.total = w.total - c
+    w.h = w.h + 1
   end
-  if w.o > w.n then
-    w.o, w.n, w.total = nil, nil, 0
-  end
-  if changed then win_save_header(w) end
 end
 
 -- Adds usage at now, never behind the newest bucket, so buckets stay in time order.
 local function win_add(w, now, amount)
   if amount <= 0 then return end
-  local idx = math.floor(now / w.g)
-  if w.n ~= nil and w.n >= idx then idx = w.n end
-  local c, l = win_fields(w, idx)
-  redis.call('HINCRBY', w.key, c, num(amount))
-  redis.call('HSET', w.key, l, num(now))
-  if w.o == nil then w.o = idx end
-  w.n = idx
+  local i = math.floor(now / w.g)
   w.total = w.total + amount
-  win_save_header(w)
+  if w.h < w.count then
+    local ni, nc, nl = rec(w, w.count - 1)
+    if ni >= i then
+      w.newest = { ni, nc + amount, math.max(nl, now) }
+      return
+    end
+  end
+  if w.newest then win_flush(w) end
+  w.newest, w.count = { i, amount, now }, w.count + 1
 end
 
 -- Takes usage back oldest first, never below zero: what remains is counted as late as
 -- possible, so a refund can never let more through than the limit.
 local function win_refund(w, amount)
+  win_flush(w)
   local left = amount
-  while left > 0 and w.o ~= nil do
-    local c, l = win_fields(w, w.o)
-    local count = tonumber(redis.call('HGET', w.key, c)) or 0
-    local take = math.min(left, count)
-    count, left, w.total = count - take, left - take, w.total - take
-    if count <= 0 then
-      redis.call('HDEL', w.key, c, l)
-      if w.o >= w.n then
-        w.o, w.n, w.total = nil, nil, 0
-      else
-        w.o = w.o + 1
-      end
+  while left > 0 and w.h < w.count do
+    local i, c, l = rec(w, w.h)
+    local take = math.min(left, c)
+    left, w.total = left - take, w.total - take
+    if take == c then
+      w.h = w.h + 1
     else
-      redis.call('HSET', w.key, c, num(count))
+      local at = HDR + w.h * REC
+      w.bin = string.sub(w.bin, 1, at) .. struct.pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
     end
   end
-  win_save_header(w)
 end
 
 local function win_reset_after(w, now)
-  if w.n == nil then return 0 end
-  local _, l = win_fields(w, w.n)
-  local last = tonumber(redis.call('HGET', w.key, l)) or now
-  return math.max(0, last + w.len - now)
+  if w.h >= w.count then return 0 end
+  local _, _, l = rec(w, w.count - 1)
+  return math.max(0, l + w.len - now)
 end
 
 -- Time until amount fits, if nothing else is added; the full reset if it never fits.
 local function win_retry_after(w, now, max, amount)
   if admits(w.total, max, amount) then return 0 end
-  if w.o ~= nil then
-    local remaining = w.total
-    for i = w.o, w.n do
-      local h = redis.call('HMGET', w.key, win_fields(w, i))
-      if h[1] then
-        remaining = remaining - tonumber(h[1])
-        if admits(remaining, max, amount) then
-          return math.max(0, tonumber(h[2]) + w.len - now)
-        end
-      end
+  local remaining = w.total
+  for k = w.h, w.count - 1 do
+    local _, c, l = rec(w, k)
+    remaining = remaining - c
+    if admits(remaining, max, amount) then
+      return math.max(0, l + w.len - now)
     end
   end
   return win_reset_after(w, now)
 end
 
--- Usage still inside the window, without writing (for read-only callers).
-local function win_peek(w, now)
-  if w.o == nil then return 0 end
-  local used = 0
-  for i = w.o, w.n do
-    local h = redis.call('HMGET', w.key, win_fields(w, i))
-    if h[1] and tonumber(h[2]) > now - w.len then used = used + tonumber(h[1]) end
-  end
-  return used
-end
+-- Budget periods -------------------------------------------------------------------------
 
 -- Days since 1970-01-01 of a civil date, and back (H. Hinnant's algorithms).
 local function days_from_civil(y, m, d)
@@ -206,41 +184,49 @@ local function period_bounds(now, len, mode, param)
 end
 
 -- Usage recorded in an earlier period is dropped; usage from a later-starting period
--- (the grid changed) is kept.
-local function budget_open(key, f, now, len, mode, param)
-  local h = redis.call('HMGET', key, f .. ':s', f .. ':u')
+-- (the grid changed under an update) is kept.
+local function budget_open(bin, now, len, mode, param)
   local start, fin = period_bounds(now, len, mode, param)
-  local used = tonumber(h[2]) or 0
-  local s = tonumber(h[1])
-  if s ~= nil and s < start then used = 0 end
-  return { key = key, f = f, start = start, fin = fin, used = used }
+  local used = 0
+  if type(bin) == 'string' then
+    local s, u = struct.unpack('dd', bin)
+    if s >= start then used = u end
+  end
+  return { start = start, fin = fin, used = used }
 end
 
-local function budget_save(b)
-  redis.call('HSET', b.key, b.f .. ':s', num(b.start), b.f .. ':u', num(b.used))
+local function budget_encode(b)
+  return struct.pack('dd', b.start, b.used)
 end
 
--- Reads the limits of KEYS[first..] from ARGV starting at position a. Each limit gets
--- its open state; windows are evicted up to now.
-local function open_limits(first, a, now)
-  local limits = {}
+-- Configs ---------------------------------------------------------------------------------
+
+-- Reads the limits of KEYS[first..] from ARGV starting at position a, and each key's
+-- counters (one HMGET per key). Windows are evicted up to now.
+local function open_configs(first, a, now)
+  local configs, limits = {}, {}
   for k = first, #KEYS do
+    local cfg = { key = KEYS[k], limits = {} }
     local n = tonumber(ARGV[a])
     a = a + 1
-    for _ = 1, n do
-      local lim = {
-        key = KEYS[k], kind = ARGV[a], max = tonumber(ARGV[a + 2]), len = tonumber(ARGV[a + 3]),
-      }
+    local fields = {}
+    for j = 1, n do fields[j] = ARGV[a + (j - 1) * 6 + 1] end
+    local stored = (n > 0) and redis.call('HMGET', cfg.key, unpack(fields)) or {}
+    for j = 1, n do
+      local lim = { cfg = cfg, kind = ARGV[a], field = ARGV[a + 1], max = tonumber(ARGV[a + 2]), len = tonumber(ARGV[a + 3]) }
       if lim.kind == 'b' then
-        lim.state = budget_open(lim.key, ARGV[a + 1], now, lim.len, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
+        lim.state = budget_open(stored[j], now, lim.len, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
       else
-        lim.state = win_open(lim.key, ARGV[a + 1], lim.len)
+        lim.state = win_open(stored[j], lim.len)
+        win_evict(lim.state, now)
       end
+      cfg.limits[j] = lim
       limits[#limits + 1] = lim
       a = a + 6
     end
+    configs[#configs + 1] = cfg
   end
-  return limits
+  return configs, limits
 end
 
 local function used_of(lim)
@@ -248,15 +234,25 @@ local function used_of(lim)
   return lim.state.total
 end
 
--- Keeps each written hash alive for its longest window or period, then lets it expire.
-local function expire_written(limits, written, now)
-  local ttl = {}
-  for _, lim in ipairs(limits) do
-    local life = lim.len
-    if lim.kind == 'b' then life = lim.state.fin - now end
-    if ttl[lim.key] == nil or life > ttl[lim.key] then ttl[lim.key] = life end
-  end
-  for key in pairs(written) do
-    redis.call('PEXPIRE', key, num(ttl[key] + 1000))
+-- Writes back the limits marked written, and keeps each written hash alive for its
+-- config's longest window or period.
+local function save_written(configs, now)
+  for _, cfg in ipairs(configs) do
+    local fields, ttl = {}, 0
+    for _, lim in ipairs(cfg.limits) do
+      if lim.kind == 'b' then
+        ttl = math.max(ttl, lim.state.fin - now)
+      else
+        ttl = math.max(ttl, lim.len)
+      end
+      if lim.written then
+        fields[#fields + 1] = lim.field
+        fields[#fields + 1] = (lim.kind == 'b') and budget_encode(lim.state) or win_encode(lim.state)
+      end
+    end
+    if #fields > 0 then
+      redis.call('HSET', cfg.key, unpack(fields))
+      redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
+    end
   end
 end

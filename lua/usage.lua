@@ -1,32 +1,29 @@
 -- usage.lua: settle what a request really used. Never denies.
 -- KEYS[1]  idempotency marker of the request id (only touched when ARGV[1] is 1)
--- KEYS[2…] counters hash of each matching config
+-- KEYS[2…] counters hash of each matching config (see lib.lua)
 -- ARGV[1]  1 when the report carries a request id   ARGV[2] how long to remember it (ms)
 -- ARGV[3]  token delta   ARGV[4] cost delta in nano-dollars (negative = refund)
 -- ARGV[5…] per counters key: its number of limits, then six values per limit (see lib.lua)
 -- Returns {1 applied | 0 duplicate, now_ms}.
 
 local now = now_ms()
-if ARGV[1] == '1' then
-  if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) == false then
-    return { 0, now }
-  end
+if ARGV[1] == '1' and redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) == false then
+  return { 0, now }
 end
 local delta = { t = tonumber(ARGV[3]), b = tonumber(ARGV[4]) }
-local limits = open_limits(2, 5, now)
-local written = {}
+local configs, limits = open_configs(2, 5, now)
 for _, lim in ipairs(limits) do
   local d = delta[lim.kind]
   if d ~= nil and d ~= 0 then
     if lim.kind == 'b' then
       lim.state.used = math.max(0, lim.state.used + d)
-      budget_save(lim.state)
+    elseif d > 0 then
+      win_add(lim.state, now, d)
     else
-      win_evict(lim.state, now)
-      if d > 0 then win_add(lim.state, now, d) else win_refund(lim.state, -d) end
+      win_refund(lim.state, -d)
     end
-    written[lim.key] = true
+    lim.written = true
   end
 end
-expire_written(limits, written, now)
+save_written(configs, now)
 return { 1, now }

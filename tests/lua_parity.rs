@@ -14,15 +14,18 @@ use tollgate::limits::window::SlidingWindow;
 use tollgate::model::duration::{DAY_MS, MONTH_MS, WEEK_MS, YEAR_MS};
 use tollgate::store::redis::scripts::LIB;
 
-/// Runs one window operation at an explicit time and reports the window's state.
-/// KEYS[1] hash   ARGV: op (add|refund|peek), window length, now, amount, max
+/// Runs one window operation at an explicit time, keeps the window in field `w` of the
+/// hash KEYS[1] the way the scripts keep it, and reports its state.
+/// ARGV: op (add|refund|peek), window length, now, amount, max
 const WINDOW_HARNESS: &str = r#"
-local w = win_open(KEYS[1], 'w', tonumber(ARGV[2]))
+local w = win_open(redis.call('HGET', KEYS[1], 'w'), tonumber(ARGV[2]))
 local now, amount, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 win_evict(w, now)
 if ARGV[1] == 'add' then win_add(w, now, amount) end
 if ARGV[1] == 'refund' then win_refund(w, amount) end
-return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount), win_peek(w, now) }
+local stored = win_encode(w)
+redis.call('HSET', KEYS[1], 'w', stored)
+return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount), #stored }
 "#;
 
 /// KEYS none   ARGV: now, length, mode, param → {start, end}
@@ -108,7 +111,7 @@ fn sliding_window_matches_rust() {
                         rust.used(),
                         rust.reset_after_ms(now, window_ms),
                         rust.retry_after_ms(now, window_ms, max, amount),
-                        rust.used(),
+                        16 + 24 * rust.bucket_count() as i64,
                     ];
                     let got: Vec<i64> = script
                         .key(&key)

@@ -416,7 +416,7 @@ impl Store for RedisStore {
             .arg(json)
             .arg(&self.keys.channel);
         for field in removed_budget_fields(old, new) {
-            inv.arg(format!("{field}:s")).arg(format!("{field}:u"));
+            inv.arg(field);
         }
         self.write_script(inv).await
     }
