@@ -9,9 +9,7 @@ use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{
-    AsyncCommands, ErrorKind, FromRedisValue, Script, ServerErrorKind, ToRedisArgs, Value,
-};
+use redis::{AsyncCommands, ErrorKind, FromRedisValue, Script, ServerErrorKind, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,58 +86,30 @@ impl Scripts {
     }
 }
 
-/// One script call being built: keys, then arguments.
-struct Call<'a> {
-    lua: &'a Lua,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
-}
-
-impl<'a> Call<'a> {
-    fn new(lua: &'a Lua) -> Self {
-        Call {
-            lua,
-            keys: Vec::new(),
-            args: Vec::new(),
-        }
-    }
-
-    fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
-        self.keys.extend(key.to_redis_args());
-        self
-    }
-
-    fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        self.args.extend(arg.to_redis_args());
-        self
-    }
-
-    fn cmd(&self, verb: &str, script: &str) -> redis::Cmd {
+/// Runs `lua` with the keys and arguments that `fill` writes after the script (first
+/// the number of keys). EVALSHA first; if Redis lacks the script (restarted, or
+/// `SCRIPT FLUSH`), EVAL of the source, which runs and caches it in one step. (Loading
+/// and then retrying the EVALSHA, as `redis::Script` does, fails when a flush falls in
+/// between.) `fill` writes straight into the command: no per-argument buffers.
+async fn invoke<T: FromRedisValue>(
+    conn: &mut ConnectionManager,
+    lua: &Lua,
+    fill: impl Fn(&mut redis::Cmd),
+) -> redis::RedisResult<T> {
+    let command = |verb: &str, script: &str| {
         let mut cmd = redis::cmd(verb);
-        cmd.arg(script).arg(self.keys.len());
-        for k in &self.keys {
-            cmd.arg(k.as_slice());
-        }
-        for a in &self.args {
-            cmd.arg(a.as_slice());
-        }
+        cmd.arg(script);
+        fill(&mut cmd);
         cmd
-    }
-
-    /// EVALSHA; if Redis lacks the script (restarted, or `SCRIPT FLUSH`), EVAL of the
-    /// source, which runs and caches it in one step. (Loading and then retrying the
-    /// EVALSHA, as `redis::Script` does, fails when a flush falls in between.)
-    async fn invoke<T: FromRedisValue>(
-        &self,
-        conn: &mut ConnectionManager,
-    ) -> redis::RedisResult<T> {
-        let sha = self.lua.script.get_hash();
-        match self.cmd("EVALSHA", sha).query_async(conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.cmd("EVAL", self.lua.source).query_async(conn).await
-            }
-            other => other,
+    };
+    match command("EVALSHA", lua.script.get_hash())
+        .query_async(conn)
+        .await
+    {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            command("EVAL", lua.source).query_async(conn).await
         }
+        other => other,
     }
 }
 
@@ -291,12 +261,17 @@ impl RedisStore {
         }
     }
 
-    fn limit_args(inv: &mut Call<'_>, keys: &Keys, configs: &[&CompiledConfig]) {
+    /// One counters key per config (`KEYS`), in order.
+    fn counter_keys(&self, cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            inv.key(keys.counters(&c.config.id));
+            cmd.arg(self.keys.counters(&c.config.id));
         }
+    }
+
+    /// Each config's limits (`ARGV`), as precompiled in the snapshot.
+    fn limit_args(cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            inv.arg(c.lua_args.as_slice());
+            cmd.arg(c.lua_args.as_slice());
         }
     }
 
@@ -305,15 +280,23 @@ impl RedisStore {
     /// resumes, long after a timeout. So the script gets a deadline on Redis's own clock
     /// (`TIME` now plus the store timeout) past which it changes nothing, and tollgate
     /// waits (up to the bulk timeout) to hear which way it went.
-    async fn write_script(&self, mut inv: Call<'_>) -> Result<u64, WriteError> {
+    async fn write_script(
+        &self,
+        lua: &Lua,
+        keys: &[&str],
+        args: impl Fn(&mut redis::Cmd),
+    ) -> Result<u64, WriteError> {
         let mut conn = self.conn.clone();
         let (secs, micros): (u64, u64) = self
             .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
             .await?;
         let deadline = secs * 1000 + micros / 1000 + self.timeout.as_millis() as u64;
-        inv.args.insert(0, deadline.to_string().into_bytes());
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(keys.len()).arg(keys).arg(deadline);
+            args(cmd);
+        };
         let reply: Vec<Value> = self
-            .bounded(self.bulk_timeout, inv.invoke(&mut conn))
+            .bounded(self.bulk_timeout, invoke(&mut conn, lua, fill))
             .await?;
         write_result(reply, self.timeout)
     }
@@ -387,15 +370,19 @@ impl Store for RedisStore {
 
     async fn create_config(&self, config: &ModelConfig) -> Result<u64, WriteError> {
         let json = serde_json::to_string(config).map_err(corrupt)?;
-        let mut inv = Call::new(&self.scripts.create);
-        inv.key(&self.keys.configs)
-            .key(&self.keys.identities)
-            .key(&self.keys.version)
-            .arg(&config.id)
-            .arg(config.identity())
-            .arg(json)
-            .arg(&self.keys.channel);
-        self.write_script(inv).await
+        let identity = config.identity();
+        let keys = [
+            self.keys.configs.as_str(),
+            &self.keys.identities,
+            &self.keys.version,
+        ];
+        self.write_script(&self.scripts.create, &keys, |cmd| {
+            cmd.arg(&config.id)
+                .arg(&identity)
+                .arg(&json)
+                .arg(&self.keys.channel);
+        })
+        .await
     }
 
     async fn replace_config(
@@ -404,34 +391,43 @@ impl Store for RedisStore {
         new: &ModelConfig,
     ) -> Result<u64, WriteError> {
         let json = serde_json::to_string(new).map_err(corrupt)?;
-        let mut inv = Call::new(&self.scripts.update);
-        inv.key(&self.keys.configs)
-            .key(&self.keys.identities)
-            .key(&self.keys.version)
-            .key(self.keys.counters(&old.id))
-            .arg(&old.id)
-            .arg(old.revision)
-            .arg(old.identity())
-            .arg(new.identity())
-            .arg(json)
-            .arg(&self.keys.channel);
-        for field in removed_budget_fields(old, new) {
-            inv.arg(field);
-        }
-        self.write_script(inv).await
+        let (old_identity, new_identity) = (old.identity(), new.identity());
+        let removed = removed_budget_fields(old, new);
+        let counters = self.keys.counters(&old.id);
+        let keys = [
+            self.keys.configs.as_str(),
+            &self.keys.identities,
+            &self.keys.version,
+            &counters,
+        ];
+        self.write_script(&self.scripts.update, &keys, |cmd| {
+            cmd.arg(&old.id)
+                .arg(old.revision)
+                .arg(&old_identity)
+                .arg(&new_identity)
+                .arg(&json)
+                .arg(&self.keys.channel)
+                .arg(&removed);
+        })
+        .await
     }
 
     async fn delete_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
-        let mut inv = Call::new(&self.scripts.delete);
-        inv.key(&self.keys.configs)
-            .key(&self.keys.identities)
-            .key(&self.keys.version)
-            .key(self.keys.counters(&old.id))
-            .arg(&old.id)
-            .arg(old.revision)
-            .arg(old.identity())
-            .arg(&self.keys.channel);
-        self.write_script(inv).await
+        let identity = old.identity();
+        let counters = self.keys.counters(&old.id);
+        let keys = [
+            self.keys.configs.as_str(),
+            &self.keys.identities,
+            &self.keys.version,
+            &counters,
+        ];
+        self.write_script(&self.scripts.delete, &keys, |cmd| {
+            cmd.arg(&old.id)
+                .arg(old.revision)
+                .arg(&identity)
+                .arg(&self.keys.channel);
+        })
+        .await
     }
 
     async fn check(
@@ -440,14 +436,19 @@ impl Store for RedisStore {
         amounts: Amounts,
         dry_run: bool,
     ) -> Result<CheckOutcome, StoreError> {
-        let mut inv = Call::new(&self.scripts.check);
-        inv.arg(if dry_run { "1" } else { "0" })
-            .arg(amounts.requests)
-            .arg(amounts.tokens)
-            .arg(amounts.cost_nanos);
-        Self::limit_args(&mut inv, &self.keys, configs);
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(configs.len());
+            self.counter_keys(cmd, configs);
+            cmd.arg(if dry_run { "1" } else { "0" })
+                .arg(amounts.requests)
+                .arg(amounts.tokens)
+                .arg(amounts.cost_nanos);
+            Self::limit_args(cmd, configs);
+        };
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .bounded(self.timeout, invoke(&mut conn, &self.scripts.check, fill))
+            .await?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 2 + 4 * expected {
             return Err(corrupt(format_args!(
@@ -476,15 +477,20 @@ impl Store for RedisStore {
         delta: UsageDelta,
         request_id: Option<&str>,
     ) -> Result<UsageOutcome, StoreError> {
-        let mut inv = Call::new(&self.scripts.usage);
-        inv.key(self.keys.usage_id(request_id.unwrap_or("")))
-            .arg(if request_id.is_some() { "1" } else { "0" })
-            .arg(USAGE_ID_TTL.as_millis() as u64)
-            .arg(delta.tokens)
-            .arg(delta.cost_nanos);
-        Self::limit_args(&mut inv, &self.keys, configs);
+        let marker = self.keys.usage_id(request_id.unwrap_or(""));
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(1 + configs.len()).arg(&marker);
+            self.counter_keys(cmd, configs);
+            cmd.arg(if request_id.is_some() { "1" } else { "0" })
+                .arg(USAGE_ID_TTL.as_millis() as u64)
+                .arg(delta.tokens)
+                .arg(delta.cost_nanos);
+            Self::limit_args(cmd, configs);
+        };
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = self.bounded(self.timeout, inv.invoke(&mut conn)).await?;
+        let reply: Vec<i64> = self
+            .bounded(self.timeout, invoke(&mut conn, &self.scripts.usage, fill))
+            .await?;
         match reply.first() {
             Some(1) => Ok(UsageOutcome::Applied),
             Some(0) => Ok(UsageOutcome::Duplicate),
@@ -499,11 +505,17 @@ impl Store for RedisStore {
         if configs.is_empty() {
             return Ok((chrono::Utc::now().timestamp_millis(), Vec::new()));
         }
-        let mut inv = Call::new(&self.scripts.read_usage);
-        Self::limit_args(&mut inv, &self.keys, configs);
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(configs.len());
+            self.counter_keys(cmd, configs);
+            Self::limit_args(cmd, configs);
+        };
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self
-            .bounded(self.bulk_timeout, inv.invoke(&mut conn))
+            .bounded(
+                self.bulk_timeout,
+                invoke(&mut conn, &self.scripts.read_usage, fill),
+            )
             .await?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 1 + 2 * expected {
