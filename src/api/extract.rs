@@ -6,9 +6,50 @@ use super::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 pub struct JsonBody<T>(pub T);
+
+/// Largest accepted body (`--max-body-bytes`), set on the router as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A rejected body is still read (and thrown away) up to this much, so the client can
+/// finish sending and then read the 4xx; answering early makes HTTP/1 clients see a
+/// broken pipe or reset instead. Past it, the connection is simply closed.
+const DRAIN_CAP: usize = 8 * 1024 * 1024;
+
+/// Reads the body, keeping at most `limit` bytes. `Ok(None)`: it was larger.
+async fn read_body(req: Request, limit: usize) -> Result<Option<Bytes>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > DRAIN_CAP.max(limit)) {
+        return Ok(None);
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let mut kept = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let (mut seen, mut too_large) = (0usize, false);
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        seen += chunk.len();
+        if !too_large && kept.len() + chunk.len() > limit {
+            too_large = true;
+            kept = Vec::new();
+        }
+        if !too_large {
+            kept.extend_from_slice(&chunk);
+        }
+        if seen > DRAIN_CAP.max(limit) {
+            break;
+        }
+    }
+    Ok((!too_large).then(|| Bytes::from(kept)))
+}
 
 fn is_json(content_type: &str) -> bool {
     let mime = content_type
@@ -45,13 +86,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !is_json(content_type) {
+            .unwrap_or("")
+            .to_string();
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(64 * 1024, |l| l.0);
+        let body = read_body(req, limit).await?;
+        if !is_json(&content_type) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
@@ -64,12 +111,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
-            } else {
-                ApiError::bad_request(format!("cannot read request body: {e}"))
-            }
+        let bytes = body.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes (--max-body-bytes)"),
+            )
         })?;
         parse_json(&bytes).map(JsonBody)
     }

@@ -9,8 +9,9 @@ pub mod views;
 
 use crate::app::App;
 use crate::store::Store;
+use axum::Extension;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -46,7 +47,7 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(health::metrics::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(extract::BodyLimit(max_body_bytes)))
         .layer(middleware::from_fn(count_requests))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
