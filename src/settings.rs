@@ -80,6 +80,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_body_bytes: u64,
 
+    /// Threads serving requests (default: one per CPU). A sidecar sharing its host with a
+    /// gateway may want fewer.
+    #[arg(long, env = "TOLLGATE_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
