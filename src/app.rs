@@ -5,7 +5,6 @@ use crate::model::ModelConfig;
 use crate::settings::StoreErrorPolicy;
 use crate::store::{Store, StoreError, WriteError};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,20 +97,11 @@ impl<S: Store> App<S> {
         let guard = self.swap_lock.lock().await;
         let current = self.snapshot();
         if self.snapshot_loaded() && version == current.version + 1 {
-            let mut configs: HashMap<String, ModelConfig> = current
-                .configs
-                .iter()
-                .map(|c| (c.config.id.clone(), c.config.clone()))
-                .collect();
-            match change {
-                LocalChange::Upsert(c) => {
-                    configs.insert(c.id.clone(), c.clone());
-                }
-                LocalChange::Delete(id) => {
-                    configs.remove(id);
-                }
-            }
-            self.publish(Snapshot::build(version, configs.into_values().collect()));
+            let next = match change {
+                LocalChange::Upsert(c) => current.with_change(version, &c.id, Some(c.clone())),
+                LocalChange::Delete(id) => current.with_change(version, id, None),
+            };
+            self.publish(next);
             return;
         }
         drop(guard);
