@@ -84,7 +84,7 @@ impl<S: Store> App<S> {
         let _guard = self.swap_lock.lock().await;
         let (version, configs) = timed("load_configs", self.store.load_configs()).await?;
         if !self.snapshot_loaded() || version != self.snapshot().version {
-            self.publish(Snapshot::build(version, configs));
+            self.publish(self.snapshot().reload(version, configs));
         } else {
             *self.last_confirmed.lock() = Instant::now();
         }

@@ -29,6 +29,21 @@ impl Snapshot {
         Snapshot::index(version, compiled)
     }
 
+    /// The store's configs at `version`, reusing this snapshot's compiled configs whose
+    /// revision did not change.
+    pub fn reload(&self, version: u64, configs: Vec<ModelConfig>) -> Self {
+        let compiled = configs
+            .into_iter()
+            .filter_map(|c| match self.get(&c.id) {
+                Some(known) if known.config.revision == c.revision && known.config == c => {
+                    Some(known.clone())
+                }
+                _ => compile_or_log(c),
+            })
+            .collect();
+        Snapshot::index(version, compiled)
+    }
+
     /// This snapshot with one config upserted (`Some`) or removed (`None`), at `version`.
     /// The other configs are shared, not recompiled: a write costs O(n) pointer copies
     /// and one index rebuild, not n compilations.
@@ -130,6 +145,14 @@ mod tests {
                 })
                 .len(),
             1
+        );
+        let reloaded = updated.reload(
+            5,
+            updated.configs.iter().map(|c| c.config.clone()).collect(),
+        );
+        assert!(
+            Arc::ptr_eq(reloaded.get(&a.id).unwrap(), updated.get(&a.id).unwrap()),
+            "unchanged configs are reused"
         );
         let removed = updated.with_change(4, &a.id, None);
         assert!(removed.get(&a.id).is_none());
