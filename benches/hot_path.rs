@@ -103,6 +103,47 @@ fn duration(c: &mut Criterion) {
     group.finish();
 }
 
+/// Mirrors `RedisStore::check` as of this commit: `Call::key`/`Call::arg` collect every
+/// key and argument as its own `Vec<u8>` (`ToRedisArgs::to_redis_args`), then `Call::cmd`
+/// copies them into an EVALSHA `Cmd`, which the connection packs.
+fn current_call(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
+    let mut keys_v: Vec<Vec<u8>> = Vec::new();
+    let mut args_v: Vec<Vec<u8>> = Vec::new();
+    args_v.extend("0".to_redis_args());
+    args_v.extend(1i64.to_redis_args());
+    args_v.extend(10i64.to_redis_args());
+    args_v.extend(1_000_000i64.to_redis_args());
+    for c in matched {
+        keys_v.extend(keys.counters(&c.config.id).to_redis_args());
+    }
+    for c in matched {
+        args_v.extend(c.lua_args.as_slice().to_redis_args());
+    }
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(keys_v.len());
+    for k in &keys_v {
+        cmd.arg(k.as_slice());
+    }
+    for a in &args_v {
+        cmd.arg(a.as_slice());
+    }
+    cmd.get_packed_command()
+}
+
+/// The same command written straight into one `Cmd` (no per-argument `Vec<u8>`).
+fn direct_cmd(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(matched.len());
+    for c in matched {
+        cmd.arg(keys.counters(&c.config.id));
+    }
+    cmd.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
+    for c in matched {
+        cmd.arg(c.lua_args.as_slice());
+    }
+    cmd.get_packed_command()
+}
+
 fn script_args(c: &mut Criterion) {
     let snapshot = Snapshot::build(1, configs(3));
     let matched: Vec<&CompiledConfig> = snapshot
@@ -115,48 +156,16 @@ fn script_args(c: &mut Criterion) {
     let keys = Keys::new("tollgate:");
     let mut group = c.benchmark_group("script_args");
     let sha = script.get_hash();
-    // Mirrors `RedisStore::check` as of this commit: `Call::key`/`Call::arg` collect
-    // every key and argument as its own `Vec<u8>` (`ToRedisArgs::to_redis_args`), then
-    // `Call::cmd` copies them into an EVALSHA `Cmd`, which the connection packs.
+    // Both ways must put the same bytes on the wire.
+    assert_eq!(
+        current_call(sha, &keys, &matched),
+        direct_cmd(sha, &keys, &matched)
+    );
     group.bench_function("current_call_and_pack_3_configs", |b| {
-        b.iter(|| {
-            let mut keys_v: Vec<Vec<u8>> = Vec::new();
-            let mut args_v: Vec<Vec<u8>> = Vec::new();
-            args_v.extend("0".to_redis_args());
-            args_v.extend(1i64.to_redis_args());
-            args_v.extend(10i64.to_redis_args());
-            args_v.extend(1_000_000i64.to_redis_args());
-            for c in black_box(&matched) {
-                keys_v.extend(keys.counters(&c.config.id).to_redis_args());
-            }
-            for c in &matched {
-                args_v.extend(c.lua_args.as_slice().to_redis_args());
-            }
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(sha).arg(keys_v.len());
-            for k in &keys_v {
-                cmd.arg(k.as_slice());
-            }
-            for a in &args_v {
-                cmd.arg(a.as_slice());
-            }
-            black_box(cmd.get_packed_command())
-        })
+        b.iter(|| current_call(sha, &keys, black_box(&matched)))
     });
-    // The same command written straight into one `Cmd` (no per-argument `Vec<u8>`).
     group.bench_function("direct_cmd_and_pack_3_configs", |b| {
-        b.iter(|| {
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(sha).arg(black_box(&matched).len());
-            for c in &matched {
-                cmd.arg(keys.counters(&c.config.id));
-            }
-            cmd.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
-            for c in &matched {
-                cmd.arg(c.lua_args.as_slice());
-            }
-            black_box(cmd.get_packed_command())
-        })
+        b.iter(|| direct_cmd(sha, &keys, black_box(&matched)))
     });
     // `redis::Script::prepare_invoke` (what the direct-script ceiling in `load` uses),
     // without the packing, which is private to the redis crate there.
