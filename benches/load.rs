@@ -548,6 +548,9 @@ struct Tally {
     denied: u64,
     other: u64,
     errors: u64,
+    /// Answers given by `--on-store-error` instead of Redis (a `fallback` field): 200 or
+    /// 429 without any counting, so they are reported apart and never as allowed checks.
+    fallback: u64,
 }
 
 impl Tally {
@@ -559,6 +562,7 @@ impl Tally {
             denied: 0,
             other: 0,
             errors: 0,
+            fallback: 0,
         }
     }
 
@@ -567,6 +571,7 @@ impl Tally {
         self.ok += o.ok;
         self.denied += o.denied;
         self.other += o.other;
+        self.fallback += o.fallback;
         self.errors += o.errors;
     }
 
@@ -580,7 +585,9 @@ impl Tally {
     }
 }
 
-async fn http_worker(addr: SocketAddr, mut w: Window) -> Tally {
+/// `limits`: how many limits every answer must list; an answer with another number (a
+/// config missing from tollgate's snapshot) is counted as `other`, never as allowed.
+async fn http_worker(addr: SocketAddr, limits: usize, mut w: Window) -> Tally {
     let mut t = Tally::new();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -608,7 +615,18 @@ async fn http_worker(addr: SocketAddr, mut w: Window) -> Tally {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 match resp.into_body().collect().await {
-                    Ok(_) => Some(status),
+                    Ok(b) => {
+                        let b = b.to_bytes();
+                        let fallback = b.windows(10).any(|w| w == b"\"fallback\"");
+                        let listed = b.windows(11).filter(|w| w == b"\"config_id\"").count();
+                        Some(if fallback {
+                            0
+                        } else if listed != limits {
+                            1
+                        } else {
+                            status
+                        })
+                    }
                     Err(_) => None,
                 }
             }
@@ -616,6 +634,7 @@ async fn http_worker(addr: SocketAddr, mut w: Window) -> Tally {
         };
         if t.record(started, &w) {
             match status {
+                Some(0) => t.fallback += 1,
                 Some(200) => t.ok += 1,
                 Some(429) => t.denied += 1,
                 Some(_) => t.other += 1,
@@ -785,12 +804,13 @@ fn report(label: &str, m: &Measured) {
         t.hist.max() as f64 / 1e6
     );
     println!(
-        "  {:<34} allowed {:.2}%  denied {:.2}%  other {}  errors {}",
+        "  {:<34} allowed {:.2}%  denied {:.2}%  other {}  errors {}  store fallbacks {}",
         "",
         100.0 * t.ok as f64 / n,
         100.0 * t.denied as f64 / n,
         t.other,
-        t.errors
+        t.errors,
+        t.fallback
     );
     let cpu: Vec<String> = m
         .cpu
@@ -1005,6 +1025,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
                 .map(|i| {
                     tokio::spawn(http_worker(
                         addrs[i % addrs.len()],
+                        limits,
                         w.for_worker(i, opts.concurrency),
                     ))
                 })
@@ -1012,6 +1033,18 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         },
     )
     .await;
+
+    if tollgate.tally.fallback > 0 {
+        for i in 0..instances {
+            let log = std::fs::read_to_string(logs.path().join(format!("tollgate-{i}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            println!(
+                "  WARNING: tollgate answered by --on-store-error; its log ends with:\n    {}",
+                tail.join("\n    ")
+            );
+        }
+    }
 
     // 2. The same script call straight to Redis.
     let direct_procs = vec![procs[0].clone(), ("load generator".into(), me)];
@@ -1116,7 +1149,7 @@ fn main() {
     });
 
     println!(
-        "\n| scenario | concurrency | tollgate checks/s | p50 ms | p99 ms | p99.9 ms | 200 / 429 | \
+        "\n| scenario | concurrency | tollgate checks/s | p50 ms | p99 ms | p99.9 ms | 200 / 429 / fallback | \
          direct script calls/s (1 mux conn / {c} conns) | direct p50 / p99 ms | ratio |",
         c = opts.concurrency
     );
@@ -1130,7 +1163,7 @@ fn main() {
         };
         let n = t.tally.hist.len().max(1) as f64;
         println!(
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1}% / {:.1}% | {:.0} / {:.0} | {:.3} / {:.3} | {:.0}% |",
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1}% / {:.1}% / {:.1}% | {:.0} / {:.0} | {:.3} / {:.3} | {:.0}% |",
             r.scenario,
             opts.concurrency,
             t.rate(),
@@ -1139,6 +1172,7 @@ fn main() {
             t.pct(0.999),
             100.0 * t.tally.ok as f64 / n,
             100.0 * t.tally.denied as f64 / n,
+            100.0 * t.tally.fallback as f64 / n,
             r.direct_shared.rate(),
             r.direct_per_conn.rate(),
             best.pct(0.5),
