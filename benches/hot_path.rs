@@ -3,9 +3,9 @@
 //! - `matching/{10,1000,100000}`: finding the configs that apply to a request in a
 //!   snapshot of that many configs (3 of them match), as `api::check::check` does;
 //! - `duration/*`: the reset-duration grammar;
-//! - `script_args/*`: building the `check.lua` call for 3 matching configs as
-//!   `RedisStore::check` does and packing it into the RESP bytes that go on the wire,
-//!   next to leaner ways of building the same bytes;
+//! - `script_args/*`: building the `check.lua` call for 3 matching configs and packing
+//!   it into the RESP bytes that go on the wire: the old way (a buffer per argument) and
+//!   the way `RedisStore::check` does it now (one command buffer);
 //! - `json/*`: parsing a check body and writing a check answer.
 //!
 //! Run: `cargo bench --bench hot_path`. Never run by CI; nothing here asserts on time.
@@ -103,9 +103,10 @@ fn duration(c: &mut Criterion) {
     group.finish();
 }
 
-/// Mirrors `RedisStore::check` as of this commit: `Call::key`/`Call::arg` collect every
-/// key and argument as its own `Vec<u8>` (`ToRedisArgs::to_redis_args`), then `Call::cmd`
-/// copies them into an EVALSHA `Cmd`, which the connection packs.
+/// How `RedisStore::check` built the call before `37931ce`: `Call::key`/`Call::arg`
+/// collected every key and argument as its own `Vec<u8>` (`ToRedisArgs::to_redis_args`),
+/// then `Call::cmd` copied them into an EVALSHA `Cmd`, which the connection packs. Kept
+/// as the baseline the current way is compared with.
 fn current_call(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
     let mut keys_v: Vec<Vec<u8>> = Vec::new();
     let mut args_v: Vec<Vec<u8>> = Vec::new();
@@ -130,7 +131,8 @@ fn current_call(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> 
     cmd.get_packed_command()
 }
 
-/// The same command written straight into one `Cmd` (no per-argument `Vec<u8>`).
+/// The same command written straight into one `Cmd` (no per-argument `Vec<u8>`), as
+/// `RedisStore::check` does since `37931ce`.
 fn direct_cmd(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(matched.len());
