@@ -80,8 +80,8 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_body_bytes: u64,
 
-    /// Threads serving requests (default: one per CPU). A sidecar sharing its host with a
-    /// gateway may want fewer.
+    /// Threads serving requests (default: one less than the CPUs, at least one, leaving a
+    /// CPU to the gateway and Redis beside it).
     #[arg(long, env = "TOLLGATE_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
