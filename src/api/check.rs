@@ -7,7 +7,7 @@ use crate::app::{App, timed};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec, MatchKey};
 use crate::metrics as m;
 use crate::model::validate::MAX_COUNT_LIMIT;
-use crate::model::{Scope, dollars_to_nanos, nanos_to_dollars};
+use crate::model::{dollars_to_nanos, nanos_to_dollars};
 use crate::settings::StoreErrorPolicy;
 use crate::store::{Amounts, LimitOutcome, Store, StoreError, UsageDelta, UsageOutcome};
 use axum::Json;
@@ -101,46 +101,15 @@ fn ident<'a>(field: &str, v: &'a Option<String>) -> Result<Option<&'a str>, ApiE
     }
 }
 
-/// A number as the client should see it: whole for requests/tokens, dollars for budgets.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(untagged)]
-pub enum Quantity {
-    Count(i64),
-    Dollars(f64),
-}
-
-impl Quantity {
-    fn of(kind: LimitKind, raw: i64) -> Self {
-        match kind {
-            LimitKind::Budget => Quantity::Dollars(nanos_to_dollars(raw)),
-            _ => Quantity::Count(raw),
-        }
-    }
-}
-
+/// An answer without limits: no config matched, or the store failed. (Answers with
+/// limits are written by `write_answer`.)
 #[derive(Debug, Serialize)]
-pub struct LimitView<'a> {
-    pub config_id: &'a str,
-    pub scope: Scope,
-    pub scope_id: Option<&'a str>,
-    pub model_name: &'a str,
-    pub provider: Option<&'a str>,
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget_id: Option<&'a str>,
-    pub reset_duration: &'a str,
-    pub max: Quantity,
-    pub used: Quantity,
-    pub remaining: Quantity,
-    pub reset_after_ms: i64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CheckResponse<'a> {
+pub struct CheckResponse {
     pub allowed: bool,
     pub reason: Option<&'static str>,
     pub retry_after_ms: Option<i64>,
-    pub limits: Vec<LimitView<'a>>,
+    /// Always empty here.
+    pub limits: [(); 0],
     /// Present only when the store failed and `--on-store-error` decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Fallback>,
@@ -204,21 +173,49 @@ fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &LimitO
     }
 }
 
-fn limit_view<'a>(c: &'a CompiledConfig, spec: &'a LimitSpec, o: &LimitOutcome) -> LimitView<'a> {
-    LimitView {
-        config_id: &c.config.id,
-        scope: c.config.scope,
-        scope_id: c.config.scope_id.as_deref(),
-        model_name: &c.config.model_name,
-        provider: c.config.provider.as_deref(),
-        kind: spec.kind.as_str(),
-        budget_id: spec.budget_id.as_deref(),
-        reset_duration: &spec.reset_duration,
-        max: Quantity::of(spec.kind, spec.max),
-        used: Quantity::of(spec.kind, o.used),
-        remaining: Quantity::of(spec.kind, (spec.max - o.used).max(0)),
-        reset_after_ms: o.reset_after_ms,
+/// The answer with its limits, in the shape of `CheckResponse`. Each limit's fixed
+/// fields come pre-serialized from the snapshot (`LimitSpec::answer_head`); only the
+/// counts are written per check.
+pub fn write_answer(
+    allowed: bool,
+    reason: Option<&str>,
+    retry_after_ms: Option<i64>,
+    limits: &[(&LimitSpec, LimitOutcome)],
+) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(
+        64 + limits
+            .iter()
+            .map(|(s, _)| s.answer_head.len() + 64)
+            .sum::<usize>(),
+    );
+    let _ = write!(out, "{{\"allowed\":{allowed},\"reason\":");
+    match reason {
+        Some(r) => {
+            let _ = write!(out, "\"{r}\"");
+        }
+        None => out.extend_from_slice(b"null"),
     }
+    match retry_after_ms {
+        Some(ms) => {
+            let _ = write!(out, ",\"retry_after_ms\":{ms}");
+        }
+        None => out.extend_from_slice(b",\"retry_after_ms\":null"),
+    }
+    out.extend_from_slice(b",\"limits\":[");
+    for (i, (spec, o)) in limits.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(spec.answer_head.as_bytes());
+        out.extend_from_slice(b",\"used\":");
+        let _ = serde_json::to_writer(&mut out, &spec.kind.quantity(o.used));
+        out.extend_from_slice(b",\"remaining\":");
+        let _ = serde_json::to_writer(&mut out, &spec.kind.quantity((spec.max - o.used).max(0)));
+        let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {
@@ -256,7 +253,7 @@ pub async fn check<S: Store>(
             allowed: true,
             reason: None,
             retry_after_ms: None,
-            limits: Vec::new(),
+            limits: [],
             fallback: None,
         };
         return Ok(Json(body).into_response());
@@ -273,13 +270,9 @@ pub async fn check<S: Store>(
         Err(e) => return Ok(fallback(&app, started, e.to_string())),
     };
 
-    let specs: Vec<(&CompiledConfig, &LimitSpec)> = matched
+    let pairs: Vec<(&LimitSpec, LimitOutcome)> = matched
         .iter()
-        .flat_map(|c| c.limits.iter().map(move |s| (*c, s)))
-        .collect();
-    let pairs: Vec<(&LimitSpec, LimitOutcome)> = specs
-        .iter()
-        .map(|(_, s)| *s)
+        .flat_map(|c| c.limits.iter())
         .zip(outcome.limits.iter().copied())
         .collect();
     let deciding = most_restrictive(&pairs, outcome.allowed);
@@ -294,12 +287,6 @@ pub async fn check<S: Store>(
             .max()
             .unwrap_or(0)
     });
-    let limits = specs
-        .iter()
-        .zip(&outcome.limits)
-        .map(|((c, s), o)| limit_view(c, s, o))
-        .collect();
-
     let mut headers = HeaderMap::new();
     if let Some(i) = deciding {
         ratelimit_headers(&mut headers, pairs[i].0, &pairs[i].1);
@@ -312,14 +299,12 @@ pub async fn check<S: Store>(
         StatusCode::TOO_MANY_REQUESTS
     };
     record_check(started, outcome.allowed, reason);
-    let body = CheckResponse {
-        allowed: outcome.allowed,
-        reason,
-        retry_after_ms,
-        limits,
-        fallback: None,
-    };
-    Ok((status, headers, Json(body)).into_response())
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = write_answer(outcome.allowed, reason, retry_after_ms, &pairs);
+    Ok((status, headers, body).into_response())
 }
 
 /// The store failed: answer by policy, and say so.
@@ -336,7 +321,7 @@ fn fallback<S: Store>(app: &App<S>, started: Instant, error: String) -> Response
         allowed,
         reason,
         retry_after_ms: (!allowed).then_some(1000),
-        limits: Vec::new(),
+        limits: [],
         fallback: Some(Fallback {
             policy: policy.as_str(),
             error,
@@ -414,4 +399,72 @@ pub async fn usage<S: Store>(
         "cost_delta": nanos_to_dollars(delta.cost_nanos),
     });
     Ok(Json(body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::validate::create_config;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn written_answer_is_the_documented_json() {
+        let config = create_config(
+            serde_json::from_value(json!({
+                "model_name": "gpt-4o", "provider": "openai", "scope": "user", "scope_id": "u-1",
+                "rate_limit": {"token_max_limit": 1000, "token_reset_duration": "1m"},
+                "budgets": [{"max_limit": 2.5, "reset_duration": "1d"}]
+            }))
+            .unwrap(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let compiled = CompiledConfig::compile(config).unwrap();
+        let outcome = |used, admitted| LimitOutcome {
+            admitted,
+            used,
+            reset_after_ms: 1200,
+            retry_after_ms: 0,
+        };
+        let pairs = vec![
+            (&compiled.limits[0], outcome(990, false)),
+            (&compiled.limits[1], outcome(250_000_000, true)),
+        ];
+        let body = write_answer(false, Some("token_limited"), Some(1200), &pairs);
+        let got: Value = serde_json::from_slice(&body).expect("valid JSON");
+        let (id, budget_id) = (&compiled.config.id, &compiled.config.budgets[0].id);
+        let expected = json!({
+            "allowed": false, "reason": "token_limited", "retry_after_ms": 1200,
+            "limits": [
+                {"config_id": id, "scope": "user", "scope_id": "u-1", "model_name": "gpt-4o", "provider": "openai",
+                 "kind": "tokens", "reset_duration": "1m", "max": 1000, "used": 990, "remaining": 10, "reset_after_ms": 1200},
+                {"config_id": id, "scope": "user", "scope_id": "u-1", "model_name": "gpt-4o", "provider": "openai",
+                 "kind": "budget", "budget_id": budget_id, "reset_duration": "1d", "max": 2.5, "used": 0.25,
+                 "remaining": 2.25, "reset_after_ms": 1200}
+            ]
+        });
+        assert_eq!(got, expected);
+        let allowed: Value =
+            serde_json::from_slice(&write_answer(true, None, None, &pairs[..1])).unwrap();
+        assert_eq!(
+            (allowed["reason"].clone(), allowed["retry_after_ms"].clone()),
+            (Value::Null, Value::Null)
+        );
+    }
+
+    #[test]
+    fn answer_without_limits_has_an_empty_list() {
+        let body = serde_json::to_value(CheckResponse {
+            allowed: true,
+            reason: None,
+            retry_after_ms: None,
+            limits: [],
+            fallback: None,
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({"allowed": true, "reason": null, "retry_after_ms": null, "limits": []})
+        );
+    }
 }

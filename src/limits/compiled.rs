@@ -1,7 +1,10 @@
 //! A config turned into the list of limits a check evaluates.
 
 use super::period::PeriodGrid;
-use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
+use crate::model::{
+    ModelConfig, Scope, dollars_to_nanos, duration::parse_duration_ms, nanos_to_dollars,
+};
+use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
@@ -50,6 +53,52 @@ pub struct LimitSpec {
     pub grid: Option<PeriodGrid>,
     pub reset_duration: String,
     pub budget_id: Option<String>,
+    /// This limit's fixed fields in a check answer, as JSON: an object without its
+    /// closing brace, for the answer to append the counts. Serialized once per snapshot
+    /// instead of on every check (it was 11% of tollgate's CPU).
+    pub answer_head: String,
+}
+
+/// The fixed fields of a limit in a check answer (`answer_head`).
+#[derive(Serialize)]
+struct AnswerHead<'a> {
+    config_id: &'a str,
+    scope: Scope,
+    scope_id: Option<&'a str>,
+    model_name: &'a str,
+    provider: Option<&'a str>,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_id: Option<&'a str>,
+    reset_duration: &'a str,
+    max: serde_json::Value,
+}
+
+impl LimitKind {
+    /// A count as the client sees it: whole requests/tokens, or dollars for budgets.
+    pub fn quantity(self, raw: i64) -> serde_json::Value {
+        match self {
+            LimitKind::Budget => serde_json::Value::from(nanos_to_dollars(raw)),
+            _ => serde_json::Value::from(raw),
+        }
+    }
+}
+
+fn answer_head(config: &ModelConfig, spec: &LimitSpec) -> String {
+    let head = AnswerHead {
+        config_id: &config.id,
+        scope: config.scope,
+        scope_id: config.scope_id.as_deref(),
+        model_name: &config.model_name,
+        provider: config.provider.as_deref(),
+        kind: spec.kind.as_str(),
+        budget_id: spec.budget_id.as_deref(),
+        reset_duration: &spec.reset_duration,
+        max: spec.kind.quantity(spec.max),
+    };
+    let mut json = serde_json::to_string(&head).expect("plain data serializes");
+    json.pop(); // the closing brace
+    json
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +127,7 @@ impl CompiledConfig {
                     grid: None,
                     reset_duration: d.clone(),
                     budget_id: None,
+                    answer_head: String::new(),
                 });
             }
             if let (Some(max), Some(d)) = (rl.token_max_limit, &rl.token_reset_duration) {
@@ -89,6 +139,7 @@ impl CompiledConfig {
                     grid: None,
                     reset_duration: d.clone(),
                     budget_id: None,
+                    answer_head: String::new(),
                 });
             }
         }
@@ -106,7 +157,11 @@ impl CompiledConfig {
                 )),
                 reset_duration: b.reset_duration.clone(),
                 budget_id: Some(b.id.clone()),
+                answer_head: String::new(),
             });
+        }
+        for spec in &mut limits {
+            spec.answer_head = answer_head(&config, spec);
         }
         let lua_args = lua_args(&limits);
         Ok(CompiledConfig {
