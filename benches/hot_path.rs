@@ -119,7 +119,7 @@ fn current_call(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> 
         keys_v.extend(keys.counters(&c.config.id).to_redis_args());
     }
     for c in matched {
-        args_v.extend(c.lua_args.as_slice().to_redis_args());
+        args_v.extend(c.lua_limits.as_slice().to_redis_args());
     }
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(keys_v.len());
@@ -142,7 +142,7 @@ fn direct_cmd(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
     }
     cmd.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
     for c in matched {
-        cmd.arg(c.lua_args.as_slice());
+        cmd.arg(c.lua_limits.as_slice());
     }
     cmd.get_packed_command()
 }
@@ -180,7 +180,7 @@ fn script_args(c: &mut Criterion) {
             }
             inv.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
             for c in &matched {
-                inv.arg(c.lua_args.as_slice());
+                inv.arg(c.lua_limits.as_slice());
             }
             black_box(inv);
         })

@@ -462,7 +462,7 @@ async fn ready_configs(addr: SocketAddr) -> u64 {
 
 /// The KEYS and ARGV that tollgate sends for `CHECK_BODY`: the configs as tollgate loads
 /// them, matched by the same snapshot code, in the same order (mirrors `RedisStore::check`).
-async fn script_call(url: &str) -> (Vec<String>, Vec<String>, usize) {
+async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
     let store = redis_store(url);
     let (version, configs) = store.load_configs().await.unwrap();
     let snapshot = Snapshot::build(version, configs);
@@ -478,9 +478,12 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<String>, usize) {
         .iter()
         .map(|c| keys.counters(&c.config.id))
         .collect();
-    let mut args: Vec<String> = CHECK_AMOUNTS.iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<Vec<u8>> = CHECK_AMOUNTS
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     for c in &matched {
-        args.extend(c.lua_args.iter().cloned());
+        args.push(c.lua_limits.clone());
     }
     let limits = matched.iter().map(|c| c.limits.len()).sum();
     (key_names, args, limits)
@@ -658,7 +661,7 @@ enum Conn {
 async fn script_worker(
     conn: Conn,
     script: Arc<redis::Script>,
-    call: Arc<(Vec<String>, Vec<String>)>,
+    call: Arc<(Vec<String>, Vec<Vec<u8>>)>,
     w: Window,
 ) -> Tally {
     match conn {
@@ -673,7 +676,7 @@ async fn script_worker(
 async fn script_loop<C: redis::aio::ConnectionLike + Send>(
     mut conn: C,
     script: Arc<redis::Script>,
-    call: Arc<(Vec<String>, Vec<String>)>,
+    call: Arc<(Vec<String>, Vec<Vec<u8>>)>,
     mut w: Window,
 ) -> Tally {
     let mut t = Tally::new();

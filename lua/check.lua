@@ -2,7 +2,7 @@
 -- KEYS[k]  counters hash of the k-th matching config (see lib.lua)
 -- ARGV[1]  dry run (1) or consume (0)
 -- ARGV[2]  requests   ARGV[3] tokens   ARGV[4] cost in nano-dollars
--- ARGV[5…] per key: its number of limits, then six values per limit (see lib.lua)
+-- ARGV[5…] per key: its limits, packed (see lib.lua)
 -- Returns {allowed, now_ms, then per limit: admitted, used, reset_after_ms, retry_after_ms}.
 -- All or nothing: amounts are added only when every limit admits them.
 

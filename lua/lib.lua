@@ -8,9 +8,9 @@
 --     one window length after its bucket's last write, never earlier.
 --   budget ("b:<budget id>"): two doubles, the start (ms) of the period the usage belongs
 --     to and the usage (nano-dollars).
--- A limit travels in ARGV as six values: kind (r|t|b), field, max, length (ms), and for
--- budgets the period grid: mode (0 fixed from anchor, 1 months, 2 years) and param (the
--- anchor in ms, or n).
+-- A config's limits travel as one ARGV: per limit, struct '<c1Bc0dddd': kind (r|t|b),
+-- field, max, length (ms), and for budgets the period grid: mode (0 fixed from anchor,
+-- 1 months, 2 years) and param (the anchor in ms, or n). src/limits/compiled.rs packs it.
 
 local SUB_BUCKETS = 30
 local DAY_MS = 86400000
@@ -51,7 +51,7 @@ local function win_open(bin, len)
   w.total = total
   if g ~= w.g then
     local _, _, newest = struct.unpack('ddd', bin, HDR + (n - 1) * REC + 1)
-    w.newest, w.count = { math.floor(newest / w.g), total, newest }, 1
+    w.newest, w.count, w.fresh = { math.floor(newest / w.g), total, newest }, 1, true
   else
     w.bin, w.count = bin, n
   end
@@ -96,7 +96,7 @@ local function win_add(w, now, amount)
     end
   end
   if w.newest then win_flush(w) end
-  w.newest, w.count = { i, amount, now }, w.count + 1
+  w.newest, w.count, w.fresh = { i, amount, now }, w.count + 1, true
 end
 
 -- Takes usage back oldest first, never below zero: what remains is counted as late as
@@ -187,12 +187,12 @@ end
 -- (the grid changed under an update) is kept.
 local function budget_open(bin, now, len, mode, param)
   local start, fin = period_bounds(now, len, mode, param)
-  local used = 0
+  local b = { start = start, fin = fin, used = 0, fresh = true }
   if type(bin) == 'string' then
     local s, u = struct.unpack('dd', bin)
-    if s >= start then used = u end
+    if s >= start then b.used, b.fresh = u, false end
   end
-  return { start = start, fin = fin, used = used }
+  return b
 end
 
 local function budget_encode(b)
@@ -201,28 +201,30 @@ end
 
 -- Configs ---------------------------------------------------------------------------------
 
--- Reads the limits of KEYS[first..] from ARGV starting at position a, and each key's
--- counters (one HMGET per key). Windows are evicted up to now.
+-- Reads the limits of KEYS[first..] (one packed ARGV per key, from position a) and
+-- each key's counters (one HMGET per key). Windows are evicted up to now.
 local function open_configs(first, a, now)
   local configs, limits = {}, {}
   for k = first, #KEYS do
     local cfg = { key = KEYS[k], limits = {} }
-    local n = tonumber(ARGV[a])
-    a = a + 1
-    local fields = {}
-    for j = 1, n do fields[j] = ARGV[a + (j - 1) * 6 + 1] end
-    local stored = (n > 0) and redis.call('HMGET', cfg.key, unpack(fields)) or {}
-    for j = 1, n do
-      local lim = { cfg = cfg, kind = ARGV[a], field = ARGV[a + 1], max = tonumber(ARGV[a + 2]), len = tonumber(ARGV[a + 3]) }
+    local packed, pos, fields = ARGV[a + k - first], 1, {}
+    while pos <= #packed do
+      local lim = { cfg = cfg }
+      local mode, param
+      lim.kind, lim.field, lim.max, lim.len, mode, param, pos = struct.unpack('<c1Bc0dddd', packed, pos)
+      lim.mode, lim.param = mode, param
+      cfg.limits[#cfg.limits + 1] = lim
+      fields[#fields + 1] = lim.field
+    end
+    local stored = (#fields > 0) and redis.call('HMGET', cfg.key, unpack(fields)) or {}
+    for j, lim in ipairs(cfg.limits) do
       if lim.kind == 'b' then
-        lim.state = budget_open(stored[j], now, lim.len, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
+        lim.state = budget_open(stored[j], now, lim.len, lim.mode, lim.param)
       else
         lim.state = win_open(stored[j], lim.len)
         win_evict(lim.state, now)
       end
-      cfg.limits[j] = lim
       limits[#limits + 1] = lim
-      a = a + 6
     end
     configs[#configs + 1] = cfg
   end
@@ -234,25 +236,30 @@ local function used_of(lim)
   return lim.state.total
 end
 
--- Writes back the limits marked written, and keeps each written hash alive for its
--- config's longest window or period.
+-- Writes back the limits marked written. The hash must outlive the usage it holds: when
+-- a write starts a new sub-bucket or budget period, its TTL becomes the longest need of
+-- any of its limits (a window: its length plus a bucket, from the bucket's start; a
+-- budget: to its period's end). Writes inside a bucket or period need no new TTL.
 local function save_written(configs, now)
   for _, cfg in ipairs(configs) do
-    local fields, ttl = {}, 0
+    local fields, extend, ttl = {}, false, 0
     for _, lim in ipairs(cfg.limits) do
       if lim.kind == 'b' then
         ttl = math.max(ttl, lim.state.fin - now)
       else
-        ttl = math.max(ttl, lim.len)
+        ttl = math.max(ttl, lim.len + lim.state.g)
       end
       if lim.written then
         fields[#fields + 1] = lim.field
         fields[#fields + 1] = (lim.kind == 'b') and budget_encode(lim.state) or win_encode(lim.state)
+        extend = extend or lim.state.fresh
       end
     end
     if #fields > 0 then
       redis.call('HSET', cfg.key, unpack(fields))
-      redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
+      if extend then
+        redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
+      end
     end
   end
 end

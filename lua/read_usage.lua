@@ -1,6 +1,6 @@
 -- read_usage.lua: live usage of configs for the management API. Writes nothing.
 -- KEYS[k]  counters hash of the k-th config (see lib.lua)
--- ARGV[1…] per key: its number of limits, then six values per limit (see lib.lua)
+-- ARGV[1…] per key: its limits, packed (see lib.lua)
 -- Returns {now_ms, then per limit: used, start_ms of the current window or period}.
 
 local now = now_ms()

@@ -3,7 +3,7 @@
 -- KEYS[2…] counters hash of each matching config (see lib.lua)
 -- ARGV[1]  1 when the report carries a request id   ARGV[2] how long to remember it (ms)
 -- ARGV[3]  token delta   ARGV[4] cost delta in nano-dollars (negative = refund)
--- ARGV[5…] per counters key: its number of limits, then six values per limit (see lib.lua)
+-- ARGV[5…] per counters key: its limits, packed (see lib.lua)
 -- Returns {1 applied | 0 duplicate, now_ms}.
 
 local now = now_ms()

@@ -337,3 +337,55 @@ async fn replicas_with_skewed_clocks_agree() {
         "window starts come from Redis time, not 2h apart: {apart}ms"
     );
 }
+
+/// Counters expire when idle, but never before the usage they hold has left its window
+/// or period: a 1s window's hash is gone 2s after the last check, while a hash that
+/// also holds a daily budget lives to the budget's period end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_counters_expire_and_live_ones_do_not() {
+    let t = Tollgate::start(Backend::Redis).await;
+    let redis = t.redis.as_ref().unwrap();
+    let window_only = t
+        .create(json!({"model_name": "w", "rate_limit": {"request_max_limit": 100, "request_reset_duration": "1s"}}))
+        .await;
+    let with_budget = t
+        .create(json!({"model_name": "b", "rate_limit": {"request_max_limit": 100, "request_reset_duration": "1s"},
+                       "budgets": [{"max_limit": 10, "reset_duration": "1d"}]}))
+        .await;
+    let pttl = |id: &str| -> i64 { redis.cmd(&["PTTL", &format!("tollgate:c:{id}")]) };
+    for _ in 0..3 {
+        assert_eq!(t.check(json!({"model": "w"})).await.status, 200);
+        assert_eq!(
+            t.check(json!({"model": "b", "cost": 0.5})).await.status,
+            200
+        );
+    }
+    let ttl = pttl(&window_only);
+    assert!(
+        ttl > 0 && ttl <= 1_000 + 34 + 1_000,
+        "window-only TTL {ttl}"
+    );
+    assert!(
+        pttl(&with_budget) > 23 * 3_600_000,
+        "the budget keeps its hash for its period"
+    );
+    // A later check in a new sub-bucket must not shorten the budget's lifetime.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(
+        t.check(json!({"model": "b", "cost": 0.5})).await.status,
+        200
+    );
+    assert!(pttl(&with_budget) > 23 * 3_600_000);
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            pttl(&window_only) == -2
+        })
+        .await,
+        "the idle window's hash expired"
+    );
+    let budget = t.config(&with_budget).await;
+    assert_eq!(
+        budget["budgets"][0]["current_usage"], 2.0,
+        "all four charges still counted"
+    );
+}

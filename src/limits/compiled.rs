@@ -105,10 +105,10 @@ fn answer_head(config: &ModelConfig, spec: &LimitSpec) -> String {
 pub struct CompiledConfig {
     pub config: ModelConfig,
     pub limits: Vec<LimitSpec>,
-    /// The limits as the Lua scripts read them from ARGV (see `lua/lib.lua`): the count,
-    /// then kind, field, max, length, grid mode, grid param per limit. Built once per
-    /// snapshot so a check only adds its amounts.
-    pub lua_args: Vec<String>,
+    /// The limits as the Lua scripts read them: one binary argument per config, per limit
+    /// `struct.pack('<c1Bc0dddd', kind, field, max, length, grid mode, grid param)` (see
+    /// `lua/lib.lua`). Built once per snapshot, so a check only adds its amounts.
+    pub lua_limits: Vec<u8>,
 }
 
 impl CompiledConfig {
@@ -163,18 +163,17 @@ impl CompiledConfig {
         for spec in &mut limits {
             spec.answer_head = answer_head(&config, spec);
         }
-        let lua_args = lua_args(&limits);
+        let lua_limits = lua_limits(&limits);
         Ok(CompiledConfig {
             config,
             limits,
-            lua_args,
+            lua_limits,
         })
     }
 }
 
-fn lua_args(limits: &[LimitSpec]) -> Vec<String> {
-    let mut args = Vec::with_capacity(1 + 6 * limits.len());
-    args.push(limits.len().to_string());
+fn lua_limits(limits: &[LimitSpec]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(limits.len() * 80);
     for l in limits {
         let (mode, param) = match l.grid {
             Some(grid) => {
@@ -183,16 +182,15 @@ fn lua_args(limits: &[LimitSpec]) -> Vec<String> {
             }
             None => (0, 0),
         };
-        args.extend([
-            l.kind.code().to_string(),
-            l.field.clone(),
-            l.max.to_string(),
-            l.len_ms.to_string(),
-            mode.to_string(),
-            param.to_string(),
-        ]);
+        out.extend_from_slice(l.kind.code().as_bytes());
+        // Fields are "r", "t" or "b:<uuid>": far below the 255-byte length prefix.
+        out.push(u8::try_from(l.field.len()).expect("limit field under 256 bytes"));
+        out.extend_from_slice(l.field.as_bytes());
+        for value in [l.max as f64, l.len_ms as f64, f64::from(mode), param as f64] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
     }
-    args
+    out
 }
 
 pub fn budget_field(budget_id: &str) -> String {

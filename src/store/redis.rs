@@ -271,7 +271,7 @@ impl RedisStore {
     /// Each config's limits (`ARGV`), as precompiled in the snapshot.
     fn limit_args(cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            cmd.arg(c.lua_args.as_slice());
+            cmd.arg(c.lua_limits.as_slice());
         }
     }
 
