@@ -279,7 +279,7 @@ async fn start_tollgate(opts: &Opts, redis_url: &str, log_dir: &Path, n: usize) 
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if let Some(t) = opts.tollgate_threads {
-            cmd.env("TOKIO_WORKER_THREADS", t.to_string());
+            cmd.args(["--worker-threads", &t.to_string()]);
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
