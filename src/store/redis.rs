@@ -138,6 +138,11 @@ impl Keys {
         format!("{}c:{config_id}", self.prefix)
     }
 
+    /// KEYS of the update and delete scripts, around one config's counters key.
+    fn for_config_write<'a>(&'a self, counters: &'a str) -> [&'a str; 4] {
+        [&self.configs, &self.identities, &self.version, counters]
+    }
+
     pub fn usage_id(&self, request_id: &str) -> String {
         format!("{}u:{request_id}", self.prefix)
     }
@@ -394,12 +399,7 @@ impl Store for RedisStore {
         let (old_identity, new_identity) = (old.identity(), new.identity());
         let removed = removed_budget_fields(old, new);
         let counters = self.keys.counters(&old.id);
-        let keys = [
-            self.keys.configs.as_str(),
-            &self.keys.identities,
-            &self.keys.version,
-            &counters,
-        ];
+        let keys = self.keys.for_config_write(&counters);
         self.write_script(&self.scripts.update, &keys, |cmd| {
             cmd.arg(&old.id)
                 .arg(old.revision)
@@ -415,12 +415,7 @@ impl Store for RedisStore {
     async fn delete_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
         let identity = old.identity();
         let counters = self.keys.counters(&old.id);
-        let keys = [
-            self.keys.configs.as_str(),
-            &self.keys.identities,
-            &self.keys.version,
-            &counters,
-        ];
+        let keys = self.keys.for_config_write(&counters);
         self.write_script(&self.scripts.delete, &keys, |cmd| {
             cmd.arg(&old.id)
                 .arg(old.revision)
