@@ -4,6 +4,7 @@
 #   redis-server   the tests start their own servers on free ports (never 6379's data)
 #   faketime       one replica runs with a skewed clock
 #   docker-compose validates docker-compose.yml (nothing is started)
+#   openssl        makes a throwaway certificate for the rediss:// test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   sudo=""

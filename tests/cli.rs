@@ -275,3 +275,72 @@ async fn starts_without_redis_and_becomes_ready_when_it_appears() {
         200
     );
 }
+
+#[tokio::test]
+async fn rediss_urls_connect_over_tls() {
+    // A throwaway self-signed certificate and a TLS-only redis-server of the test's own.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://127.0.0.1:{port}/#insecure");
+    let p = Process::spawn(&["--redis-url", &url], &[]).await;
+    let client: &Client = &p;
+    let ready = common::eventually(Duration::from_secs(10), || async {
+        client.get("/ready").await.status == 200
+    })
+    .await;
+    assert!(ready, "ready over TLS: {}", p.get("/ready").await.body);
+    p.create(json!({"model_name": "m", "rate_limit": {"request_max_limit": 1, "request_reset_duration": "1h"}}))
+        .await;
+    assert_eq!(p.check(json!({"model": "m"})).await.status, 200);
+    assert_eq!(
+        p.check(json!({"model": "m"})).await.status,
+        429,
+        "enforced through the TLS Redis"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -358,8 +358,10 @@ impl Store for RedisStore {
 
     async fn config_version(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
+        // Only the sync loop asks: it may wait longer than a check, so the first call can
+        // also establish the connection (a TLS handshake can take longer than a check may).
         let v: Option<u64> = self
-            .bounded(self.timeout, conn.get(&self.keys.version))
+            .bounded(self.bulk_timeout, conn.get(&self.keys.version))
             .await?;
         Ok(v.unwrap_or(0))
     }
