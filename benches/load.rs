@@ -655,7 +655,7 @@ async fn http_worker(addr: SocketAddr, limits: usize, mut w: Window) -> Tally {
 /// (as tollgate does), or a connection of its own.
 enum Conn {
     Shared(redis::aio::ConnectionManager),
-    Own(redis::Client),
+    Own(Box<redis::Client>),
 }
 
 async fn script_worker(
@@ -1079,7 +1079,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
             (0..opts.concurrency)
                 .map(|i| {
                     tokio::spawn(script_worker(
-                        Conn::Own(client.clone()),
+                        Conn::Own(Box::new(client.clone())),
                         script.clone(),
                         call.clone(),
                         w.for_worker(i, opts.concurrency),
