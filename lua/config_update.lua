@@ -3,7 +3,11 @@
 -- KEYS[4] counters hash of this config
 -- ARGV[1] deadline (ms, Redis clock; see config_lib.lua)
 -- ARGV[2] id   ARGV[3] revision that was read   ARGV[4] old identity   ARGV[5] new identity
--- ARGV[6] new JSON   ARGV[7] change channel   ARGV[8…] counter fields to drop (removed budgets)
+-- ARGV[6] new JSON   ARGV[7] change channel
+-- ARGV[8] how long the kept counters may matter under the new limits (ms): their TTL is
+--         extended to it (never shortened), or a longer new limit would lose them when
+--         the old, shorter TTL runs out
+-- ARGV[9…] counter fields to drop (removed budgets)
 -- Returns {1, version} | {0, 'missing'} | {0, 'stale'} | {0, 'conflict', other id} |
 -- {0, 'expired'}.
 
@@ -23,7 +27,11 @@ if ARGV[5] ~= ARGV[4] then
   redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[6])
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call('HDEL', KEYS[4], ARGV[i])
+end
+local ttl = redis.call('PTTL', KEYS[4])
+if ttl >= 0 and ttl < tonumber(ARGV[8]) then
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
 end
 return { 1, announce(KEYS[3], ARGV[7]) }

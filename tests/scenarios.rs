@@ -44,6 +44,7 @@ on_every_store!(
     usage_settles_refunds_and_is_idempotent,
     management_shows_live_usage,
     config_changes_apply_to_checks_at_once,
+    lengthened_limits_keep_usage_past_the_old_expiry,
     bad_check_and_usage_input_is_a_clear_400,
     unknown_paths_and_methods,
 );
@@ -998,6 +999,50 @@ async fn config_changes_apply_to_checks_at_once(b: Backend) {
     assert_eq!(a.body["limits"][0]["used"], 3);
     t.delete(&format!("{CONFIGS}/{id}")).await;
     assert_eq!(t.check(json!({"model": "m"})).await.status, 200);
+}
+
+async fn lengthened_limits_keep_usage_past_the_old_expiry(b: Backend) {
+    let t = Tollgate::start(b).await;
+    let id = t
+        .create(json!({"model_name": "m", "rate_limit": limited(2, "1s"),
+                       "budgets": [{"max_limit": 1.0, "reset_duration": "1s"}]}))
+        .await;
+    assert_eq!(
+        t.check(json!({"model": "m", "cost": 0.6})).await.status,
+        200
+    );
+    assert_eq!(t.check(json!({"model": "m"})).await.status, 200);
+    let budget = t.config(&id).await["budgets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Both limits get much longer; the usage already counted must stay counted.
+    let a = t
+        .put(
+            &format!("{CONFIGS}/{id}"),
+            &json!({"rate_limit": limited(2, "1h"),
+             "budgets": [{"id": budget, "max_limit": 1.0, "reset_duration": "1d"}]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // Past the old limits' lifetime (1s window + a bucket + 1s, or the 1s period + 1s).
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let c = t.config(&id).await;
+    assert_eq!(c["rate_limit"]["request_current_usage"], 2, "{c}");
+    assert_eq!(c["budgets"][0]["current_usage"], 0.6, "{c}");
+    let a = t.check(json!({"model": "m"})).await;
+    assert_eq!(
+        a.status, 429,
+        "2 requests per hour already used: {}",
+        a.body
+    );
+    assert_eq!(
+        t.check(json!({"model": "m", "cost": 0.5, "requests": 0}))
+            .await
+            .status,
+        429,
+        "$0.6 + $0.5 > $1"
+    );
 }
 
 async fn bad_check_and_usage_input_is_a_clear_400(b: Backend) {

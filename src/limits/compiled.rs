@@ -112,6 +112,24 @@ pub struct CompiledConfig {
 }
 
 impl CompiledConfig {
+    /// How long this config's counters can matter after a write, at most: a window's
+    /// length plus one sub-bucket, a budget's longest possible period. Used when a config
+    /// changes, so counters kept across the change outlive what the old limits needed.
+    pub fn max_counter_lifetime_ms(&self) -> i64 {
+        use crate::model::duration::DAY_MS;
+        self.limits
+            .iter()
+            .map(|l| match l.grid {
+                None => l.len_ms + super::window::granularity_ms(l.len_ms),
+                Some(PeriodGrid::Fixed { len_ms, .. }) => len_ms,
+                Some(PeriodGrid::Months { n }) => n * 31 * DAY_MS as i64,
+                Some(PeriodGrid::Years { n }) => n * 366 * DAY_MS as i64,
+            })
+            .max()
+            .unwrap_or(0)
+            + 1000
+    }
+
     /// Fails only for data that bypassed validation (e.g. edited by hand in Redis).
     pub fn compile(config: ModelConfig) -> Result<Self, String> {
         let mut limits = Vec::new();

@@ -232,6 +232,9 @@ impl Store for MemoryStore {
         old: &ModelConfig,
         new: &ModelConfig,
     ) -> Result<u64, WriteError> {
+        let lifetime = CompiledConfig::compile(new.clone())
+            .map_err(StoreError::Corrupt)?
+            .max_counter_lifetime_ms();
         let version = self
             .write(|set| {
                 match set.configs.get(&old.id) {
@@ -255,6 +258,10 @@ impl Store for MemoryStore {
         if let Some(c) = self.counters.lock().by_config.get_mut(&old.id) {
             for field in removed {
                 c.budgets.remove(&field);
+            }
+            // Kept counters must outlive a longer new limit, as in Redis.
+            if c.expires_ms > now_ms() {
+                c.expires_ms = c.expires_ms.max(now_ms() + lifetime);
             }
         }
         Ok(version)
