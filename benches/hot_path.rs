@@ -115,6 +115,7 @@ fn current_call(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> 
     args_v.extend(1i64.to_redis_args());
     args_v.extend(10i64.to_redis_args());
     args_v.extend(1_000_000i64.to_redis_args());
+    args_v.extend(0i64.to_redis_args());
     for c in matched {
         keys_v.extend(keys.counters(&c.config.id).to_redis_args());
     }
@@ -140,7 +141,11 @@ fn direct_cmd(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
     for c in matched {
         cmd.arg(keys.counters(&c.config.id));
     }
-    cmd.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
+    cmd.arg("0")
+        .arg(1i64)
+        .arg(10i64)
+        .arg(1_000_000i64)
+        .arg(0i64);
     for c in matched {
         cmd.arg(c.lua_limits.as_slice());
     }
@@ -178,7 +183,11 @@ fn script_args(c: &mut Criterion) {
             for c in black_box(&matched) {
                 inv.key(keys.counters(&c.config.id));
             }
-            inv.arg("0").arg(1i64).arg(10i64).arg(1_000_000i64);
+            inv.arg("0")
+                .arg(1i64)
+                .arg(10i64)
+                .arg(1_000_000i64)
+                .arg(0i64);
             for c in &matched {
                 inv.arg(c.lua_limits.as_slice());
             }

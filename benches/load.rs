@@ -62,8 +62,8 @@ const KEY_PREFIX: &str = "tollgate:";
 const CHECK_BODY: &str =
     r#"{"model":"gpt-4o","virtual_key":"vk-1","user":"u-1","tokens":10,"cost":0.001}"#;
 /// The amounts of `CHECK_BODY` as `check.lua` receives them: dry run, requests, tokens,
-/// cost in nano-dollars.
-const CHECK_AMOUNTS: [&str; 4] = ["0", "1", "10", "1000000"];
+/// cost in nano-dollars, then the deadline (0: none, the ceiling never gives up).
+const CHECK_AMOUNTS: [&str; 5] = ["0", "1", "10", "1000000", "0"];
 
 // ---------------------------------------------------------------------------------------
 // Options

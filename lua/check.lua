@@ -2,13 +2,17 @@
 -- KEYS[k]  counters hash of the k-th matching config (see lib.lua)
 -- ARGV[1]  dry run (1) or consume (0)
 -- ARGV[2]  requests   ARGV[3] tokens   ARGV[4] cost in nano-dollars
--- ARGV[5…] per key: its limits, packed (see lib.lua)
--- Returns {allowed, now_ms, then per limit: admitted, used, reset_after_ms, retry_after_ms}.
+-- ARGV[5]  deadline (ms, Redis clock; 0 = none): past it the caller has answered by its
+--          store-error policy, so this check must change nothing
+-- ARGV[6…] per key: its limits, packed (see lib.lua)
+-- Returns {allowed, now_ms, then per limit: admitted, used, reset_after_ms, retry_after_ms},
+-- or {-1, now_ms} past the deadline.
 -- All or nothing: amounts are added only when every limit admits them.
 
 local amount = { r = tonumber(ARGV[2]), t = tonumber(ARGV[3]), b = tonumber(ARGV[4]) }
 local now = now_ms()
-local configs, limits = open_configs(1, 5, now)
+if past_deadline(now, ARGV[5]) then return { -1, now } end
+local configs, limits = open_configs(1, 6, now)
 
 local allowed = true
 for _, lim in ipairs(limits) do

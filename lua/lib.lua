@@ -20,6 +20,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A deadline (ms on Redis's clock) of 0 means none.
+local function past_deadline(now, deadline)
+  local d = tonumber(deadline)
+  return d > 0 and now > d
+end
+
 local function admits(used, max, amount)
   return used < max and used + amount <= max
 end

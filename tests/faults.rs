@@ -1229,3 +1229,56 @@ fn dashboard_uses_only_defined_metrics() {
         assert!(used.contains(needed), "dashboard has no panel on {needed}");
     }
 }
+
+/// With `deny`, checks answered by the fallback while Redis stalls are not consumed when
+/// Redis finally runs them ("a denied request costs nothing"), and a usage report that
+/// got a 503 is not applied behind the gateway's back: its retry applies it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_given_while_redis_stalls_are_not_applied_later() {
+    let t = start(StoreErrorPolicy::Deny).await;
+    let id = t
+        .create(json!({"model_name": "m-stall", "rate_limit": {"request_max_limit": 5, "request_reset_duration": "1h",
+                       "token_max_limit": 1000, "token_reset_duration": "1h"}}))
+        .await;
+    // One answered check first: tollgate learns Redis's clock from it.
+    assert_eq!(
+        t.check(json!({"model": "m-stall", "tokens": 100}))
+            .await
+            .status,
+        200
+    );
+    let r = t.redis.as_ref().unwrap();
+    let report = json!({"model": "m-stall", "tokens": 300, "reserved_tokens": 100, "request_id": "stalled-1"});
+    let _: () = r.cmd(&["CLIENT", "PAUSE", "800", "WRITE"]);
+    for _ in 0..3 {
+        let a = t.check(json!({"model": "m-stall", "tokens": 100})).await;
+        assert_eq!(a.status, 429, "{}", a.body);
+        assert_eq!(a.body["reason"], "store_unavailable");
+    }
+    let a = t.post("/v1/usage", &report).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    let _: () = r.cmd(&["CLIENT", "UNPAUSE"]);
+    // Redis now runs the queued scripts, past their deadlines: they change nothing.
+    let c = t.config(&id).await;
+    assert_eq!(
+        c["rate_limit"]["request_current_usage"], 1,
+        "the denied checks cost nothing: {c}"
+    );
+    assert_eq!(
+        c["rate_limit"]["token_current_usage"], 100,
+        "the 503'd report was not applied: {c}"
+    );
+    let a = t.post("/v1/usage", &report).await;
+    assert_eq!(
+        (a.status.as_u16(), a.body["recorded"].clone()),
+        (200, json!(true)),
+        "{}",
+        a.body
+    );
+    let a = t.post("/v1/usage", &report).await;
+    assert_eq!(a.body["duplicate"], true);
+    assert_eq!(
+        t.config(&id).await["rate_limit"]["token_current_usage"],
+        300
+    );
+}

@@ -12,6 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, FromRedisValue, Script, ServerErrorKind, Value};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -113,6 +114,56 @@ async fn invoke<T: FromRedisValue>(
     }
 }
 
+/// Redis's clock minus ours, estimated from the `now` that every hot-path script returns,
+/// so a check can carry a deadline on Redis's clock without an extra round trip.
+///
+/// A sample (Redis's time when the script ran, minus our time when we sent it) can only
+/// over-estimate the offset, by the request's delay; the smallest recent sample is the
+/// tightest estimate that never makes a timely call look late. It is re-seeded every
+/// 10 s to follow clock drift, and from any call that came back past its deadline, in
+/// case our clock stepped back.
+#[derive(Debug)]
+struct ClockOffset {
+    offset_ms: AtomicI64,
+    /// Local ms when the estimate was last re-seeded; 0 = no estimate yet.
+    seeded_at_ms: AtomicI64,
+}
+
+const OFFSET_RESEED_MS: i64 = 10_000;
+
+impl ClockOffset {
+    fn new() -> Self {
+        ClockOffset {
+            offset_ms: AtomicI64::new(0),
+            seeded_at_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Deadline on Redis's clock for a call sent at local `sent_ms`; 0 (none) until
+    /// there is an estimate.
+    fn deadline(&self, sent_ms: i64, timeout: Duration) -> i64 {
+        if self.seeded_at_ms.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        sent_ms + self.offset_ms.load(Ordering::Relaxed) + timeout.as_millis() as i64
+    }
+
+    fn observe(&self, sent_ms: i64, redis_now_ms: i64, late: bool) {
+        let sample = redis_now_ms - sent_ms;
+        let seeded = self.seeded_at_ms.load(Ordering::Relaxed);
+        if late || seeded == 0 || sent_ms - seeded > OFFSET_RESEED_MS {
+            self.offset_ms.store(sample, Ordering::Relaxed);
+            self.seeded_at_ms.store(sent_ms.max(1), Ordering::Relaxed);
+        } else {
+            self.offset_ms.fetch_min(sample, Ordering::Relaxed);
+        }
+    }
+}
+
+fn local_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Names of everything tollgate keeps in Redis, under the deployment's prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -160,6 +211,7 @@ pub struct RedisOptions {
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    clock: ClockOffset,
     keys: Keys,
     scripts: Scripts,
     timeout: Duration,
@@ -242,6 +294,7 @@ impl RedisStore {
         ));
         Ok(RedisStore {
             conn,
+            clock: ClockOffset::new(),
             keys,
             scripts: Scripts::new(),
             timeout: options.timeout,
@@ -264,6 +317,19 @@ impl RedisStore {
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(StoreError::Timeout(limit)),
         }
+    }
+
+    /// Learns the clock offset from a hot-path reply (`{status, now_ms, …}`); a status of
+    /// -1 means Redis ran the script past its deadline and changed nothing.
+    fn observe_clock(&self, sent_ms: i64, reply: &[i64]) -> Result<(), StoreError> {
+        let (Some(&status), Some(&now)) = (reply.first(), reply.get(1)) else {
+            return Err(corrupt("script answered without its status and time"));
+        };
+        self.clock.observe(sent_ms, now, status == -1);
+        if status == -1 {
+            return Err(StoreError::Timeout(self.timeout));
+        }
+        Ok(())
     }
 
     /// One counters key per config (`KEYS`), in order.
@@ -437,19 +503,23 @@ impl Store for RedisStore {
         amounts: Amounts,
         dry_run: bool,
     ) -> Result<CheckOutcome, StoreError> {
+        let sent = local_ms();
+        let deadline = self.clock.deadline(sent, self.timeout);
         let fill = |cmd: &mut redis::Cmd| {
             cmd.arg(configs.len());
             self.counter_keys(cmd, configs);
             cmd.arg(if dry_run { "1" } else { "0" })
                 .arg(amounts.requests)
                 .arg(amounts.tokens)
-                .arg(amounts.cost_nanos);
+                .arg(amounts.cost_nanos)
+                .arg(deadline);
             Self::limit_args(cmd, configs);
         };
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self
             .bounded(self.timeout, invoke(&mut conn, &self.scripts.check, fill))
             .await?;
+        self.observe_clock(sent, &reply)?;
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 2 + 4 * expected {
             return Err(corrupt(format_args!(
@@ -479,19 +549,23 @@ impl Store for RedisStore {
         request_id: Option<&str>,
     ) -> Result<UsageOutcome, StoreError> {
         let marker = self.keys.usage_id(request_id.unwrap_or(""));
+        let sent = local_ms();
+        let deadline = self.clock.deadline(sent, self.timeout);
         let fill = |cmd: &mut redis::Cmd| {
             cmd.arg(1 + configs.len()).arg(&marker);
             self.counter_keys(cmd, configs);
             cmd.arg(if request_id.is_some() { "1" } else { "0" })
                 .arg(USAGE_ID_TTL.as_millis() as u64)
                 .arg(delta.tokens)
-                .arg(delta.cost_nanos);
+                .arg(delta.cost_nanos)
+                .arg(deadline);
             Self::limit_args(cmd, configs);
         };
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self
             .bounded(self.timeout, invoke(&mut conn, &self.scripts.usage, fill))
             .await?;
+        self.observe_clock(sent, &reply)?;
         match reply.first() {
             Some(1) => Ok(UsageOutcome::Applied),
             Some(0) => Ok(UsageOutcome::Duplicate),
@@ -565,5 +639,36 @@ impl Store for RedisStore {
 
     fn changes(&self) -> Arc<Notify> {
         self.changes.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_offset_takes_the_tightest_sample_and_reseeds() {
+        let clock = ClockOffset::new();
+        let timeout = Duration::from_millis(100);
+        assert_eq!(
+            clock.deadline(1_000, timeout),
+            0,
+            "no deadline before any sample"
+        );
+        // Redis is 5_000 ms ahead; samples include 3 and 1 ms of delay.
+        clock.observe(1_000, 6_003, false);
+        clock.observe(1_010, 6_011, false);
+        clock.observe(1_020, 6_025, false);
+        assert_eq!(clock.deadline(2_000, timeout), 2_000 + 5_001 + 100);
+        // A reply past its deadline re-seeds (our clock may have stepped back 50 ms).
+        clock.observe(1_030, 6_080, true);
+        assert_eq!(clock.deadline(2_000, timeout), 2_000 + 5_050 + 100);
+        // After the re-seed period, the next sample replaces the estimate.
+        clock.observe(
+            1_030 + OFFSET_RESEED_MS + 1,
+            6_030 + OFFSET_RESEED_MS + 1 + 7,
+            false,
+        );
+        assert_eq!(clock.deadline(0, timeout), 5_007 + 100);
     }
 }
