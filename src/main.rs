@@ -35,10 +35,14 @@ fn worker_threads(configured: Option<u16>) -> usize {
 }
 
 async fn serve(settings: tollgate::Settings) -> ExitCode {
+    // Logs go to stderr (stdout stays free for whatever wraps the process); colours only
+    // on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match tollgate::run(settings).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,8 +32,9 @@ impl StoreErrorPolicy {
         one set of limits."
 )]
 pub struct Settings {
-    /// Address of the HTTP server (management, check, metrics, health).
-    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address of the HTTP server (management, check, metrics, health): ip:port, or
+    /// host:port resolved once at start (its first address).
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// redis:// or rediss:// URL. Absent: the embedded in-memory store.
@@ -89,6 +90,18 @@ pub struct Settings {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+}
+
+/// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("expected ip:port or host:port (e.g. 127.0.0.1:8080): {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s} resolves to no address"))
 }
 
 impl Settings {
@@ -176,6 +189,16 @@ mod tests {
                 .is_ok()
         );
         assert!(parse(&["--listen", "[::1]:8080"]).validate().is_ok());
+    }
+
+    #[test]
+    fn listen_takes_a_host_name() {
+        let s = parse(&["--listen", "localhost:9001"]);
+        assert!(s.listen.ip().is_loopback(), "{}", s.listen);
+        assert_eq!(s.listen.port(), 9001);
+        assert!(s.validate().is_ok(), "localhost needs no key");
+        let err = Settings::try_parse_from(["tollgate", "--listen", "8080"]).unwrap_err();
+        assert!(err.to_string().contains("ip:port or host:port"), "{err}");
     }
 
     #[test]

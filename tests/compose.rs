@@ -72,7 +72,11 @@ fn compose_file_is_valid_and_complete() {
         );
     }
     let lb = &services["lb"];
-    assert!(lb["ports"].to_string().contains("8080"));
+    assert!(
+        lb["ports"].to_string().contains("127.0.0.1"),
+        "the load balancer is published on loopback only (no key-less exposure by default): {}",
+        lb["ports"]
+    );
     let nginx =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf")).unwrap();
     assert!(nginx.contains("tollgate-1:8080") && nginx.contains("tollgate-2:8080"));

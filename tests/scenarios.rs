@@ -526,7 +526,9 @@ async fn api_keys_guard_the_management_api(b: Backend) {
         .await;
     assert_eq!(basic.status, 401);
     // Unknown /api paths are guarded too.
-    assert_eq!(t.get("/api/unknown").await.status, 401);
+    for path in ["/api/unknown", "/api/", "/api"] {
+        assert_eq!(t.get(path).await.status, 401, "{path}");
+    }
     assert_eq!(t.clone().with_key("k1").get(CONFIGS).await.status, 200);
     assert_eq!(t.clone().with_key("k2").get(CONFIGS).await.status, 200);
     let created = t
@@ -1141,6 +1143,11 @@ async fn unknown_paths_and_methods(b: Backend) {
     assert!(a.message().contains("GET"));
     let a = t.send(t.request(reqwest::Method::PATCH, CONFIGS)).await;
     assert_eq!(a.status, 405);
+    assert!(a.message().contains(CONFIGS), "{}", a.body);
+    // Inside /api the message names the path the client sent, prefix included.
+    let a = t.get("/api/unknown").await;
+    assert_eq!(a.status, 404);
+    assert!(a.message().contains("/api/unknown"), "{}", a.body);
     assert_eq!(t.get("/health").await.status, 200);
     let ready = t.get("/ready").await;
     assert_eq!(ready.status, 200, "{}", ready.body);

@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::store::Store;
 use axum::Extension;
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, OriginalUri, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,11 +33,7 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
                 .delete(management::delete::<S>),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            require_api_key::<S>,
-        ));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api", api)
         .route("/v1/check", post(check::check::<S>))
@@ -47,6 +43,10 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(health::metrics::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            require_api_key::<S>,
+        ))
         .layer(Extension(extract::BodyLimit(max_body_bytes)))
         .layer(middleware::from_fn(count_requests))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -55,11 +55,19 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
         .with_state(app)
 }
 
+/// The path as the client sent it: inside the nested `/api` router `req.uri()` has lost
+/// its prefix.
+fn client_path(req: &Request) -> &str {
+    req.extensions()
+        .get::<OriginalUri>()
+        .map_or(req.uri().path(), |uri| uri.path())
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::not_found(format!(
         "no route for {} {}",
         req.method(),
-        req.uri().path()
+        client_path(&req)
     ))
 }
 
@@ -69,7 +77,7 @@ async fn method_not_allowed(req: Request) -> ApiError {
         format!(
             "method {} is not allowed on {}",
             req.method(),
-            req.uri().path()
+            client_path(&req)
         ),
     )
 }
@@ -80,14 +88,18 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
 
-/// `/api/*` needs `Authorization: Bearer <key>` when any key is configured. Every key is
-/// compared in constant time, and all of them are compared.
+/// `/api` and everything under it needs `Authorization: Bearer <key>` when any key is
+/// configured, unknown paths included (checked before routing, so a stranger learns
+/// nothing from 404s). Every key is compared in constant time, and all of them are
+/// compared.
 async fn require_api_key<S: Store>(
     State(app): State<Arc<App<S>>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if app.api_keys.is_empty() {
+    let path = req.uri().path();
+    let management = path == "/api" || path.starts_with("/api/");
+    if app.api_keys.is_empty() || !management {
         return next.run(req).await;
     }
     let presented = req
