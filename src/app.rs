@@ -18,7 +18,9 @@ pub struct App<S> {
     snapshot_loaded: AtomicBool,
     /// When the snapshot was last confirmed current (`tollgate_config_snapshot_age_seconds`).
     last_confirmed: parking_lot::Mutex<Instant>,
-    pub api_keys: Vec<Vec<u8>>,
+    /// SHA-256 of each management API key: comparing fixed-size digests in constant time
+    /// leaks neither the keys nor their lengths.
+    pub api_key_digests: Vec<[u8; 32]>,
     pub on_store_error: StoreErrorPolicy,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -37,7 +39,7 @@ impl<S: Store> App<S> {
             swap_lock: tokio::sync::Mutex::new(()),
             snapshot_loaded: AtomicBool::new(false),
             last_confirmed: parking_lot::Mutex::new(Instant::now()),
-            api_keys: api_keys.into_iter().map(String::into_bytes).collect(),
+            api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
             on_store_error,
             metrics: crate::metrics::handle(),
         }
@@ -158,4 +160,9 @@ fn record_store_call(op: &'static str, start: Instant, error: Option<&StoreError
         metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind())
             .increment(1);
     }
+}
+
+pub fn key_digest(key: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key).into()
 }

@@ -59,7 +59,8 @@ pub struct Settings {
     pub state_file: Option<PathBuf>,
 
     /// Allow a non-loopback --listen address without any --api-key.
-    #[arg(long, env = "TOLLGATE_INSECURE_NO_AUTH")]
+    /// (The variable takes true/false, 1/0, yes/no, on/off.)
+    #[arg(long, env = "TOLLGATE_INSECURE_NO_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure_no_auth: bool,
 
     /// What a check answers when the store cannot be reached in time.

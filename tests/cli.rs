@@ -68,6 +68,30 @@ fn refuses_a_public_address_without_an_api_key() {
         !err.contains("refusing") && err.contains("--state-file"),
         "{err}"
     );
+    // So does TOLLGATE_INSECURE_NO_AUTH, spelled as operators spell booleans.
+    for (value, passes) in [
+        ("1", true),
+        ("yes", true),
+        ("on", true),
+        ("0", false),
+        ("false", false),
+    ] {
+        let out = tollgate()
+            .args([
+                "--listen",
+                "0.0.0.0:1",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+            ])
+            .args(["--state-file", "/tmp/x.json"])
+            .env("TOLLGATE_INSECURE_NO_AUTH", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(err.contains("refusing"), !passes, "{value}: {err}");
+        assert!(err.contains("--state-file") == passes, "{value}: {err}");
+    }
 }
 
 #[test]
@@ -222,6 +246,27 @@ fn a_corrupt_state_file_refuses_to_start() {
         std::fs::read_to_string(&state).unwrap(),
         "{ not json",
         "left untouched"
+    );
+}
+
+#[test]
+fn a_state_file_in_a_missing_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("no-such-dir").join("state.json");
+    let out = tollgate()
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--state-file",
+            state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot write state file") && err.contains("no-such-dir"),
+        "{err}"
     );
 }
 

@@ -171,7 +171,7 @@ async fn create_rejects_invalid_input(b: Backend) {
             json!({"model_name": "m", "calendar_aligned": "yes"}),
             "calendar_aligned",
         ),
-        (json!([1, 2]), "invalid"),
+        (json!([1, 2]), "JSON object"),
     ];
     for (body, needle) in cases {
         let a = t.post(CONFIGS, &body).await;
@@ -373,6 +373,32 @@ async fn update_rejects_identity_changes_and_unknown_ids(b: Backend) {
         .await;
     assert_eq!(a.status, 400);
     assert!(a.message().contains("not-a-budget"));
+    // A JSON array is not an update, even one serde could read by position.
+    let a = t
+        .put(
+            &path,
+            &json!(["renamed", null, null, null, null, null, null, null]),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(a.message().contains("JSON object"), "{}", a.body);
+    assert_eq!(t.config(&id).await["model_name"], "m");
+    // A malformed id is a 400 in the error shape, on every method.
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let a = t
+            .send(
+                t.request(method.clone(), &format!("{CONFIGS}/%FF"))
+                    .json(&json!({})),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{method}");
+        assert_eq!(a.body["status_code"], 400, "{method}: {}", a.body);
+        assert!(a.message().contains("id"), "{method}: {}", a.body);
+    }
 }
 
 async fn delete_removes_config_and_counters(b: Backend) {

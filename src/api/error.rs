@@ -59,10 +59,9 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) | StoreError::Timeout(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}; nothing was changed, retry later"),
-            ),
+            StoreError::Unavailable(_) | StoreError::Timeout(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry later"))
+            }
             StoreError::Corrupt(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
@@ -84,6 +83,12 @@ impl From<WriteError> for ApiError {
                 StatusCode::CONFLICT,
                 "the model config kept changing concurrently; retry",
             ),
+            WriteError::Store(e @ (StoreError::Unavailable(_) | StoreError::Timeout(_))) => {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{e}; nothing was changed, retry later"),
+                )
+            }
             WriteError::Store(e) => e.into(),
         }
     }

@@ -4,7 +4,8 @@
 
 use super::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -63,10 +64,20 @@ fn is_json(content_type: &str) -> bool {
 
 /// Parses `bytes` as `T`, naming the offending field on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "request body is empty; expected a JSON object",
-        ));
+    // serde would also read a struct from a JSON array (by position), and its messages
+    // for `null` or `[]` name Rust types; every body here is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "request body is empty; expected a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "request body must be a JSON object ({…})",
+            ));
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -121,6 +132,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The `{mc_id}` of a management path, with a bad one (e.g. invalid percent-encoding)
+/// rejected in the error shape instead of axum's plain text.
+pub struct ConfigId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConfigId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid model config id in the path: {}",
+                    e.body_text()
+                ))
+            })?;
+        Ok(ConfigId(id))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +189,15 @@ mod tests {
         assert!(parse_json::<Body>(br#"{"n": 1} x"#).is_err());
         assert!(parse_json::<Body>(b"[1,2").is_err());
         assert!(parse_json::<Body>(br#"{"n": 1e400}"#).is_err());
+    }
+
+    #[test]
+    fn only_objects() {
+        for body in [&b"[1, null]"[..], b"null", b"[]", b" 3", b"\"x\""] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            assert!(e.message.contains("must be a JSON object"), "{}", e.message);
+        }
+        assert!(parse_json::<Body>(b" \n{\"n\": 1}").is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The Bifrost-compatible model-config API under /api/governance/model-configs.
 
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{ConfigId, JsonBody};
 use super::views::{ModelConfigView, view};
 use crate::app::{App, LocalChange, timed, timed_write};
 use crate::limits::CompiledConfig;
@@ -11,7 +11,7 @@ use crate::model::{ModelConfig, Scope};
 use crate::store::{Store, StoreError, WriteError};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ pub async fn create<S: Store>(
 
 pub async fn get<S: Store>(
     State(app): State<Arc<App<S>>>,
-    Path(id): Path<String>,
+    ConfigId(id): ConfigId,
 ) -> Result<Json<Value>, ApiError> {
     let config = timed("get_config", app.store.get_config(&id))
         .await?
@@ -90,7 +90,7 @@ pub async fn get<S: Store>(
 
 pub async fn update<S: Store>(
     State(app): State<Arc<App<S>>>,
-    Path(id): Path<String>,
+    ConfigId(id): ConfigId,
     JsonBody(req): JsonBody<UpdateModelConfig>,
 ) -> Result<Json<Value>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
@@ -116,7 +116,7 @@ pub async fn update<S: Store>(
 
 pub async fn delete<S: Store>(
     State(app): State<Arc<App<S>>>,
-    Path(id): Path<String>,
+    ConfigId(id): ConfigId,
 ) -> Result<Json<Value>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = timed("get_config", app.store.get_config(&id))

@@ -90,8 +90,8 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// `/api` and everything under it needs `Authorization: Bearer <key>` when any key is
 /// configured, unknown paths included (checked before routing, so a stranger learns
-/// nothing from 404s). Every key is compared in constant time, and all of them are
-/// compared.
+/// nothing from 404s). Keys are compared as SHA-256 digests in constant time, all of
+/// them, so timing reveals neither a key nor its length.
 async fn require_api_key<S: Store>(
     State(app): State<Arc<App<S>>>,
     req: Request,
@@ -99,7 +99,7 @@ async fn require_api_key<S: Store>(
 ) -> Response {
     let path = req.uri().path();
     let management = path == "/api" || path.starts_with("/api/");
-    if app.api_keys.is_empty() || !management {
+    if app.api_key_digests.is_empty() || !management {
         return next.run(req).await;
     }
     let presented = req
@@ -114,9 +114,10 @@ async fn require_api_key<S: Store>(
         return ApiError::unauthorized("missing API key: send Authorization: Bearer <key>")
             .into_response();
     };
+    let presented = crate::app::key_digest(token.as_bytes());
     let mut ok = subtle::Choice::from(0u8);
-    for key in &app.api_keys {
-        ok |= key.as_slice().ct_eq(token.as_bytes());
+    for key in &app.api_key_digests {
+        ok |= key.ct_eq(&presented);
     }
     if bool::from(ok) {
         next.run(req).await

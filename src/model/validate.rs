@@ -42,6 +42,12 @@ fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {
     if value.chars().count() > MAX_NAME_LEN {
         return invalid(format!("{field} must be at most {MAX_NAME_LEN} characters"));
     }
+    // Checks match names exactly, so " gpt-4o" would be a config nothing ever matches.
+    if value.trim() != value {
+        return invalid(format!(
+            "{field} must not start or end with whitespace (got {value:?})"
+        ));
+    }
     Ok(())
 }
 
@@ -68,7 +74,9 @@ fn check_duration(field: &str, value: &str) -> Result<u64, ValidationError> {
 }
 
 /// Builds the budget set, keeping the identity (and so the counters) of existing budgets
-/// matched by `id` or, failing that, by equal `reset_duration`.
+/// matched by `id` or, failing that, by equal `reset_duration`. Explicit ids claim their
+/// budgets first, so one update can move a budget to a new duration and add another at
+/// the old one.
 fn build_budgets(
     inputs: Vec<BudgetInput>,
     existing: &[Budget],
@@ -77,7 +85,8 @@ fn build_budgets(
     if inputs.len() > MAX_BUDGETS {
         return invalid(format!("at most {MAX_BUDGETS} budgets per config"));
     }
-    let mut out: Vec<(u64, Budget)> = Vec::with_capacity(inputs.len());
+    // (duration in ms, the existing budget claimed by an explicit id, the input)
+    let mut parsed: Vec<(u64, Option<&Budget>, f64, String)> = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
         let field = format!("budgets[{i}]");
         let Some(max_limit) = input.max_limit else {
@@ -95,47 +104,60 @@ fn build_budgets(
             return invalid(format!("{field}.reset_duration is required"));
         };
         let ms = check_duration(&format!("{field}.reset_duration"), &reset_duration)?;
-        if let Some((_, other)) = out.iter().find(|(other_ms, _)| *other_ms == ms) {
+        if let Some((_, _, _, other)) = parsed.iter().find(|(other_ms, ..)| *other_ms == ms) {
             return invalid(format!(
-                "{field}.reset_duration {reset_duration:?} equals the duration of another budget ({:?}); each budget needs its own reset_duration",
-                other.reset_duration
+                "{field}.reset_duration {reset_duration:?} equals the duration of another budget ({other:?}); each budget needs its own reset_duration"
             ));
         }
-        let matched = match &input.id {
+        let claimed = match &input.id {
             Some(id) => match existing.iter().find(|b| &b.id == id) {
+                Some(b)
+                    if parsed
+                        .iter()
+                        .any(|(_, c, ..)| c.is_some_and(|c| c.id == b.id)) =>
+                {
+                    return invalid(format!("{field} refers to budget {id:?} twice"));
+                }
                 Some(b) => Some(b),
                 None => {
                     return invalid(format!("{field}.id {id:?} is not a budget of this config"));
                 }
             },
-            None => existing
-                .iter()
-                .find(|b| parse_duration_ms(&b.reset_duration).ok() == Some(ms)),
+            None => None,
         };
-        if let Some(prev) = matched
-            && out.iter().any(|(_, b)| b.id == prev.id)
-        {
-            return invalid(format!("{field} refers to budget {:?} twice", prev.id));
-        }
-        let budget = match matched {
-            Some(prev) => Budget {
-                id: prev.id.clone(),
-                max_limit,
-                reset_duration,
-                created_at: prev.created_at,
-                updated_at: now,
-            },
-            None => Budget {
-                id: new_id(),
-                max_limit,
-                reset_duration,
-                created_at: now,
-                updated_at: now,
-            },
-        };
-        out.push((ms, budget));
+        parsed.push((ms, claimed, max_limit, reset_duration));
     }
-    Ok(out.into_iter().map(|(_, b)| b).collect())
+    let claimed_by_id = |b: &Budget| {
+        parsed
+            .iter()
+            .any(|(_, c, ..)| c.is_some_and(|c| c.id == b.id))
+    };
+    let by_duration = |ms: u64| {
+        existing
+            .iter()
+            .find(|b| parse_duration_ms(&b.reset_duration).ok() == Some(ms) && !claimed_by_id(b))
+    };
+    Ok(parsed
+        .iter()
+        .map(|(ms, claimed, max_limit, reset_duration)| {
+            match claimed.or_else(|| by_duration(*ms)) {
+                Some(prev) => Budget {
+                    id: prev.id.clone(),
+                    max_limit: *max_limit,
+                    reset_duration: reset_duration.clone(),
+                    created_at: prev.created_at,
+                    updated_at: now,
+                },
+                None => Budget {
+                    id: new_id(),
+                    max_limit: *max_limit,
+                    reset_duration: reset_duration.clone(),
+                    created_at: now,
+                    updated_at: now,
+                },
+            }
+        })
+        .collect())
 }
 
 /// Validates one max/duration pair of a rate limit. A duration without a max is dropped.
@@ -413,6 +435,65 @@ mod tests {
         let same: UpdateModelConfig =
             serde_json::from_value(json!({"scope": "user", "scope_id": "u1"})).unwrap();
         assert!(update_config(&c, same, Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn names_with_surrounding_whitespace_are_rejected() {
+        for (field, body) in [
+            ("model_name", json!({"model_name": " gpt-4o"})),
+            (
+                "provider",
+                json!({"model_name": "m", "provider": "openai\t"}),
+            ),
+            (
+                "scope_id",
+                json!({"model_name": "m", "scope": "user", "scope_id": "u1 "}),
+            ),
+        ] {
+            let e = err(body);
+            assert!(e.contains(field) && e.contains("whitespace"), "{e}");
+        }
+        assert!(
+            create(json!({"model_name": "gpt 4o"})).is_ok(),
+            "inner blanks are fine"
+        );
+    }
+
+    #[test]
+    fn a_budget_moved_by_id_frees_its_old_duration_in_either_order() {
+        let c = create(
+            json!({"model_name": "m", "budgets": [{"max_limit": 1, "reset_duration": "1d"}]}),
+        )
+        .unwrap();
+        let b = c.budgets[0].id.clone();
+        let moved = json!({"id": b, "max_limit": 9, "reset_duration": "2d"});
+        let added = json!({"max_limit": 7, "reset_duration": "1d"});
+        for budgets in [json!([moved, added]), json!([added, moved])] {
+            let req: UpdateModelConfig =
+                serde_json::from_value(json!({ "budgets": budgets })).unwrap();
+            let u = update_config(&c, req, Utc::now()).unwrap();
+            let by_duration = |d: &str| u.budgets.iter().find(|x| x.reset_duration == d).unwrap();
+            assert_eq!(
+                by_duration("2d").id,
+                b,
+                "the moved budget keeps its id (and counters)"
+            );
+            assert_ne!(
+                by_duration("1d").id,
+                b,
+                "the one at the old duration is new"
+            );
+        }
+        let twice: UpdateModelConfig = serde_json::from_value(json!({"budgets": [
+            {"id": b, "max_limit": 1, "reset_duration": "2d"},
+            {"id": b, "max_limit": 1, "reset_duration": "3d"}]}))
+        .unwrap();
+        assert!(
+            update_config(&c, twice, Utc::now())
+                .unwrap_err()
+                .0
+                .contains("twice")
+        );
     }
 
     #[test]

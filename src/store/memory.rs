@@ -92,6 +92,14 @@ impl MemoryStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("cannot read state file {}: {e}", path.display())),
         }
+        // Find out now, not at the first write, that the file can never be written.
+        tempfile::NamedTempFile::new_in(state_dir(path)).map_err(|e| {
+            format!(
+                "cannot write state file {}: its directory {} is not writable: {e}",
+                path.display(),
+                state_dir(path).display()
+            )
+        })?;
         store.state_file = Some(path.to_path_buf());
         Ok(store)
     }
@@ -139,11 +147,16 @@ impl Default for MemoryStore {
     }
 }
 
-fn write_atomically(path: &Path, state: &StateFile) -> Result<(), String> {
-    let dir = match path.parent() {
+/// Where the state file's temporary sibling is written before the atomic rename.
+fn state_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+fn write_atomically(path: &Path, state: &StateFile) -> Result<(), String> {
+    let dir = state_dir(path);
     let fail = |e: std::io::Error| format!("cannot write state file {}: {e}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
     serde_json::to_writer_pretty(&mut tmp, state).map_err(|e| fail(e.into()))?;
