@@ -223,7 +223,13 @@ fn json_codec(c: &mut Criterion) {
                 .flat_map(|c| c.limits.iter())
                 .map(|s| (s, outcome))
                 .collect();
-            black_box(write_answer(true, None, None, &limits))
+            black_box(write_answer(
+                true,
+                None,
+                None,
+                Some(1_795_000_000_000),
+                &limits,
+            ))
         })
     });
     group.finish();

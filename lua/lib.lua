@@ -26,6 +26,14 @@ local function past_deadline(now, deadline)
   return d > 0 and now > d
 end
 
+-- Usage saturates here (above any max; exact in a double; fits Redis's integer reply),
+-- so usage reports can never overflow a counter.
+local MAX_USED = 2 ^ 62
+
+local function clamp_used(x)
+  return math.max(0, math.min(x, MAX_USED))
+end
+
 local function admits(used, max, amount)
   return used < max and used + amount <= max
 end
@@ -84,7 +92,7 @@ local function win_evict(w, now)
   while w.h < w.count do
     local _, c, l = rec(w, w.h)
     if l > now - w.len then break end
-    w.total = w.total - c
+    w.total = math.max(0, w.total - c)
     w.h = w.h + 1
   end
 end
@@ -93,11 +101,11 @@ end
 local function win_add(w, now, amount)
   if amount <= 0 then return end
   local i = math.floor(now / w.g)
-  w.total = w.total + amount
+  w.total = clamp_used(w.total + amount)
   if w.h < w.count then
     local ni, nc, nl = rec(w, w.count - 1)
     if ni >= i then
-      w.newest = { ni, nc + amount, math.max(nl, now) }
+      w.newest = { ni, clamp_used(nc + amount), math.max(nl, now) }
       return
     end
   end
@@ -105,21 +113,43 @@ local function win_add(w, now, amount)
   w.newest, w.count, w.fresh = { i, amount, now }, w.count + 1, true
 end
 
--- Takes usage back oldest first, never below zero: what remains is counted as late as
--- possible, so a refund can never let more through than the limit.
-local function win_refund(w, amount)
+-- Takes `take` out of live record k (after win_flush).
+local function win_take(w, k, take)
+  local i, c, l = struct.unpack('ddd', w.bin, HDR + k * REC + 1)
+  w.total = math.max(0, w.total - take)
+  if take == c and k == w.h then
+    w.h = w.h + 1
+  else
+    local at = HDR + k * REC
+    w.bin = string.sub(w.bin, 1, at) .. struct.pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
+  end
+end
+
+-- Takes usage back, never below zero. With the reservation's time `at` (ms; 0 = not
+-- known), only from the sub-bucket the reservation went into: once that has left the
+-- window the reservation no longer counts and there is nothing to give back (taking it
+-- from newer usage would let more through than the limit). Without it, oldest first:
+-- what remains is counted as late as possible.
+local function win_refund(w, amount, at)
   win_flush(w)
+  if at > 0 then
+    local target = math.floor(at / w.g)
+    for k = w.h, w.count - 1 do
+      local i, c = struct.unpack('dd', w.bin, HDR + k * REC + 1)
+      if i == target then
+        win_take(w, k, math.min(amount, c))
+        return
+      end
+      if i > target then return end
+    end
+    return
+  end
   local left = amount
   while left > 0 and w.h < w.count do
-    local i, c, l = rec(w, w.h)
+    local _, c = struct.unpack('dd', w.bin, HDR + w.h * REC + 1)
     local take = math.min(left, c)
-    left, w.total = left - take, w.total - take
-    if take == c then
-      w.h = w.h + 1
-    else
-      local at = HDR + w.h * REC
-      w.bin = string.sub(w.bin, 1, at) .. struct.pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
-    end
+    left = left - take
+    win_take(w, w.h, take)
   end
 end
 

@@ -215,7 +215,8 @@ async fn reserve_and_settle_never_exceeds_the_token_limit() {
                 // The upstream call used somewhere between 20% and 100% of the estimate.
                 let actual = ESTIMATE * (1 + ((w * 7 + n * 13) % 5) as i64) / 5;
                 tokio::time::sleep(Duration::from_millis(((w + n) % 4) as u64)).await;
-                let report = json!({"model": "m", "tokens": actual, "reserved_tokens": ESTIMATE, "request_id": format!("w{w}-n{n}")});
+                let report = json!({"model": "m", "tokens": actual, "reserved_tokens": ESTIMATE, "request_id": format!("w{w}-n{n}"),
+                                    "reserved_at_ms": a.body["reserved_at_ms"]});
                 let r = client.post("/v1/usage", &report).await;
                 assert_eq!(r.status, 200, "{}", r.body);
                 used_for_real.fetch_add(actual, Ordering::SeqCst);

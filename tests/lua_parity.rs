@@ -16,13 +16,14 @@ use tollgate::store::redis::scripts::LIB;
 
 /// Runs one window operation at an explicit time, keeps the window in field `w` of the
 /// hash KEYS[1] the way the scripts keep it, and reports its state.
-/// ARGV: op (add|refund|peek), window length, now, amount, max
+/// ARGV: op (add|refund|peek), window length, now, amount, max, reservation time of a
+/// refund (0 = not known)
 const WINDOW_HARNESS: &str = r#"
 local w = win_open(redis.call('HGET', KEYS[1], 'w'), tonumber(ARGV[2]))
 local now, amount, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 win_evict(w, now)
 if ARGV[1] == 'add' then win_add(w, now, amount) end
-if ARGV[1] == 'refund' then win_refund(w, amount) end
+if ARGV[1] == 'refund' then win_refund(w, amount, tonumber(ARGV[6])) end
 local stored = win_encode(w)
 redis.call('HSET', KEYS[1], 'w', stored)
 return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount), #stored }
@@ -44,9 +45,20 @@ enum Gap {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Add { gap: Gap, amount: i64 },
-    Refund { gap: Gap, amount: i64 },
-    Peek { gap: Gap, amount: i64 },
+    Add {
+        gap: Gap,
+        amount: i64,
+    },
+    /// `back`: the reservation was made this many hundredths of a window before now.
+    Refund {
+        gap: Gap,
+        amount: i64,
+        back: Option<i64>,
+    },
+    Peek {
+        gap: Gap,
+        amount: i64,
+    },
 }
 
 fn gap() -> impl Strategy<Value = Gap> {
@@ -60,7 +72,8 @@ fn gap() -> impl Strategy<Value = Gap> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (gap(), 1i64..20).prop_map(|(gap, amount)| Op::Add { gap, amount }),
-        1 => (gap(), 1i64..40).prop_map(|(gap, amount)| Op::Refund { gap, amount }),
+        2 => (gap(), 1i64..40, prop::option::of(0i64..150))
+            .prop_map(|(gap, amount, back)| Op::Refund { gap, amount, back }),
         2 => (gap(), 0i64..20).prop_map(|(gap, amount)| Op::Peek { gap, amount }),
     ]
 }
@@ -89,10 +102,10 @@ fn sliding_window_matches_rust() {
                 let mut now = 1_795_000_000_000i64;
                 let mut last_write = now;
                 for op in ops {
-                    let (name, gap, amount) = match op {
-                        Op::Add { gap, amount } => ("add", gap, amount),
-                        Op::Refund { gap, amount } => ("refund", gap, amount),
-                        Op::Peek { gap, amount } => ("peek", gap, amount),
+                    let (name, gap, amount, back) = match op {
+                        Op::Add { gap, amount } => ("add", gap, amount, None),
+                        Op::Refund { gap, amount, back } => ("refund", gap, amount, back),
+                        Op::Peek { gap, amount } => ("peek", gap, amount, None),
                     };
                     now = match gap {
                         Gap::Random(g) => now + g,
@@ -101,10 +114,11 @@ fn sliding_window_matches_rust() {
                     if name == "add" {
                         last_write = now;
                     }
+                    let reserved_at = back.map(|b| now - b * window_ms / 100);
                     rust.evict(now, window_ms);
                     match name {
                         "add" => rust.add(now, amount),
-                        "refund" => rust.refund(amount),
+                        "refund" => rust.refund(amount, reserved_at),
                         _ => {}
                     }
                     let expected = vec![
@@ -120,6 +134,7 @@ fn sliding_window_matches_rust() {
                         .arg(now)
                         .arg(amount)
                         .arg(max)
+                        .arg(reserved_at.unwrap_or(0))
                         .invoke(&mut *conn.borrow_mut())
                         .unwrap();
                     prop_assert_eq!(
@@ -165,6 +180,7 @@ fn window_length_change_matches_rust() {
             .arg(now)
             .arg(amount)
             .arg(100)
+            .arg(0)
             .invoke(&mut conn)
             .unwrap();
         assert_eq!(got[0], rust.used(), "total after window {window}");

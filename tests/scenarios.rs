@@ -42,6 +42,7 @@ on_every_store!(
     sliding_window_returns_capacity,
     budget_period_resets,
     usage_settles_refunds_and_is_idempotent,
+    late_refunds_return_only_what_their_reservation_holds,
     management_shows_live_usage,
     config_changes_apply_to_checks_at_once,
     lengthened_limits_keep_usage_past_the_old_expiry,
@@ -892,6 +893,73 @@ async fn budget_period_resets(b: Backend) {
         t.check(json!({"model": "m", "cost": 0.5})).await.status,
         200
     );
+}
+
+/// Reserve-and-settle across a boundary: a refund whose reservation was counted in an
+/// earlier budget period, or has left the token window, must not come off the usage of
+/// requests admitted since (that would let the limit be overshot). The check's
+/// `reserved_at_ms`, passed back in the report, says where the reservation went.
+async fn late_refunds_return_only_what_their_reservation_holds(b: Backend) {
+    let t = Tollgate::start(b).await;
+    let id = t
+        .create(json!({"model_name": "m", "rate_limit": {"token_max_limit": 10, "token_reset_duration": "1500ms"},
+                       "budgets": [{"max_limit": 1, "reset_duration": "1500ms"}]}))
+        .await;
+    let first = t
+        .check(json!({"model": "m", "tokens": 10, "cost": 1.0}))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let reserved_at = first.body["reserved_at_ms"]
+        .as_i64()
+        .expect("a consumed check says when");
+    // Wait until the first reservation has left both the window and the period.
+    let wait = first.body["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["reset_after_ms"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(wait + 60)).await;
+    let second = t
+        .check(json!({"model": "m", "tokens": 10, "cost": 1.0}))
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    // The first request settles late: it used nothing of its reservation.
+    let late = json!({"model": "m", "tokens": 0, "reserved_tokens": 10, "cost": 0.0, "reserved_cost": 1.0,
+                      "request_id": "late-1", "reserved_at_ms": reserved_at});
+    let a = t.post("/v1/usage", &late).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let c = t.config(&id).await;
+    assert_eq!(
+        c["rate_limit"]["token_current_usage"], 10,
+        "the second request's tokens stay: {c}"
+    );
+    assert_eq!(
+        c["budgets"][0]["current_usage"], 1.0,
+        "the second request's spend stays: {c}"
+    );
+    let third = t
+        .check(json!({"model": "m", "tokens": 1, "cost": 0.01, "dry_run": true}))
+        .await;
+    assert_eq!(third.status, 429, "{}", third.body);
+    // A timely refund with its reservation time still comes back in full.
+    let refund = json!({"model": "m", "tokens": 4, "reserved_tokens": 10, "cost": 0.25, "reserved_cost": 1.0,
+                        "request_id": "timely-2", "reserved_at_ms": second.body["reserved_at_ms"]});
+    assert_eq!(t.post("/v1/usage", &refund).await.status, 200);
+    let c = t.config(&id).await;
+    assert_eq!(c["rate_limit"]["token_current_usage"], 4, "{c}");
+    assert_eq!(c["budgets"][0]["current_usage"], 0.25, "{c}");
+    // A dry run reserves nothing, so it says nothing about when; a bad time is a 400.
+    assert!(third.body.get("reserved_at_ms").is_none());
+    let a = t
+        .post(
+            "/v1/usage",
+            &json!({"model": "m", "reserved_tokens": 1, "reserved_at_ms": -5}),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+    assert!(a.message().contains("reserved_at_ms"), "{}", a.body);
 }
 
 async fn usage_settles_refunds_and_is_idempotent(b: Backend) {

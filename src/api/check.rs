@@ -51,6 +51,9 @@ pub struct UsageRequest {
     pub reserved_tokens: Option<u64>,
     pub reserved_cost: Option<f64>,
     pub request_id: Option<String>,
+    /// The check answer's `reserved_at_ms`: a refund then only returns what that
+    /// reservation still holds.
+    pub reserved_at_ms: Option<i64>,
 }
 
 fn check_model(model: &str) -> Result<(), ApiError> {
@@ -175,11 +178,13 @@ fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &LimitO
 
 /// The answer with its limits, in the shape of `CheckResponse`. Each limit's fixed
 /// fields come pre-serialized from the snapshot (`LimitSpec::answer_head`); only the
-/// counts are written per check.
+/// counts are written per check. `reserved_at_ms`: when the check consumed (the store's
+/// clock), for the gateway to pass back in its usage report.
 pub fn write_answer(
     allowed: bool,
     reason: Option<&str>,
     retry_after_ms: Option<i64>,
+    reserved_at_ms: Option<i64>,
     limits: &[(&LimitSpec, LimitOutcome)],
 ) -> Vec<u8> {
     use std::io::Write;
@@ -214,7 +219,11 @@ pub fn write_answer(
         let _ = serde_json::to_writer(&mut out, &spec.kind.quantity((spec.max - o.used).max(0)));
         let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    if let Some(at) = reserved_at_ms {
+        let _ = write!(out, ",\"reserved_at_ms\":{at}");
+    }
+    out.push(b'}');
     out
 }
 
@@ -231,6 +240,7 @@ pub async fn check<S: Store>(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     check_model(&req.model)?;
+    let dry_run = req.dry_run.unwrap_or(false);
     let amounts = Amounts {
         requests: count("requests", req.requests, 1)?,
         tokens: count("tokens", req.tokens, 0)?,
@@ -259,13 +269,7 @@ pub async fn check<S: Store>(
         return Ok(Json(body).into_response());
     }
 
-    let outcome = match timed(
-        "check",
-        app.store
-            .check(&matched, amounts, req.dry_run.unwrap_or(false)),
-    )
-    .await
-    {
+    let outcome = match timed("check", app.store.check(&matched, amounts, dry_run)).await {
         Ok(o) => o,
         Err(e) => return Ok(fallback(&app, started, e.to_string())),
     };
@@ -303,7 +307,14 @@ pub async fn check<S: Store>(
         axum::http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let body = write_answer(outcome.allowed, reason, retry_after_ms, &pairs);
+    let consumed = outcome.allowed && !dry_run;
+    let body = write_answer(
+        outcome.allowed,
+        reason,
+        retry_after_ms,
+        consumed.then_some(outcome.now_ms),
+        &pairs,
+    );
     Ok((status, headers, body).into_response())
 }
 
@@ -347,6 +358,14 @@ pub async fn usage<S: Store>(
     let delta = UsageDelta {
         tokens: count("tokens", req.tokens, 0)? - count("reserved_tokens", req.reserved_tokens, 0)?,
         cost_nanos: dollars("cost", req.cost)? - dollars("reserved_cost", req.reserved_cost)?,
+        reserved_at_ms: match req.reserved_at_ms {
+            Some(at) if at <= 0 => {
+                return Err(ApiError::bad_request(format!(
+                    "reserved_at_ms must be the positive reserved_at_ms of the check's answer (got {at})"
+                )));
+            }
+            at => at,
+        },
     };
     let request_id = match req.request_id.as_deref() {
         Some("") => {
@@ -430,7 +449,7 @@ mod tests {
             (&compiled.limits[0], outcome(990, false)),
             (&compiled.limits[1], outcome(250_000_000, true)),
         ];
-        let body = write_answer(false, Some("token_limited"), Some(1200), &pairs);
+        let body = write_answer(false, Some("token_limited"), Some(1200), None, &pairs);
         let got: Value = serde_json::from_slice(&body).expect("valid JSON");
         let (id, budget_id) = (&compiled.config.id, &compiled.config.budgets[0].id);
         let expected = json!({
@@ -444,11 +463,22 @@ mod tests {
             ]
         });
         assert_eq!(got, expected);
-        let allowed: Value =
-            serde_json::from_slice(&write_answer(true, None, None, &pairs[..1])).unwrap();
+        let allowed: Value = serde_json::from_slice(&write_answer(
+            true,
+            None,
+            None,
+            Some(1_795_000_000_123),
+            &pairs[..1],
+        ))
+        .unwrap();
         assert_eq!(
             (allowed["reason"].clone(), allowed["retry_after_ms"].clone()),
             (Value::Null, Value::Null)
+        );
+        assert_eq!(allowed["reserved_at_ms"], 1_795_000_000_123i64);
+        assert!(
+            got.get("reserved_at_ms").is_none(),
+            "nothing reserved, nothing to say"
         );
     }
 

@@ -104,7 +104,10 @@ impl BudgetCounter {
 
     /// Adds usage (negative = refund), never below zero.
     pub fn add(&mut self, nanos: i64) {
-        self.used = self.used.saturating_add(nanos).max(0);
+        self.used = self
+            .used
+            .saturating_add(nanos)
+            .clamp(0, super::window::MAX_USED);
     }
 }
 

@@ -15,6 +15,14 @@ use std::collections::VecDeque;
 /// Sub-buckets per window: capacity returns in steps of about 1/30 of the window.
 pub const SUB_BUCKETS: i64 = 30;
 
+/// Usage saturates here (above any max, exact in a Lua double), so usage reports can never
+/// overflow a counter. `lua/lib.lua` has the same bound.
+pub const MAX_USED: i64 = 1 << 62;
+
+fn clamp_used(x: i64) -> i64 {
+    x.clamp(0, MAX_USED)
+}
+
 pub fn granularity_ms(window_ms: i64) -> i64 {
     ((window_ms + SUB_BUCKETS - 1) / SUB_BUCKETS).max(1)
 }
@@ -57,7 +65,7 @@ impl SlidingWindow {
             if front.last_ms > now_ms - window_ms {
                 break;
             }
-            self.total -= front.count;
+            self.total = clamp_used(self.total - front.count);
             self.buckets.pop_front();
         }
     }
@@ -85,7 +93,7 @@ impl SlidingWindow {
         let index = now_ms.div_euclid(self.granularity_ms.max(1));
         match self.buckets.back_mut() {
             Some(back) if back.index >= index => {
-                back.count += amount;
+                back.count = clamp_used(back.count.saturating_add(amount));
                 back.last_ms = back.last_ms.max(now_ms);
             }
             _ => self.buckets.push_back(Bucket {
@@ -94,24 +102,40 @@ impl SlidingWindow {
                 last_ms: now_ms,
             }),
         }
-        self.total += amount;
+        self.total = clamp_used(self.total.saturating_add(amount));
     }
 
-    /// Takes back usage, oldest first and never below zero. Oldest first keeps what
-    /// remains counted as late as possible, so a refund can never let more through.
-    pub fn refund(&mut self, amount: i64) {
+    /// Takes back usage, never below zero. With the reservation's time `reserved_at_ms`,
+    /// only from the sub-bucket the reservation went into: once that has left the window
+    /// the reservation no longer counts and there is nothing to give back (taking it from
+    /// newer usage would let more through than the limit). Without it, oldest first, so
+    /// what remains is counted as late as possible.
+    pub fn refund(&mut self, amount: i64, reserved_at_ms: Option<i64>) {
+        if let Some(at) = reserved_at_ms {
+            let target = at.div_euclid(self.granularity_ms.max(1));
+            if let Some(k) = self.buckets.iter().position(|b| b.index == target) {
+                let take = amount.min(self.buckets[k].count);
+                self.take(k, take);
+            }
+            return;
+        }
         let mut left = amount;
         while left > 0 {
-            let Some(front) = self.buckets.front_mut() else {
+            let Some(front) = self.buckets.front() else {
                 break;
             };
             let take = left.min(front.count);
-            front.count -= take;
-            self.total -= take;
             left -= take;
-            if front.count == 0 {
-                self.buckets.pop_front();
-            }
+            self.take(0, take);
+        }
+    }
+
+    /// Takes `take` out of bucket `k`; an emptied oldest bucket goes (as in `lib.lua`).
+    fn take(&mut self, k: usize, take: i64) {
+        self.buckets[k].count -= take;
+        self.total = clamp_used(self.total - take);
+        if k == 0 && self.buckets[0].count == 0 {
+            self.buckets.pop_front();
         }
     }
 
@@ -192,13 +216,49 @@ mod tests {
         win.add(0, 5);
         win.evict(5_000, w);
         win.add(5_000, 5);
-        win.refund(7);
+        win.refund(7, None);
         assert_eq!(win.used(), 3);
         // The bucket at t=0 is gone, so the rest leaves with the t=5s bucket.
         assert_eq!(win.reset_after_ms(5_000, w), 10_000);
-        win.refund(100);
+        win.refund(100, None);
         assert_eq!(win.used(), 0);
         assert_eq!(win.bucket_count(), 0);
+    }
+
+    #[test]
+    fn a_refund_with_its_reservation_time_only_returns_what_that_reservation_holds() {
+        let w = 30_000; // 1s buckets
+        let mut win = SlidingWindow::default();
+        win.evict(0, w);
+        win.add(0, 10); // reserved at t=0
+        win.evict(20_000, w);
+        win.add(20_000, 10); // another request's usage
+        // Refund 8 of the t=0 reservation: taken from its own bucket.
+        win.refund(8, Some(0));
+        assert_eq!(win.used(), 12);
+        win.evict(31_000, w);
+        assert_eq!(
+            win.used(),
+            10,
+            "the t=0 bucket has left; the newer usage stays"
+        );
+        // A late refund of a reservation that already left the window gives nothing back.
+        win.refund(10, Some(500));
+        assert_eq!(win.used(), 10);
+        // Never more than the bucket holds.
+        win.refund(50, Some(20_400));
+        assert_eq!(win.used(), 0);
+    }
+
+    #[test]
+    fn usage_saturates_instead_of_overflowing() {
+        let mut win = SlidingWindow::default();
+        win.evict(0, 1_000);
+        for _ in 0..2_000 {
+            win.add(0, (1 << 53) - 1);
+        }
+        assert_eq!(win.used(), MAX_USED);
+        assert!(!admits(win.used(), (1 << 53) - 1, 0));
     }
 
     #[test]

@@ -170,10 +170,10 @@ fn write_atomically(path: &Path, state: &StateFile) -> Result<(), String> {
     Ok(())
 }
 
-/// One limit's counter, brought up to `now`; the period end for budgets.
+/// One limit's counter, brought up to `now`; the period's (start, end) for budgets.
 enum Counter<'a> {
     Window(&'a mut SlidingWindow),
-    Budget(&'a mut BudgetCounter, i64),
+    Budget(&'a mut BudgetCounter, (i64, i64)),
 }
 
 impl Counter<'_> {
@@ -186,8 +186,8 @@ impl Counter<'_> {
             }
             Some(grid) => {
                 let b = c.budgets.entry(spec.field.clone()).or_default();
-                let (_, end) = b.roll(grid, now);
-                Counter::Budget(b, end)
+                let period = b.roll(grid, now);
+                Counter::Budget(b, period)
             }
         }
     }
@@ -352,7 +352,7 @@ impl Store for MemoryStore {
                             },
                         }
                     }
-                    Counter::Budget(b, end) => {
+                    Counter::Budget(b, (_, end)) => {
                         if consume {
                             b.add(amount);
                         }
@@ -370,7 +370,11 @@ impl Store for MemoryStore {
                 c.expires_ms = c.expires_ms.max(now + lifetime_ms(config, now));
             }
         }
-        Ok(CheckOutcome { allowed, limits })
+        Ok(CheckOutcome {
+            allowed,
+            limits,
+            now_ms: now,
+        })
     }
 
     async fn record_usage(
@@ -413,8 +417,15 @@ impl Store for MemoryStore {
                 wrote = true;
                 match Counter::open(c, spec, now) {
                     Counter::Window(w) if d > 0 => w.add(now, d),
-                    Counter::Window(w) => w.refund(-d),
-                    Counter::Budget(b, _) => b.add(d),
+                    Counter::Window(w) => w.refund(-d, delta.reserved_at_ms),
+                    // A refund of a reservation made in an earlier period has nothing
+                    // left to return.
+                    Counter::Budget(b, (start, _))
+                        if d > 0 || delta.reserved_at_ms.is_none_or(|at| at >= start) =>
+                    {
+                        b.add(d)
+                    }
+                    Counter::Budget(..) => {}
                 }
             }
             if wrote {

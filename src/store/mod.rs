@@ -85,6 +85,9 @@ pub struct LimitOutcome {
 pub struct CheckOutcome {
     pub allowed: bool,
     pub limits: Vec<LimitOutcome>,
+    /// The store's time of the decision (Unix ms): what a settling usage report passes
+    /// back as `reserved_at_ms`.
+    pub now_ms: i64,
 }
 
 /// Actual minus reserved usage; negative values are refunds.
@@ -92,6 +95,9 @@ pub struct CheckOutcome {
 pub struct UsageDelta {
     pub tokens: i64,
     pub cost_nanos: i64,
+    /// When the check reserved (the store's clock, Unix ms), if the gateway says: a
+    /// refund then only returns what that reservation still holds.
+    pub reserved_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -539,6 +539,7 @@ impl Store for RedisStore {
         Ok(CheckOutcome {
             allowed: reply[0] == 1,
             limits,
+            now_ms: reply[1],
         })
     }
 
@@ -558,7 +559,8 @@ impl Store for RedisStore {
                 .arg(USAGE_ID_TTL.as_millis() as u64)
                 .arg(delta.tokens)
                 .arg(delta.cost_nanos)
-                .arg(deadline);
+                .arg(deadline)
+                .arg(delta.reserved_at_ms.unwrap_or(0));
             Self::limit_args(cmd, configs);
         };
         let mut conn = self.conn.clone();
