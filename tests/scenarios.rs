@@ -43,6 +43,7 @@ on_every_store!(
     budget_period_resets,
     usage_settles_refunds_and_is_idempotent,
     late_refunds_return_only_what_their_reservation_holds,
+    usage_reports_saturate_and_leave_nothing_behind,
     management_shows_live_usage,
     config_changes_apply_to_checks_at_once,
     lengthened_limits_keep_usage_past_the_old_expiry,
@@ -960,6 +961,43 @@ async fn late_refunds_return_only_what_their_reservation_holds(b: Backend) {
         .await;
     assert_eq!(a.status, 400);
     assert!(a.message().contains("reserved_at_ms"), "{}", a.body);
+}
+
+/// However much usage reports add, counters saturate (no overflow into negative usage
+/// that would admit again), and a refund on counters that hold nothing stores nothing
+/// (in Redis, a hash without a TTL would stay forever).
+async fn usage_reports_saturate_and_leave_nothing_behind(b: Backend) {
+    let t = Tollgate::start(b).await;
+    let id = t
+        .create(json!({"model_name": "m", "rate_limit": {"token_max_limit": 100, "token_reset_duration": "1h"}}))
+        .await;
+    let refund = json!({"model": "m", "tokens": 0, "reserved_tokens": 50});
+    assert_eq!(t.post("/v1/usage", &refund).await.status, 200);
+    if let Some(r) = &t.redis {
+        let keys: Vec<String> = r.cmd(&["KEYS", "*c:*"]);
+        assert!(keys.is_empty(), "a refund of nothing stored {keys:?}");
+    }
+    let huge = json!({"model": "m", "tokens": (1u64 << 53) - 1});
+    for _ in 0..1030 {
+        assert_eq!(t.post("/v1/usage", &huge).await.status, 200);
+    }
+    let a = t.check(json!({"model": "m", "tokens": 50})).await;
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert_eq!(
+        a.body["limits"][0]["used"],
+        1u64 << 62,
+        "saturated: {}",
+        a.body
+    );
+    assert_eq!(
+        t.config(&id).await["rate_limit"]["token_current_usage"],
+        1u64 << 62
+    );
+    if let Some(r) = &t.redis {
+        let key = format!("tollgate:c:{id}");
+        let ttl: i64 = r.cmd(&["PTTL", &key]);
+        assert!(ttl > 0, "counters expire when idle (PTTL {ttl})");
+    }
 }
 
 async fn usage_settles_refunds_and_is_idempotent(b: Backend) {
