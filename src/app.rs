@@ -115,9 +115,12 @@ impl<S: Store> App<S> {
     /// Keeps the snapshot current: on every change notification, and every `poll`.
     pub async fn sync_forever(self: Arc<Self>, poll: Duration) {
         let changes = self.store.changes();
+        let throttle = crate::log_throttle::LogThrottle::new(10_000);
         loop {
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "config snapshot refresh failed");
+            if let Err(e) = self.refresh().await
+                && let Some(more) = throttle.allow(chrono::Utc::now().timestamp_millis())
+            {
+                tracing::warn!(error = %e, also_since_last_line = more, "config snapshot refresh failed");
             }
             tokio::select! {
                 _ = changes.notified() => {}

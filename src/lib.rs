@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod limits;
+pub mod log_throttle;
 pub mod metrics;
 pub mod model;
 pub mod server;

@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use crate::app::{App, timed};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec, MatchKey};
+use crate::log_throttle::LogThrottle;
 use crate::metrics as m;
 use crate::model::validate::MAX_COUNT_LIMIT;
 use crate::model::{dollars_to_nanos, nanos_to_dollars};
@@ -322,7 +323,11 @@ pub async fn check<S: Store>(
 fn fallback<S: Store>(app: &App<S>, started: Instant, error: String) -> Response {
     let policy = app.on_store_error;
     metrics::counter!(m::STORE_FALLBACKS, "policy" => policy.as_str()).increment(1);
-    tracing::warn!(%error, policy = policy.as_str(), "store failed during check; answering by policy");
+    static THROTTLE: LogThrottle = LogThrottle::new(1_000);
+    if let Some(more) = THROTTLE.allow(chrono::Utc::now().timestamp_millis()) {
+        tracing::warn!(%error, policy = policy.as_str(), also_since_last_line = more,
+            "store failed during check; answering by policy");
+    }
     let allowed = policy == StoreErrorPolicy::Allow;
     let reason = (!allowed).then_some("store_unavailable");
     // The metric says why for both policies: an allowed check that no limit decided is

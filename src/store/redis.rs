@@ -279,9 +279,10 @@ impl RedisStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(options.bulk_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
+            // One connection attempt per reconnect, no backoff: while Redis refuses
+            // connections, checks fall back at once instead of each waiting out a retry
+            // delay; the next call tries again.
+            .set_number_of_retries(0);
         let conn = client
             .get_connection_manager_lazy(config)
             .map_err(|e| format!("cannot set up redis connection: {e}"))?;
