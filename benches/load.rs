@@ -98,13 +98,13 @@ struct Opts {
     alt_script: Option<PathBuf>,
 }
 
-fn usage() -> ! {
+fn usage(code: i32) -> ! {
     eprintln!(
         "usage: cargo bench --bench load -- [--scenario a,b,c,d|all] [--concurrency 32] \
          [--duration 10] [--warmup 2] [--prefill 65] [--rate R] [--client-threads 1] [--tollgate-threads N] \
          [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH] [--redis-arg 'NAME VALUE'] [--alt-script FILE]"
     );
-    std::process::exit(2)
+    std::process::exit(code)
 }
 
 fn parse_opts() -> Opts {
@@ -134,9 +134,9 @@ fn parse_opts() -> Opts {
         if flag == "--bench" {
             continue;
         }
-        let mut value = || args.next().unwrap_or_else(|| usage());
-        let secs = |v: String| Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage()));
-        let num = |v: String| v.parse::<usize>().unwrap_or_else(|_| usage());
+        let mut value = || args.next().unwrap_or_else(|| usage(2));
+        let secs = |v: String| Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage(2)));
+        let num = |v: String| v.parse::<usize>().unwrap_or_else(|_| usage(2));
         match flag.as_str() {
             "--scenario" => {
                 let v = value();
@@ -146,7 +146,7 @@ fn parse_opts() -> Opts {
                     v.split(',')
                         .map(|s| match s.trim() {
                             s @ ("a" | "b" | "c" | "d") => s.chars().next().unwrap(),
-                            _ => usage(),
+                            _ => usage(2),
                         })
                         .collect()
                 }
@@ -155,12 +155,12 @@ fn parse_opts() -> Opts {
             "--duration" => o.duration = secs(value()),
             "--warmup" => o.warmup = secs(value()),
             "--prefill" => o.prefill = secs(value()),
-            "--rate" => o.rate = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--rate" => o.rate = Some(value().parse().unwrap_or_else(|_| usage(2))),
             "--client-threads" => o.client_threads = num(value()).max(1),
             "--tollgate-threads" => o.tollgate_threads = Some(num(value()).max(1)),
             "--configs" => o.filler_configs = num(value()).max(3),
-            "--quiet" => o.quiet = value().parse().unwrap_or_else(|_| usage()),
-            "--max-foreign" => o.max_foreign = value().parse().unwrap_or_else(|_| usage()),
+            "--quiet" => o.quiet = value().parse().unwrap_or_else(|_| usage(2)),
+            "--max-foreign" => o.max_foreign = value().parse().unwrap_or_else(|_| usage(2)),
             "--attempts" => o.attempts = num(value()).max(1),
             "--quiet-patience" => o.quiet_patience = num(value()) as u64,
             "--perf" => o.perf_dir = Some(PathBuf::from(value())),
@@ -170,8 +170,8 @@ fn parse_opts() -> Opts {
             "--redis-arg" => o
                 .redis_args
                 .extend(value().split_whitespace().map(String::from)),
-            "-h" | "--help" => usage(),
-            _ => usage(),
+            "-h" | "--help" => usage(0),
+            _ => usage(2),
         }
     }
     o

@@ -349,27 +349,37 @@ async fn rediss_urls_connect_over_tls() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    /// The server goes with the test, whether it passes or panics.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let port = free_port();
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&cert)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = KillOnDrop(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("rediss://127.0.0.1:{port}/#insecure");
     let p = Process::spawn(&["--redis-url", &url], &[]).await;
     let client: &Client = &p;
@@ -386,6 +396,4 @@ async fn rediss_urls_connect_over_tls() {
         429,
         "enforced through the TLS Redis"
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }

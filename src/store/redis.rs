@@ -315,6 +315,8 @@ impl RedisStore {
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(limit, op).await {
+            // redis-rs's own response timeout (the bulk timeout) may fire first.
+            Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(limit)),
             Ok(result) => result.map_err(unavailable),
             Err(_) => Err(StoreError::Timeout(limit)),
         }
