@@ -272,20 +272,32 @@ async fn replicas_with_skewed_clocks_agree() {
         &[("FAKETIME_DONT_FAKE_MONOTONIC", "1")],
     )
     .await;
-    // Proof that the clock really is skewed in that process.
-    let probe = skewed.create(json!({"model_name": "probe"})).await;
-    let created = skewed.config(&probe).await["created_at"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let created = chrono::DateTime::parse_from_rfc3339(&created).unwrap();
-    let skew = created
+    // Proof that the clock really is skewed in that process: its log timestamps.
+    let logged = skewed.stderr();
+    let stamp = logged
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("a log line: {logged}"));
+    let skew = chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("{stamp}: {e}"))
         .signed_duration_since(chrono::Utc::now())
         .num_minutes();
     assert!(
         (115..=125).contains(&skew),
         "faketime skews by ~2h, got {skew} min"
     );
+    // Yet what it writes is stamped with Redis's time, so a budget grid anchored at
+    // creation runs on the clock the scripts count with.
+    let probe = skewed.create(json!({"model_name": "probe"})).await;
+    let created = skewed.config(&probe).await["created_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = chrono::DateTime::parse_from_rfc3339(&created).unwrap();
+    let off = created
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!(off.abs() < 60, "created_at on Redis time, off by {off} s");
 
     let id = normal
         .create(json!({"model_name": "m", "rate_limit": {"request_max_limit": 4, "request_reset_duration": "1m"},

@@ -67,7 +67,8 @@ pub async fn create<S: Store>(
     State(app): State<Arc<App<S>>>,
     JsonBody(req): JsonBody<CreateModelConfig>,
 ) -> Result<Json<Value>, ApiError> {
-    let config = create_config(req, chrono::Utc::now())?;
+    let now = timed("clock", app.store.clock()).await?;
+    let config = create_config(req, now)?;
     let version = timed_write("create_config", app.store.create_config(&config)).await?;
     app.apply_local(version, LocalChange::Upsert(&config)).await;
     let shown = after_write(&app, config).await?;
@@ -97,7 +98,8 @@ pub async fn update<S: Store>(
         let current = timed("get_config", app.store.get_config(&id))
             .await?
             .ok_or_else(|| ApiError::config_not_found(&id))?;
-        let next = update_config(&current, req.clone(), chrono::Utc::now())?;
+        let now = timed("clock", app.store.clock()).await?;
+        let next = update_config(&current, req.clone(), now)?;
         match timed_write("replace_config", app.store.replace_config(&current, &next)).await {
             Ok(version) => {
                 app.apply_local(version, LocalChange::Upsert(&next)).await;

@@ -9,6 +9,7 @@ pub mod redis;
 
 use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
+use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,6 +179,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Notified when another replica may have changed configs.
     fn changes(&self) -> Arc<Notify>;
+
+    /// The store's time (Redis `TIME`). Configs are stamped with it, so a budget grid
+    /// anchored at a config's creation runs on the clock the scripts count with, whatever
+    /// the clock of the replica that wrote it.
+    fn clock(&self) -> impl Future<Output = Result<DateTime<Utc>, StoreError>> + Send;
 }
 
 /// Counter fields of a budget that `new` no longer has.

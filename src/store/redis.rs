@@ -7,6 +7,7 @@ use super::{
 };
 use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, ErrorKind, FromRedisValue, Script, ServerErrorKind, Value};
@@ -640,6 +641,15 @@ impl Store for RedisStore {
             }
         }
         Ok(())
+    }
+
+    async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = self
+            .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        DateTime::from_timestamp(secs, (micros * 1000) as u32)
+            .ok_or_else(|| corrupt(format_args!("TIME answered {secs} s {micros} µs")))
     }
 
     fn changes(&self) -> Arc<Notify> {
