@@ -222,22 +222,28 @@ async fn state_file_keeps_configs_across_restarts() {
     assert_eq!(second.check(json!({"model": "gpt-4o"})).await.status, 429);
 }
 
+/// Starts tollgate on `state` and expects it to refuse; its stderr.
+fn refused_start_with_state_file(state: &std::path::Path) -> String {
+    let out = tollgate()
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-file")
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "tollgate started on {}",
+        state.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_corrupt_state_file_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     std::fs::write(&state, "{ not json").unwrap();
-    let out = tollgate()
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--state-file",
-            state.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start_with_state_file(&state);
     assert!(
         err.contains("state file") && err.contains("not valid"),
         "{err}"
@@ -253,17 +259,7 @@ fn a_corrupt_state_file_refuses_to_start() {
 fn a_state_file_in_a_missing_directory_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("no-such-dir").join("state.json");
-    let out = tollgate()
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--state-file",
-            state.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start_with_state_file(&state);
     assert!(
         err.contains("cannot write state file") && err.contains("no-such-dir"),
         "{err}"
