@@ -1051,23 +1051,27 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
 
     // 2. The same script call straight to Redis.
     let direct_procs = vec![procs[0].clone(), ("load generator".into(), me)];
+    // One script worker per connection slot; `conn(i)` gives worker i its connection.
+    let script_workers = |w: Window, script: &Arc<redis::Script>, conn: &dyn Fn() -> Conn| {
+        (0..opts.concurrency)
+            .map(|i| {
+                tokio::spawn(script_worker(
+                    conn(),
+                    script.clone(),
+                    call.clone(),
+                    w.for_worker(i, opts.concurrency),
+                ))
+            })
+            .collect()
+    };
+    let shared_conn = || Conn::Shared(shared.clone());
+    let own_conn = || Conn::Own(Box::new(client.clone()));
     let direct_shared = phase(
         opts,
         "direct, 1 multiplexed conn",
         &direct_procs,
         None,
-        |w| {
-            (0..opts.concurrency)
-                .map(|i| {
-                    tokio::spawn(script_worker(
-                        Conn::Shared(shared.clone()),
-                        script.clone(),
-                        call.clone(),
-                        w.for_worker(i, opts.concurrency),
-                    ))
-                })
-                .collect()
-        },
+        |w| script_workers(w, &script, &shared_conn),
     )
     .await;
     let direct_per_conn = phase(
@@ -1075,18 +1079,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         &format!("direct, {} conns", opts.concurrency),
         &direct_procs,
         None,
-        |w| {
-            (0..opts.concurrency)
-                .map(|i| {
-                    tokio::spawn(script_worker(
-                        Conn::Own(Box::new(client.clone())),
-                        script.clone(),
-                        call.clone(),
-                        w.for_worker(i, opts.concurrency),
-                    ))
-                })
-                .collect()
-        },
+        |w| script_workers(w, &script, &own_conn),
     )
     .await;
     if let Some(path) = &opts.alt_script {
@@ -1100,16 +1093,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
             ("direct, alt script, 1 mux", &alt),
         ] {
             phase(opts, label, &direct_procs, None, |w| {
-                (0..opts.concurrency)
-                    .map(|i| {
-                        tokio::spawn(script_worker(
-                            Conn::Shared(shared.clone()),
-                            s.clone(),
-                            call.clone(),
-                            w.for_worker(i, opts.concurrency),
-                        ))
-                    })
-                    .collect()
+                script_workers(w, s, &shared_conn)
             })
             .await;
         }

@@ -112,6 +112,12 @@ pub struct CompiledConfig {
 }
 
 impl CompiledConfig {
+    /// `max_counter_lifetime_ms` of a config about to be written (stores extend kept
+    /// counters to it on update).
+    pub fn counter_lifetime_of(config: &ModelConfig) -> Result<i64, String> {
+        Ok(Self::compile(config.clone())?.max_counter_lifetime_ms())
+    }
+
     /// How long this config's counters can matter after a write, at most: a window's
     /// length plus one sub-bucket, a budget's longest possible period. Used when a config
     /// changes, so counters kept across the change outlive what the old limits needed.

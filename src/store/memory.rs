@@ -246,9 +246,7 @@ impl Store for MemoryStore {
         old: &ModelConfig,
         new: &ModelConfig,
     ) -> Result<u64, WriteError> {
-        let lifetime = CompiledConfig::compile(new.clone())
-            .map_err(StoreError::Corrupt)?
-            .max_counter_lifetime_ms();
+        let lifetime = CompiledConfig::counter_lifetime_of(new).map_err(StoreError::Corrupt)?;
         let version = self
             .write(|set| {
                 match set.configs.get(&old.id) {

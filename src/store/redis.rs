@@ -470,9 +470,7 @@ impl Store for RedisStore {
         let json = serde_json::to_string(new).map_err(corrupt)?;
         let (old_identity, new_identity) = (old.identity(), new.identity());
         let removed = removed_budget_fields(old, new);
-        let lifetime_ms = CompiledConfig::compile(new.clone())
-            .map_err(corrupt)?
-            .max_counter_lifetime_ms();
+        let lifetime_ms = CompiledConfig::counter_lifetime_of(new).map_err(corrupt)?;
         let counters = self.keys.counters(&old.id);
         let keys = self.keys.for_config_write(&counters);
         self.write_script(&self.scripts.update, &keys, |cmd| {
