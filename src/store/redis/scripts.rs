@@ -1,0 +1,99 @@
+//! The Lua scripts of `lua/` and how they are called: EVALSHA, EVAL when Redis lost them.
+
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind};
+
+/// A script from `lua/`, with the shared prelude it builds on prepended.
+macro_rules! lua {
+    ($prelude:literal, $name:literal) => {
+        concat!(
+            include_str!(concat!("../../../lua/", $prelude)),
+            "\n",
+            include_str!(concat!("../../../lua/", $name))
+        )
+    };
+}
+
+// Source of every script, for tests and benchmarks that call them directly.
+pub const CHECK: &str = lua!("lib.lua", "check.lua");
+pub const USAGE: &str = lua!("lib.lua", "usage.lua");
+pub const READ_USAGE: &str = lua!("lib.lua", "read_usage.lua");
+pub const LIB: &str = include_str!("../../../lua/lib.lua");
+pub const CONFIG_CREATE: &str = lua!("config_lib.lua", "config_create.lua");
+pub const CONFIG_UPDATE: &str = lua!("config_lib.lua", "config_update.lua");
+pub const CONFIG_DELETE: &str = lua!("config_lib.lua", "config_delete.lua");
+
+/// A script and its source, so it can be sent whole when Redis has lost it.
+pub(super) struct Lua {
+    pub(super) source: &'static str,
+    pub(super) script: Script,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Lua {
+            source,
+            script: Script::new(source),
+        }
+    }
+}
+
+pub(super) struct Scripts {
+    pub(super) check: Lua,
+    pub(super) usage: Lua,
+    pub(super) read_usage: Lua,
+    pub(super) create: Lua,
+    pub(super) update: Lua,
+    pub(super) delete: Lua,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Scripts {
+            check: Lua::new(CHECK),
+            usage: Lua::new(USAGE),
+            read_usage: Lua::new(READ_USAGE),
+            create: Lua::new(CONFIG_CREATE),
+            update: Lua::new(CONFIG_UPDATE),
+            delete: Lua::new(CONFIG_DELETE),
+        }
+    }
+
+    pub(super) fn all(&self) -> [&Script; 6] {
+        [
+            &self.check.script,
+            &self.usage.script,
+            &self.read_usage.script,
+            &self.create.script,
+            &self.update.script,
+            &self.delete.script,
+        ]
+    }
+}
+
+/// Runs `lua` with the keys and arguments that `fill` writes after the script (first
+/// the number of keys). EVALSHA first; if Redis lacks the script (restarted, or
+/// `SCRIPT FLUSH`), EVAL of the source, which runs and caches it in one step. (Loading
+/// and then retrying the EVALSHA, as `redis::Script` does, fails when a flush falls in
+/// between.) `fill` writes straight into the command: no per-argument buffers.
+pub(super) async fn invoke<T: FromRedisValue>(
+    conn: &mut ConnectionManager,
+    lua: &Lua,
+    fill: impl Fn(&mut redis::Cmd),
+) -> redis::RedisResult<T> {
+    let command = |verb: &str, script: &str| {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script);
+        fill(&mut cmd);
+        cmd
+    };
+    match command("EVALSHA", lua.script.get_hash())
+        .query_async(conn)
+        .await
+    {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            command("EVAL", lua.source).query_async(conn).await
+        }
+        other => other,
+    }
+}
