@@ -77,7 +77,7 @@ fn matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("matching");
     for n in [10usize, 1_000, 100_000] {
         let snapshot = Snapshot::build(1, configs(n));
-        assert_eq!(snapshot.configs.len(), n);
+        assert_eq!(snapshot.len(), n);
         assert_eq!(snapshot.matching(&key()).len(), 3);
         group.bench_with_input(BenchmarkId::from_parameter(n), &snapshot, |b, s| {
             // What the check handler does: match, then borrow the compiled configs.

@@ -416,6 +416,7 @@ fn redis_store(url: &str) -> RedisStore {
         key_prefix: KEY_PREFIX.into(),
         timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(60),
+        allow_evicting: false,
     })
     .unwrap()
 }
@@ -427,9 +428,16 @@ fn redis_store(url: &str) -> RedisStore {
 async fn seed_fillers(url: &str, n: usize) {
     let store = redis_store(url);
     let now = chrono::Utc::now();
+    let mut epoch = None;
     for i in 0..n {
         let cfg = create_config(serde_json::from_value(filler_body(i)).unwrap(), now).unwrap();
-        store.create_config(&cfg).await.unwrap();
+        epoch = Some(
+            store
+                .create_config(&cfg, epoch.as_deref())
+                .await
+                .unwrap()
+                .epoch,
+        );
     }
 }
 
@@ -464,8 +472,8 @@ async fn ready_configs(addr: SocketAddr) -> u64 {
 /// them, matched by the same snapshot code, in the same order (mirrors `RedisStore::check`).
 async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
     let store = redis_store(url);
-    let (version, configs) = store.load_configs().await.unwrap();
-    let snapshot = Snapshot::build(version, configs);
+    let configs = tollgate::store::all_configs(&store).await.unwrap();
+    let snapshot = Snapshot::build(1, configs);
     let key = MatchKey {
         model: "gpt-4o",
         provider: None,

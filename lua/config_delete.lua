@@ -1,20 +1,25 @@
--- config_delete.lua: remove a config and its counters if nobody changed it since it was read.
--- KEYS[1] configs hash   KEYS[2] identities hash   KEYS[3] version counter
--- KEYS[4] counters hash of this config
--- ARGV[1] deadline (ms, Redis clock; see config_lib.lua)
--- ARGV[2] id   ARGV[3] revision that was read   ARGV[4] identity   ARGV[5] change channel
--- Returns {1, version} | {0, 'missing'} | {0, 'stale'} | {0, 'expired'}.
+-- config_delete.lua: remove a config and its counters if nobody changed it since it
+-- was read.
+-- KEYS[1…6], ARGV[1…4]: see config_lib.lua   KEYS[7] counters hash of this config
+-- ARGV[5] id   ARGV[6] revision that was read   ARGV[7] identity
+-- Returns {1, version, epoch} | {0, 'missing' | 'stale' | 'expired' | 'seeding' |
+-- 'epoch'}.
 
-if past_deadline(now_ms()) then
+local now = now_ms()
+if past_deadline(now) then
   return { 0, 'expired' }
 end
-local refused = refusal(KEYS[1], ARGV[2], ARGV[3])
+local fenced = fence(now)
+if fenced then
+  return { 0, fenced }
+end
+local refused = refusal(ARGV[5], ARGV[6])
 if refused then
   return { 0, refused }
 end
-redis.call('HDEL', KEYS[1], ARGV[2])
-if redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[2] then
-  redis.call('HDEL', KEYS[2], ARGV[4])
+redis.call('HDEL', KEYS[1], ARGV[5])
+if redis.call('HGET', KEYS[2], ARGV[7]) == ARGV[5] then
+  redis.call('HDEL', KEYS[2], ARGV[7])
 end
-redis.call('DEL', KEYS[4])
-return { 1, announce(KEYS[3], ARGV[5]) }
+redis.call('DEL', KEYS[7])
+return commit(ARGV[5], true)

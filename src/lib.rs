@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod settings;
+pub mod state_file;
 pub mod store;
 
 pub use server::{Running, run, start};

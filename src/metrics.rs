@@ -14,6 +14,11 @@ pub const CONFIGS: &str = "tollgate_configs";
 pub const SNAPSHOT_AGE: &str = "tollgate_config_snapshot_age_seconds";
 pub const SNAPSHOT_RELOADS: &str = "tollgate_config_reloads_total";
 pub const HTTP_REQUESTS: &str = "tollgate_http_requests_total";
+pub const CONFIG_SYNCS: &str = "tollgate_config_syncs_total";
+pub const CONFIG_CHANGES_APPLIED: &str = "tollgate_config_changes_applied_total";
+pub const STORE_DATA_LOSS: &str = "tollgate_store_data_loss_total";
+pub const CONFIG_RESEEDS: &str = "tollgate_config_reseeds_total";
+pub const STORE_WRITABLE: &str = "tollgate_store_writable";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -27,6 +32,11 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_AGE,
     SNAPSHOT_RELOADS,
     HTTP_REQUESTS,
+    CONFIG_SYNCS,
+    CONFIG_CHANGES_APPLIED,
+    STORE_DATA_LOSS,
+    CONFIG_RESEEDS,
+    STORE_WRITABLE,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -95,5 +105,25 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests, by route template and status code."
+    );
+    describe_counter!(
+        CONFIG_SYNCS,
+        "Config syncs that found something to do, by kind (incremental|full|wait)."
+    );
+    describe_counter!(
+        CONFIG_CHANGES_APPLIED,
+        "Configs changed by other replicas and applied incrementally from the change log."
+    );
+    describe_counter!(
+        STORE_DATA_LOSS,
+        "Times the store was found to have lost configs (epoch marker gone or changed, version rolled back)."
+    );
+    describe_counter!(
+        CONFIG_RESEEDS,
+        "Re-seeds of a store that lost configs, by result (seeded|adopted)."
+    );
+    describe_gauge!(
+        STORE_WRITABLE,
+        "1 while the store accepts writes, 0 while it rejects them (OOM, read-only, MISCONF) or evicts configs."
     );
 }

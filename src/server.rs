@@ -3,7 +3,7 @@
 use crate::app::App;
 use crate::settings::Settings;
 use crate::store::redis::RedisOptions;
-use crate::store::{MemoryStore, RedisStore, Store};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     sync: JoinHandle<()>,
+    persist: JoinHandle<()>,
 }
 
 impl Running {
@@ -36,6 +37,7 @@ impl Running {
             }
         };
         self.sync.abort();
+        self.persist.abort();
         result
     }
 }
@@ -43,6 +45,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.sync.abort();
+        self.persist.abort();
         self.server.abort();
     }
 }
@@ -57,29 +60,44 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
                 key_prefix: settings.key_prefix.clone(),
                 timeout,
                 bulk_timeout: (timeout * 20).max(Duration::from_secs(5)),
+                allow_evicting: settings.allow_evicting_redis,
             })?;
-            start_with(store, &settings).await
+            // Refuse now what would silently lose configs; a Redis that is down is checked
+            // by /ready once it is up.
+            match store.check_eviction_policy().await {
+                Err(StoreError::Unavailable(e)) if e.contains("maxmemory-policy") => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check Redis's settings yet; /ready will")
+                }
+                Ok(()) => {}
+            }
+            start_with(store, &settings, settings.state_file.clone()).await
         }
         None => {
             let store = match &settings.state_file {
                 Some(path) => MemoryStore::with_state_file(path)?,
                 None => MemoryStore::new(),
             };
-            start_with(store, &settings).await
+            start_with(store, &settings, None).await
         }
     }
 }
 
-async fn start_with<S: Store>(store: S, settings: &Settings) -> Result<Running, String> {
+/// `snapshot_file`: with Redis, this replica's copy of its snapshot (`--state-file`).
+async fn start_with<S: Store>(
+    store: S,
+    settings: &Settings,
+    snapshot_file: Option<std::path::PathBuf>,
+) -> Result<Running, String> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(App::new(
-        store,
-        settings.api_keys(),
-        settings.on_store_error,
-    ));
+    let mut app = App::new(store, settings.api_keys(), settings.on_store_error);
+    if let Some(path) = snapshot_file {
+        app.keep_snapshot_in(path)?;
+    }
+    let app = Arc::new(app);
     // Not fatal: with Redis down, tollgate starts not ready and the sync loop retries.
     if let Err(e) = app.refresh().await {
         tracing::warn!(error = %e, "initial config load failed; will retry");
@@ -88,6 +106,7 @@ async fn start_with<S: Store>(store: S, settings: &Settings) -> Result<Running, 
         app.clone()
             .sync_forever(Duration::from_millis(settings.config_poll_ms)),
     );
+    let persist = tokio::spawn(app.clone().persist_forever());
     let router = crate::api::router(app, settings.max_body_bytes as usize);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -103,6 +122,7 @@ async fn start_with<S: Store>(store: S, settings: &Settings) -> Result<Running, 
         shutdown: Some(tx),
         server,
         sync,
+        persist,
     })
 }
 

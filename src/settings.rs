@@ -54,9 +54,15 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_KEY_PREFIX", default_value = "tollgate:")]
     pub key_prefix: String,
 
-    /// Memory store only: keep configs across restarts in this file.
+    /// Keep configs across restarts in this file. With --redis-url: this replica's local
+    /// copy of its snapshot, which restores configs into a Redis that lost them.
     #[arg(long, env = "TOLLGATE_STATE_FILE")]
     pub state_file: Option<PathBuf>,
+
+    /// Run on a Redis whose maxmemory-policy is allkeys-* (it may evict configs and
+    /// counters under memory pressure). (The variable takes true/false, 1/0, yes/no, on/off.)
+    #[arg(long, env = "TOLLGATE_ALLOW_EVICTING_REDIS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_evicting_redis: bool,
 
     /// Allow a non-loopback --listen address without any --api-key.
     /// (The variable takes true/false, 1/0, yes/no, on/off.)
@@ -123,9 +129,6 @@ impl Settings {
                  set --api-key (or TOLLGATE_API_KEY), or pass --insecure-no-auth",
                 self.listen
             ));
-        }
-        if self.redis_url.is_some() && self.state_file.is_some() {
-            return Err("--state-file is for the embedded store only; with --redis-url, configs live in Redis".into());
         }
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://")
@@ -207,7 +210,8 @@ mod tests {
         assert!(
             parse(&["--redis-url", "redis://x", "--state-file", "/tmp/s"])
                 .validate()
-                .is_err()
+                .is_ok(),
+            "a replica's local copy of its snapshot"
         );
         assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
         assert!(Settings::try_parse_from(["tollgate", "--on-store-error", "maybe"]).is_err());

@@ -55,9 +55,7 @@ fn refuses_a_public_address_without_an_api_key() {
             "--listen",
             "0.0.0.0:1",
             "--redis-url",
-            "redis://127.0.0.1:1",
-            "--state-file",
-            "/tmp/x.json",
+            "http://127.0.0.1:1",
         ])
         .env("TOLLGATE_API_KEY", "k")
         .output()
@@ -65,7 +63,7 @@ fn refuses_a_public_address_without_an_api_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        !err.contains("refusing") && err.contains("--state-file"),
+        !err.contains("refusing") && err.contains("--redis-url"),
         "{err}"
     );
     // So does TOLLGATE_INSECURE_NO_AUTH, spelled as operators spell booleans.
@@ -81,32 +79,26 @@ fn refuses_a_public_address_without_an_api_key() {
                 "--listen",
                 "0.0.0.0:1",
                 "--redis-url",
-                "redis://127.0.0.1:1",
+                "http://127.0.0.1:1",
             ])
-            .args(["--state-file", "/tmp/x.json"])
             .env("TOLLGATE_INSECURE_NO_AUTH", value)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert_eq!(err.contains("refusing"), !passes, "{value}: {err}");
-        assert!(err.contains("--state-file") == passes, "{value}: {err}");
+        assert!(err.contains("--redis-url") == passes, "{value}: {err}");
     }
 }
 
 #[test]
 fn refuses_contradictory_or_invalid_settings() {
     let out = tollgate()
-        .args([
-            "--redis-url",
-            "redis://127.0.0.1:1",
-            "--state-file",
-            "/tmp/x.json",
-        ])
+        .args(["--redis-url", "http://127.0.0.1:1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--state-file"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--redis-url"));
     let out = tollgate()
         .args(["--on-store-error", "sometimes"])
         .output()

@@ -205,12 +205,19 @@ async fn redis_killed_mid_stream(policy: StoreErrorPolicy) {
         first_real - up
     );
 
-    // The restarted Redis is empty: the snapshot follows it (configs lost with Redis are
-    // not enforced from a stale copy nobody can list, update or delete)...
-    let snapshot_empty =
-        || async { t.get(&format!("{CONFIGS}?from_memory=true")).await.body["total_count"] == 0 };
-    assert!(eventually(Duration::from_secs(5), snapshot_empty).await);
-    // ...and configs re-created on it are enforced by real counting, no restart needed.
+    // The restarted Redis is empty: the replica knows Redis lost its data (the epoch
+    // marker is gone), keeps enforcing its snapshot and restores it (SPEC §5)...
+    let restored = || async {
+        let list = t.get(CONFIGS).await.body;
+        list["total_count"] == 1 && list["model_configs"][0]["model_name"] == "m-stream"
+    };
+    assert!(
+        eventually(Duration::from_secs(10), restored).await,
+        "configs were not restored into the empty Redis"
+    );
+    let kept: i64 = t.redis.as_ref().unwrap().cmd(&["HLEN", "tollgate:configs"]);
+    assert_eq!(kept, 2, "the config and the epoch marker are back in Redis");
+    // ...and configs created on it are enforced by real counting, no restart needed.
     t.create(
         json!({"model_name": "m-stream", "scope": "user", "scope_id": "u-after",
                     "rate_limit": limited(3, "1h")}),
@@ -435,11 +442,12 @@ async fn starts_with_redis_down_and_becomes_ready() {
     assert_eq!(t.check(json!({"model": "m"})).await.status, 429);
 }
 
-/// Redis lost its data (FLUSHALL here: no restart, no message, nothing a replica could
-/// notice) and a config is created on the empty Redis: every replica must follow, even
-/// one that only hears of the change by pub/sub and polls rarely.
+/// Redis lost its data (FLUSHALL here: no restart, no message) and a config is created
+/// on the empty Redis: the write is fenced by the store epoch, so the writer first
+/// restores its snapshot; every replica ends with both configs, even one that only hears
+/// of changes by pub/sub and polls rarely, and the old config is still enforced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_follow_a_redis_that_lost_its_data() {
+async fn replicas_restore_a_redis_that_lost_its_data() {
     let t = start(StoreErrorPolicy::Allow).await;
     t.create(json!({"model_name": "m-old", "rate_limit": limited(1, "1h")}))
         .await;
@@ -450,40 +458,38 @@ async fn replicas_follow_a_redis_that_lost_its_data() {
         })
         .await;
     let b = Client::new(format!("http://{}", b.addr));
-    let models_on_b = |want: &'static str| {
+    let models_on_b = |want: &'static [&'static str]| {
         let b = b.clone();
         move || {
             let b = b.clone();
             async move {
                 let list = b.get(&format!("{CONFIGS}?from_memory=true")).await.body;
-                let names: Vec<_> = list["model_configs"]
+                let mut names: Vec<_> = list["model_configs"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .map(|c| c["model_name"].as_str().unwrap().to_string())
                     .collect();
-                names == [want]
+                names.sort();
+                names == want
             }
         }
     };
-    assert!(eventually(Duration::from_secs(5), models_on_b("m-old")).await);
+    assert!(eventually(Duration::from_secs(5), models_on_b(&["m-old"])).await);
     let _: () = t.redis.as_ref().unwrap().cmd(&["FLUSHALL"]);
     t.create(json!({"model_name": "m-new", "rate_limit": limited(1, "1h")}))
         .await;
     assert!(
-        eventually(Duration::from_secs(5), models_on_b("m-new")).await,
-        "the replica kept its stale snapshot"
+        eventually(Duration::from_secs(5), models_on_b(&["m-new", "m-old"])).await,
+        "the replica did not end with the restored and the new config"
     );
-    assert_eq!(b.check(json!({"model": "m-new"})).await.status, 200);
-    assert_eq!(b.check(json!({"model": "m-new"})).await.status, 429);
-    let old = b.check(json!({"model": "m-old"})).await;
-    assert_eq!(
-        (
-            old.status.as_u16(),
-            old.body["limits"].as_array().unwrap().len()
-        ),
-        (200, 0)
-    );
+    let stored: i64 = t.redis.as_ref().unwrap().cmd(&["HLEN", "tollgate:configs"]);
+    assert_eq!(stored, 3, "both configs and the epoch marker are in Redis");
+    for model in ["m-new", "m-old"] {
+        let body = json!({"model": model});
+        assert_eq!(b.check(body.clone()).await.status, 200, "{model}");
+        assert_eq!(b.check(body).await.status, 429, "{model} is still limited");
+    }
 }
 
 // --- c. SCRIPT FLUSH during a stream of checks --------------------------------------

@@ -83,6 +83,10 @@ impl From<WriteError> for ApiError {
                 StatusCode::CONFLICT,
                 "the model config kept changing concurrently; retry",
             ),
+            WriteError::EpochChanged => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store's configs are being restored; nothing was changed, retry later",
+            ),
             WriteError::Store(e @ (StoreError::Unavailable(_) | StoreError::Timeout(_))) => {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

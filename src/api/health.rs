@@ -23,7 +23,7 @@ pub async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoRespons
         "status": if ready { "ready" } else { "not_ready" },
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
         "snapshot_loaded": snapshot_loaded,
-        "configs": app.snapshot().configs.len(),
+        "configs": app.snapshot().len(),
         "snapshot_age_seconds": app.snapshot_age().as_secs_f64(),
     });
     let status = if ready {

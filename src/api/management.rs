@@ -26,9 +26,9 @@ fn compile(config: ModelConfig) -> Result<CompiledConfig, ApiError> {
 /// Configs with their live usage read in one store call.
 async fn with_usage<S: Store>(
     app: &App<S>,
-    configs: Vec<CompiledConfig>,
+    configs: Vec<Arc<CompiledConfig>>,
 ) -> Result<Vec<ModelConfigView>, ApiError> {
-    let refs: Vec<&CompiledConfig> = configs.iter().collect();
+    let refs: Vec<&CompiledConfig> = configs.iter().map(|c| c.as_ref()).collect();
     let (_, usage) = timed("read_usage", app.store.read_usage(&refs)).await?;
     Ok(configs
         .iter()
@@ -41,7 +41,7 @@ async fn one_with_usage<S: Store>(
     app: &App<S>,
     config: ModelConfig,
 ) -> Result<ModelConfigView, ApiError> {
-    let mut views = with_usage(app, vec![compile(config)?]).await?;
+    let mut views = with_usage(app, vec![Arc::new(compile(config)?)]).await?;
     Ok(views.remove(0))
 }
 
@@ -69,8 +69,19 @@ pub async fn create<S: Store>(
 ) -> Result<Json<Value>, ApiError> {
     let now = timed("clock", app.store.clock()).await?;
     let config = create_config(req, now)?;
-    let version = timed_write("create_config", app.store.create_config(&config)).await?;
-    app.apply_local(version, LocalChange::Upsert(&config)).await;
+    let write = |epoch: Option<String>| {
+        let (config, app) = (&config, &app);
+        async move {
+            timed_write(
+                "create_config",
+                app.store.create_config(config, epoch.as_deref()),
+            )
+            .await
+        }
+    };
+    let written = app.fenced_write(write).await?;
+    app.apply_local(&written, LocalChange::Upsert(&config))
+        .await;
     let shown = after_write(&app, config).await?;
     Ok(Json(
         json!({"message": "Model config created successfully", "model_config": shown}),
@@ -100,9 +111,20 @@ pub async fn update<S: Store>(
             .ok_or_else(|| ApiError::config_not_found(&id))?;
         let now = timed("clock", app.store.clock()).await?;
         let next = update_config(&current, req.clone(), now)?;
-        match timed_write("replace_config", app.store.replace_config(&current, &next)).await {
-            Ok(version) => {
-                app.apply_local(version, LocalChange::Upsert(&next)).await;
+        let write = |epoch: Option<String>| {
+            let (current, next) = (&current, &next);
+            let app = &app;
+            async move {
+                timed_write(
+                    "replace_config",
+                    app.store.replace_config(current, next, epoch.as_deref()),
+                )
+                .await
+            }
+        };
+        match app.fenced_write(write).await {
+            Ok(written) => {
+                app.apply_local(&written, LocalChange::Upsert(&next)).await;
                 let shown = after_write(&app, next).await?;
                 return Ok(Json(
                     json!({"message": "Model config updated successfully", "model_config": shown}),
@@ -124,9 +146,19 @@ pub async fn delete<S: Store>(
         let current = timed("get_config", app.store.get_config(&id))
             .await?
             .ok_or_else(|| ApiError::config_not_found(&id))?;
-        match timed_write("delete_config", app.store.delete_config(&current)).await {
-            Ok(version) => {
-                app.apply_local(version, LocalChange::Delete(&id)).await;
+        let write = |epoch: Option<String>| {
+            let (current, app) = (&current, &app);
+            async move {
+                timed_write(
+                    "delete_config",
+                    app.store.delete_config(current, epoch.as_deref()),
+                )
+                .await
+            }
+        };
+        match app.fenced_write(write).await {
+            Ok(written) => {
+                app.apply_local(&written, LocalChange::Delete(&id)).await;
                 return Ok(Json(
                     json!({"message": "Model config deleted successfully"}),
                 ));
@@ -202,6 +234,36 @@ impl ListQuery {
         })
     }
 
+    /// The page of `configs` (in list order, `len` of them) this query selects, and how
+    /// many match in all. Without filters, O(offset + limit).
+    pub fn page<'a>(
+        &self,
+        configs: impl Iterator<Item = &'a Arc<CompiledConfig>>,
+        len: usize,
+    ) -> (usize, Vec<Arc<CompiledConfig>>) {
+        let unfiltered = self.search.is_none()
+            && self.scope.is_none()
+            && self.scope_id.is_none()
+            && self.provider.is_none();
+        if unfiltered {
+            let page = configs
+                .skip(self.offset)
+                .take(self.limit)
+                .cloned()
+                .collect();
+            return (len, page);
+        }
+        let mut total = 0;
+        let mut page = Vec::new();
+        for c in configs.filter(|c| self.matches(&c.config)) {
+            if total >= self.offset && page.len() < self.limit {
+                page.push(c.clone());
+            }
+            total += 1;
+        }
+        (total, page)
+    }
+
     pub fn matches(&self, c: &ModelConfig) -> bool {
         self.search
             .as_ref()
@@ -225,32 +287,17 @@ pub async fn list<S: Store>(
     let Query(raw) =
         query.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
     let q = ListQuery::parse(&raw)?;
-    let (total_count, views) = if q.from_memory {
-        let snapshot = app.snapshot();
-        let matching: Vec<_> = snapshot
-            .configs
-            .iter()
-            .filter(|c| q.matches(&c.config))
-            .collect();
-        let page = matching
-            .iter()
-            .skip(q.offset)
-            .take(q.limit)
-            .map(|c| view(c, None))
-            .collect::<Vec<_>>();
-        (matching.len(), page)
+    if !q.from_memory {
+        // One store call when nothing changed, O(changed) otherwise: the page below then
+        // comes from a snapshot as current as the store itself.
+        app.refresh().await?;
+    }
+    let snapshot = app.snapshot();
+    let (total_count, page) = q.page(snapshot.newest_first(), snapshot.len());
+    let views = if q.from_memory {
+        page.iter().map(|c| view(c, None)).collect()
     } else {
-        let (_, mut configs) = timed("load_configs", app.store.load_configs()).await?;
-        configs.retain(|c| q.matches(c));
-        configs.sort_by(|a, b| a.list_order().cmp(&b.list_order()));
-        let total = configs.len();
-        let page = configs
-            .into_iter()
-            .skip(q.offset)
-            .take(q.limit)
-            .map(compile)
-            .collect::<Result<Vec<_>, _>>()?;
-        (total, with_usage(&app, page).await?)
+        with_usage(&app, page).await?
     };
     Ok(Json(json!({
         "model_configs": views,

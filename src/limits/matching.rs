@@ -2,7 +2,6 @@
 
 use super::compiled::CompiledConfig;
 use crate::model::Scope;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a request is matched on.
@@ -14,53 +13,86 @@ pub struct MatchKey<'a> {
     pub user: Option<&'a str>,
 }
 
-/// model name → positions in the snapshot's config list.
-type ByModel = HashMap<String, Vec<usize>>;
+/// Configs of one (scope, scope_id, model), in list order (`created_at`, then `id`).
+type Group = imbl::OrdMap<(chrono::DateTime<chrono::Utc>, String), Arc<CompiledConfig>>;
 
-#[derive(Debug, Default)]
+/// model name → its configs.
+type ByModel = imbl::HashMap<String, Group>;
+
+/// Persistent maps: a snapshot with one config changed shares everything else with its
+/// predecessor, so a config write costs O(log n) here, not a rebuild of the index.
+#[derive(Debug, Default, Clone)]
 pub struct ConfigIndex {
     global: ByModel,
-    virtual_key: HashMap<String, ByModel>,
-    user: HashMap<String, ByModel>,
+    virtual_key: imbl::HashMap<String, ByModel>,
+    user: imbl::HashMap<String, ByModel>,
 }
 
 impl ConfigIndex {
     pub fn build(configs: &[Arc<CompiledConfig>]) -> Self {
         let mut index = ConfigIndex::default();
-        for (pos, c) in configs.iter().enumerate() {
-            let cfg = &c.config;
-            let by_model = match cfg.scope {
-                Scope::Global => &mut index.global,
-                Scope::VirtualKey => index
-                    .virtual_key
-                    .entry(cfg.scope_id.clone().unwrap_or_default())
-                    .or_default(),
-                Scope::User => index
-                    .user
-                    .entry(cfg.scope_id.clone().unwrap_or_default())
-                    .or_default(),
-            };
-            by_model
-                .entry(cfg.model_name.clone())
-                .or_default()
-                .push(pos);
+        for c in configs {
+            index.insert(c);
         }
         index
     }
 
-    /// Positions of every config that applies: global, the virtual key's and the user's;
-    /// exact model or `*`; the request's provider or any provider.
-    pub fn matching(&self, configs: &[Arc<CompiledConfig>], key: &MatchKey<'_>) -> Vec<usize> {
+    fn by_model_mut(&mut self, scope: Scope, scope_id: Option<&str>) -> &mut ByModel {
+        let scope_id = scope_id.unwrap_or_default();
+        match scope {
+            Scope::Global => &mut self.global,
+            Scope::VirtualKey => self.virtual_key.entry(scope_id.to_string()).or_default(),
+            Scope::User => self.user.entry(scope_id.to_string()).or_default(),
+        }
+    }
+
+    pub fn insert(&mut self, c: &Arc<CompiledConfig>) {
+        let cfg = &c.config;
+        self.by_model_mut(cfg.scope, cfg.scope_id.as_deref())
+            .entry(cfg.model_name.clone())
+            .or_default()
+            .insert((cfg.created_at, cfg.id.clone()), c.clone());
+    }
+
+    /// Removes `c` (as it was indexed), dropping groups that become empty.
+    pub fn remove(&mut self, c: &CompiledConfig) {
+        let cfg = &c.config;
+        let scope_id = cfg.scope_id.clone().unwrap_or_default();
+        let by_model = self.by_model_mut(cfg.scope, cfg.scope_id.as_deref());
+        let now_empty = match by_model.get_mut(&cfg.model_name) {
+            Some(group) => {
+                group.remove(&(cfg.created_at, cfg.id.clone()));
+                group.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            by_model.remove(&cfg.model_name);
+        }
+        if by_model.is_empty() {
+            match cfg.scope {
+                Scope::Global => {}
+                Scope::VirtualKey => {
+                    self.virtual_key.remove(&scope_id);
+                }
+                Scope::User => {
+                    self.user.remove(&scope_id);
+                }
+            }
+        }
+    }
+
+    /// Every config that applies: global, the virtual key's and the user's; exact model
+    /// or `*`; the request's provider or any provider.
+    pub fn matching<'a>(&'a self, key: &MatchKey<'_>) -> Vec<&'a Arc<CompiledConfig>> {
         let mut out = Vec::new();
-        let mut collect = |by_model: Option<&ByModel>| {
+        let mut collect = |by_model: Option<&'a ByModel>| {
             let Some(by_model) = by_model else { return };
             for model in [key.model, "*"] {
-                if let Some(positions) = by_model.get(model) {
-                    out.extend(positions.iter().copied().filter(|&p| {
-                        match &configs[p].config.provider {
-                            None => true,
-                            Some(p) => key.provider == Some(p.as_str()),
-                        }
+                if let Some(group) = by_model.get(model) {
+                    out.extend(group.values().filter(|c| match &c.config.provider {
+                        None => true,
+                        Some(p) => key.provider == Some(p.as_str()),
                     }));
                 }
                 if key.model == "*" {
@@ -96,10 +128,10 @@ mod tests {
     fn names(configs: &[Arc<CompiledConfig>], key: MatchKey) -> Vec<String> {
         let index = ConfigIndex::build(configs);
         index
-            .matching(configs, &key)
+            .matching(&key)
             .into_iter()
-            .map(|p| {
-                let c = &configs[p].config;
+            .map(|c| {
+                let c = &c.config;
                 format!(
                     "{}/{}/{}/{}",
                     c.scope.as_str(),
@@ -177,7 +209,13 @@ mod tests {
             let vk = vk.map(|v| format!("s{v}"));
             let user = user.map(|u| format!("s{u}"));
             let key = MatchKey { model, provider: provider.as_deref(), virtual_key: vk.as_deref(), user: user.as_deref() };
-            let mut found = ConfigIndex::build(&configs).matching(&configs, &key);
+            let mut index = ConfigIndex::build(&configs);
+            // Removing and re-inserting every other config leaves the same index.
+            for c in configs.iter().step_by(2) { index.remove(c); }
+            for c in configs.iter().step_by(2) { index.insert(c); }
+            let mut found: Vec<usize> = index.matching(&key).into_iter()
+                .map(|m| configs.iter().position(|c| Arc::ptr_eq(c, m)).unwrap())
+                .collect();
             found.sort();
             let expected: Vec<usize> = configs.iter().enumerate().filter(|(_, c)| {
                 let c = &c.config;

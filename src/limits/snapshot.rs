@@ -1,90 +1,128 @@
 //! The configs a replica enforces: an immutable snapshot, swapped whole on every change.
+//!
+//! Built from persistent maps (`imbl`), so the snapshot after one config change shares
+//! everything else with the one before: applying a change costs O(log n), and a replica
+//! holding a million configs applies another replica's write without copying them.
 
 use super::compiled::CompiledConfig;
 use super::matching::{ConfigIndex, MatchKey};
 use crate::model::ModelConfig;
-use std::collections::HashMap;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::time::Instant;
 
-#[derive(Debug)]
+/// List order: `created_at`, then `id`.
+type ListKey = (DateTime<Utc>, String);
+
+#[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The store's config version this snapshot was loaded at.
+    /// The store's config version this snapshot is current to.
     pub version: u64,
-    /// In list order: `created_at`, then `id`.
-    pub configs: Vec<Arc<CompiledConfig>>,
-    pub loaded_at: Instant,
-    by_id: HashMap<String, usize>,
+    /// The store's data epoch this snapshot belongs to (None: the store has none yet).
+    pub epoch: Option<String>,
+    by_id: imbl::HashMap<String, Arc<CompiledConfig>>,
+    ordered: imbl::OrdMap<ListKey, Arc<CompiledConfig>>,
     index: ConfigIndex,
+}
+
+fn list_key(c: &ModelConfig) -> ListKey {
+    (c.created_at, c.id.clone())
 }
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Snapshot::build(0, Vec::new())
+        Snapshot {
+            version: 0,
+            epoch: None,
+            by_id: imbl::HashMap::new(),
+            ordered: imbl::OrdMap::new(),
+            index: ConfigIndex::default(),
+        }
     }
 
     /// Configs that fail to compile (hand-edited store data) are logged and skipped.
     pub fn build(version: u64, configs: Vec<ModelConfig>) -> Self {
-        let compiled = configs.into_iter().filter_map(compile_or_log).collect();
-        Snapshot::index(version, compiled)
+        let mut snapshot = Snapshot::empty();
+        snapshot.version = version;
+        for c in configs {
+            snapshot.upsert(c);
+        }
+        snapshot
     }
 
-    /// The store's configs at `version`, reusing this snapshot's compiled configs whose
-    /// revision did not change.
-    pub fn reload(&self, version: u64, configs: Vec<ModelConfig>) -> Self {
-        let compiled = configs
-            .into_iter()
-            .filter_map(|c| match self.get(&c.id) {
-                Some(known) if known.config.revision == c.revision && known.config == c => {
-                    Some(known.clone())
-                }
-                _ => compile_or_log(c),
-            })
-            .collect();
-        Snapshot::index(version, compiled)
+    /// The same configs under another epoch and version (after a re-seed or adoption).
+    pub fn at(&self, epoch: Option<String>, version: u64) -> Self {
+        let mut next = self.clone();
+        next.epoch = epoch;
+        next.version = version;
+        next
     }
 
     /// This snapshot with one config upserted (`Some`) or removed (`None`), at `version`.
-    /// The other configs are shared, not recompiled: a write costs O(n) pointer copies
-    /// and one index rebuild, not n compilations.
     pub fn with_change(&self, version: u64, id: &str, upsert: Option<ModelConfig>) -> Self {
-        let mut compiled: Vec<Arc<CompiledConfig>> = self
-            .configs
-            .iter()
-            .filter(|c| c.config.id != id)
-            .cloned()
-            .collect();
-        compiled.extend(upsert.and_then(compile_or_log));
-        Snapshot::index(version, compiled)
+        self.with_changes(version, [(id.to_string(), upsert)])
     }
 
-    fn index(version: u64, mut compiled: Vec<Arc<CompiledConfig>>) -> Self {
-        compiled.sort_by(|a, b| a.config.list_order().cmp(&b.config.list_order()));
-        let by_id = compiled
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.config.id.clone(), i))
-            .collect();
-        let index = ConfigIndex::build(&compiled);
-        Snapshot {
-            version,
-            configs: compiled,
-            loaded_at: Instant::now(),
-            by_id,
-            index,
+    /// This snapshot with each change applied in order, at `version`. A config whose
+    /// content did not change keeps its compiled form.
+    pub fn with_changes(
+        &self,
+        version: u64,
+        changes: impl IntoIterator<Item = (String, Option<ModelConfig>)>,
+    ) -> Self {
+        let mut next = self.clone();
+        next.version = version;
+        for (id, change) in changes {
+            match change {
+                Some(c) if next.get(&id).is_some_and(|known| known.config == c) => {}
+                Some(c) => next.upsert(c),
+                None => next.remove(&id),
+            }
+        }
+        next
+    }
+
+    fn upsert(&mut self, config: ModelConfig) {
+        self.remove(&config.id);
+        if let Some(compiled) = compile_or_log(config) {
+            self.index.insert(&compiled);
+            self.ordered
+                .insert(list_key(&compiled.config), compiled.clone());
+            self.by_id.insert(compiled.config.id.clone(), compiled);
         }
     }
 
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.ordered.remove(&list_key(&old.config));
+            self.index.remove(&old);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<CompiledConfig>> {
-        self.by_id.get(id).map(|&i| &self.configs[i])
+        self.by_id.get(id)
+    }
+
+    /// Every config, newest first (`created_at` descending, then `id` descending), as
+    /// Bifrost and its UI list them.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Arc<CompiledConfig>> {
+        self.ordered.values().rev()
+    }
+
+    /// Every config as stored, oldest first.
+    pub fn configs(&self) -> impl Iterator<Item = &ModelConfig> {
+        self.ordered.values().map(|c| &c.config)
     }
 
     pub fn matching(&self, key: &MatchKey<'_>) -> Vec<&Arc<CompiledConfig>> {
-        self.index
-            .matching(&self.configs, key)
-            .into_iter()
-            .map(|i| &self.configs[i])
-            .collect()
+        self.index.matching(key)
     }
 }
 
@@ -112,14 +150,21 @@ mod tests {
         .unwrap()
     }
 
+    fn count(s: &Snapshot, model: &str) -> usize {
+        s.matching(&MatchKey {
+            model,
+            ..Default::default()
+        })
+        .len()
+    }
+
     #[test]
     fn with_change_upserts_removes_and_shares_the_rest() {
         let (a, b) = (config("a"), config("b"));
         let base = Snapshot::build(1, vec![a.clone(), b.clone()]);
         let c = config("c");
         let added = base.with_change(2, &c.id, Some(c.clone()));
-        assert_eq!(added.version, 2);
-        assert_eq!(added.configs.len(), 3);
+        assert_eq!((added.version, added.len(), base.len()), (2, 3, 2));
         assert!(
             Arc::ptr_eq(added.get(&a.id).unwrap(), base.get(&a.id).unwrap()),
             "unchanged configs are shared"
@@ -128,48 +173,33 @@ mod tests {
         renamed.model_name = "b2".into();
         let updated = added.with_change(3, &b.id, Some(renamed));
         assert_eq!(updated.get(&b.id).unwrap().config.model_name, "b2");
-        assert_eq!(
-            updated
-                .matching(&MatchKey {
-                    model: "b",
-                    ..Default::default()
-                })
-                .len(),
-            0
-        );
-        assert_eq!(
-            updated
-                .matching(&MatchKey {
-                    model: "b2",
-                    ..Default::default()
-                })
-                .len(),
-            1
-        );
-        let reloaded = updated.reload(
-            5,
-            updated.configs.iter().map(|c| c.config.clone()).collect(),
-        );
+        assert_eq!((count(&updated, "b"), count(&updated, "b2")), (0, 1));
+        assert_eq!(count(&added, "b"), 1, "the older snapshot is untouched");
+        let same = updated.with_changes(4, [(a.id.clone(), Some(a.clone()))]);
         assert!(
-            Arc::ptr_eq(reloaded.get(&a.id).unwrap(), updated.get(&a.id).unwrap()),
-            "unchanged configs are reused"
+            Arc::ptr_eq(same.get(&a.id).unwrap(), updated.get(&a.id).unwrap()),
+            "an unchanged config keeps its compiled form"
         );
-        let removed = updated.with_change(4, &a.id, None);
+        let removed = same.with_change(5, &a.id, None);
         assert!(removed.get(&a.id).is_none());
-        assert_eq!(removed.configs.len(), 2);
-        let ids: Vec<_> = removed
-            .configs
-            .iter()
-            .map(|c| c.config.id.clone())
-            .collect();
-        let mut sorted = removed.configs.clone();
-        sorted.sort_by(|x, y| x.config.list_order().cmp(&y.config.list_order()));
-        assert_eq!(
-            ids,
-            sorted
-                .iter()
-                .map(|c| c.config.id.clone())
-                .collect::<Vec<_>>()
-        );
+        assert_eq!((removed.len(), count(&removed, "a")), (2, 0));
+        let removed_twice = removed.with_change(6, &a.id, None);
+        assert_eq!(removed_twice.len(), 2);
+    }
+
+    #[test]
+    fn lists_newest_first() {
+        let t0 = chrono::Utc::now();
+        let mut configs: Vec<ModelConfig> = (0..5).map(|i| config(&format!("m{i}"))).collect();
+        for (i, c) in configs.iter_mut().enumerate() {
+            // Two configs share a timestamp: the larger id comes first.
+            c.created_at = t0 + chrono::Duration::seconds((i as i64).min(3));
+        }
+        let s = Snapshot::build(1, configs.clone());
+        let listed: Vec<_> = s.newest_first().map(|c| c.config.id.clone()).collect();
+        let mut expected = configs.clone();
+        expected.sort_by(|x, y| (y.created_at, &y.id).cmp(&(x.created_at, &x.id)));
+        let expected: Vec<_> = expected.into_iter().map(|c| c.id).collect();
+        assert_eq!(listed, expected);
     }
 }

@@ -2,18 +2,18 @@
 //! state file that is replaced atomically (write to a temp file, fsync, rename).
 
 use super::{
-    Amounts, CheckOutcome, LimitOutcome, LimitUsage, Store, StoreError, USAGE_ID_TTL, UsageDelta,
-    UsageOutcome, WriteError, removed_budget_fields,
+    Amounts, CheckOutcome, ConfigChanges, ConfigState, LimitOutcome, LimitUsage, ReseedOutcome,
+    Seeding, Store, StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome, WriteError, Written,
+    removed_budget_fields,
 };
 use crate::limits::period::BudgetCounter;
 use crate::limits::window::{SlidingWindow, admits};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
 use crate::model::ModelConfig;
+use crate::state_file::{self, StateFile};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -36,10 +36,22 @@ struct Counters {
     next_sweep_ms: i64,
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Configs {
     version: u64,
+    /// Never changes: this store never loses its data behind its own back.
+    epoch: String,
     configs: HashMap<String, ModelConfig>,
+}
+
+impl Default for Configs {
+    fn default() -> Self {
+        Configs {
+            version: 0,
+            epoch: uuid::Uuid::new_v4().to_string(),
+            configs: HashMap::new(),
+        }
+    }
 }
 
 pub struct MemoryStore {
@@ -49,13 +61,6 @@ pub struct MemoryStore {
     write_lock: tokio::sync::Mutex<()>,
     state_file: Option<PathBuf>,
     changes: Arc<Notify>,
-}
-
-/// On-disk format of `--state-file`.
-#[derive(Serialize, Deserialize)]
-struct StateFile {
-    version: u64,
-    configs: Vec<ModelConfig>,
 }
 
 fn now_ms() -> i64 {
@@ -73,34 +78,21 @@ impl MemoryStore {
         }
     }
 
-    /// Loads configs from `path` if it exists. A file that cannot be read or parsed is an
-    /// error: starting empty would silently drop every limit.
+    /// Loads configs from `path` if it exists (see `crate::state_file::open`).
     pub fn with_state_file(path: &Path) -> Result<Self, String> {
         let mut store = MemoryStore::new();
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let state: StateFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("state file {} is not valid: {e}", path.display()))?;
-                *store.configs.get_mut() = Configs {
-                    version: state.version,
-                    configs: state
-                        .configs
-                        .into_iter()
-                        .map(|c| (c.id.clone(), c))
-                        .collect(),
-                };
+        if let Some(state) = state_file::open(path)? {
+            let configs = store.configs.get_mut();
+            configs.version = state.version;
+            if let Some(epoch) = state.epoch {
+                configs.epoch = epoch;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read state file {}: {e}", path.display())),
+            configs.configs = state
+                .configs
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect();
         }
-        // Find out now, not at the first write, that the file can never be written.
-        tempfile::NamedTempFile::new_in(state_dir(path)).map_err(|e| {
-            format!(
-                "cannot write state file {}: its directory {} is not writable: {e}",
-                path.display(),
-                state_dir(path).display()
-            )
-        })?;
         store.state_file = Some(path.to_path_buf());
         Ok(store)
     }
@@ -109,7 +101,7 @@ impl MemoryStore {
     async fn write(
         &self,
         change: impl FnOnce(&mut Configs) -> Result<(), WriteError>,
-    ) -> Result<u64, WriteError> {
+    ) -> Result<Written, WriteError> {
         let _guard = self.write_lock.lock().await;
         let mut next = self.configs.lock().clone();
         change(&mut next)?;
@@ -119,17 +111,21 @@ impl MemoryStore {
             configs.sort_by(|a, b| a.list_order().cmp(&b.list_order()));
             let state = StateFile {
                 version: next.version,
+                epoch: Some(next.epoch.clone()),
                 configs,
             };
             let path = path.clone();
-            tokio::task::spawn_blocking(move || write_atomically(&path, &state))
+            tokio::task::spawn_blocking(move || state_file::write_atomically(&path, &state))
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("state file writer failed: {e}")))?
                 .map_err(StoreError::Unavailable)?;
         }
-        let version = next.version;
+        let written = Written {
+            version: next.version,
+            epoch: next.epoch.clone(),
+        };
         *self.configs.lock() = next;
-        Ok(version)
+        Ok(written)
     }
 
     fn sweep(counters: &mut Counters, now: i64) {
@@ -142,33 +138,18 @@ impl MemoryStore {
     }
 }
 
+/// A writer whose snapshot belongs to another epoch must sync first (as with Redis).
+fn fence(set: &Configs, epoch: Option<&str>) -> Result<(), WriteError> {
+    match epoch {
+        Some(e) if e != set.epoch => Err(WriteError::EpochChanged),
+        _ => Ok(()),
+    }
+}
+
 impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore::new()
     }
-}
-
-/// Where the state file's temporary sibling is written before the atomic rename.
-fn state_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-fn write_atomically(path: &Path, state: &StateFile) -> Result<(), String> {
-    let dir = state_dir(path);
-    let fail = |e: std::io::Error| format!("cannot write state file {}: {e}", path.display());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    serde_json::to_writer_pretty(&mut tmp, state).map_err(|e| fail(e.into()))?;
-    tmp.write_all(b"\n").map_err(fail)?;
-    tmp.as_file().sync_all().map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    // Make the rename itself durable.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// One limit's counter, brought up to `now`; the period's (start, end) for budgets.
@@ -216,21 +197,52 @@ fn lifetime_ms(config: &CompiledConfig, now: i64) -> i64 {
 }
 
 impl Store for MemoryStore {
-    async fn load_configs(&self) -> Result<(u64, Vec<ModelConfig>), StoreError> {
+    /// Never lost, so never incremental either: a replica behind is told to reload
+    /// (the floor is the version), which for this one-process store is rare.
+    async fn config_changes(
+        &self,
+        _since: u64,
+        _limit: usize,
+    ) -> Result<ConfigChanges, StoreError> {
         let configs = self.configs.lock();
-        Ok((configs.version, configs.configs.values().cloned().collect()))
+        Ok(ConfigChanges {
+            state: ConfigState {
+                epoch: Some(configs.epoch.clone()),
+                version: configs.version,
+                intact: true,
+                seeding: Seeding::None,
+                floor: configs.version,
+                configs: configs.configs.len() as u64,
+            },
+            changed: Vec::new(),
+            through: configs.version,
+        })
     }
 
-    async fn config_version(&self) -> Result<u64, StoreError> {
-        Ok(self.configs.lock().version)
+    async fn scan_configs(&self, _cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
+        Ok((0, self.configs.lock().configs.values().cloned().collect()))
+    }
+
+    async fn reseed(
+        &self,
+        _found: Option<&str>,
+        _configs: Vec<ModelConfig>,
+        _min_version: u64,
+    ) -> Result<ReseedOutcome, StoreError> {
+        Ok(ReseedOutcome::Adopt)
     }
 
     async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
         Ok(self.configs.lock().configs.get(id).cloned())
     }
 
-    async fn create_config(&self, config: &ModelConfig) -> Result<u64, WriteError> {
+    async fn create_config(
+        &self,
+        config: &ModelConfig,
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
         self.write(|set| {
+            fence(set, epoch)?;
             let identity = config.identity();
             if let Some(other) = set.configs.values().find(|c| c.identity() == identity) {
                 return Err(WriteError::Conflict(other.id.clone()));
@@ -245,10 +257,12 @@ impl Store for MemoryStore {
         &self,
         old: &ModelConfig,
         new: &ModelConfig,
-    ) -> Result<u64, WriteError> {
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
         let lifetime = CompiledConfig::counter_lifetime_of(new).map_err(StoreError::Corrupt)?;
-        let version = self
+        let written = self
             .write(|set| {
+                fence(set, epoch)?;
                 match set.configs.get(&old.id) {
                     None => return Err(WriteError::NotFound),
                     Some(c) if c.revision != old.revision => return Err(WriteError::Stale),
@@ -276,12 +290,17 @@ impl Store for MemoryStore {
                 c.expires_ms = c.expires_ms.max(now_ms() + lifetime);
             }
         }
-        Ok(version)
+        Ok(written)
     }
 
-    async fn delete_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
-        let version = self
+    async fn delete_config(
+        &self,
+        old: &ModelConfig,
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
+        let written = self
             .write(|set| match set.configs.get(&old.id) {
+                _ if fence(set, epoch).is_err() => Err(WriteError::EpochChanged),
                 None => Err(WriteError::NotFound),
                 Some(c) if c.revision != old.revision => Err(WriteError::Stale),
                 Some(_) => {
@@ -291,7 +310,7 @@ impl Store for MemoryStore {
             })
             .await?;
         self.counters.lock().by_config.remove(&old.id);
-        Ok(version)
+        Ok(written)
     }
 
     async fn check(

@@ -4,6 +4,7 @@
 //! call); `memory` is the embedded single-instance store. Both implement the same
 //! semantics and run the same scenario suite (`tests/scenarios.rs`).
 
+pub mod config_log;
 pub mod memory;
 pub mod redis;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+pub use self::config_log::{ConfigChanges, ConfigState, ReseedOutcome, Seeding, Written};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
@@ -50,6 +52,10 @@ pub enum WriteError {
     /// The config changed since it was read; read it again and retry.
     #[error("config changed concurrently")]
     Stale,
+    /// The store's data epoch is not the writer's: it must sync (and re-seed what the
+    /// store lost) before it writes.
+    #[error("the store's data changed epoch; sync first")]
+    EpochChanged,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -120,24 +126,44 @@ pub struct LimitUsage {
 pub const USAGE_ID_TTL: Duration = Duration::from_secs(25 * 3600);
 
 pub trait Store: Send + Sync + 'static {
-    /// Every config, and the config version they were read at.
-    fn load_configs(
+    /// The config plane's state, and the configs changed after version `since` (at most
+    /// about `limit` of them; `since` = 0: only the state).
+    fn config_changes(
         &self,
+        since: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<ConfigChanges, StoreError>> + Send;
+
+    /// One page of every config: start at cursor 0, stop when it answers 0. Pages may
+    /// miss or repeat configs written meanwhile: a full load follows it with
+    /// `config_changes` since the version it started at.
+    fn scan_configs(
+        &self,
+        cursor: u64,
     ) -> impl Future<Output = Result<(u64, Vec<ModelConfig>), StoreError>> + Send;
 
-    /// Cheap: changes whenever any config is written.
-    fn config_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Puts `configs` back into a store that lost them, unless another replica does (or
+    /// did): race-safe. `found` is the epoch the caller found (None: none), `min_version`
+    /// its snapshot's version.
+    fn reseed(
+        &self,
+        found: Option<&str>,
+        configs: Vec<ModelConfig>,
+        min_version: u64,
+    ) -> impl Future<Output = Result<ReseedOutcome, StoreError>> + Send;
 
     fn get_config(
         &self,
         id: &str,
     ) -> impl Future<Output = Result<Option<ModelConfig>, StoreError>> + Send;
 
-    /// Atomic with the uniqueness rule. Returns the new config version.
+    /// Atomic with the uniqueness rule. Every write is fenced by `epoch`, the epoch of
+    /// the writer's snapshot.
     fn create_config(
         &self,
         config: &ModelConfig,
-    ) -> impl Future<Output = Result<u64, WriteError>> + Send;
+        epoch: Option<&str>,
+    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
 
     /// Replaces `old` (as read, compared by revision) with `new`; counters of budgets
     /// that `new` no longer has are dropped, all others are kept.
@@ -145,13 +171,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         old: &ModelConfig,
         new: &ModelConfig,
-    ) -> impl Future<Output = Result<u64, WriteError>> + Send;
+        epoch: Option<&str>,
+    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
 
     /// Deletes `old` (as read, compared by revision) and its counters.
     fn delete_config(
         &self,
         old: &ModelConfig,
-    ) -> impl Future<Output = Result<u64, WriteError>> + Send;
+        epoch: Option<&str>,
+    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
 
     /// Atomic check-and-consume over every limit of `configs`.
     fn check(
@@ -175,6 +203,7 @@ pub trait Store: Send + Sync + 'static {
         configs: &[&CompiledConfig],
     ) -> impl Future<Output = Result<(i64, Vec<Vec<LimitUsage>>), StoreError>> + Send;
 
+    /// Reachable, ready to run its scripts, and accepting writes.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Notified when another replica may have changed configs.
@@ -184,6 +213,21 @@ pub trait Store: Send + Sync + 'static {
     /// anchored at a config's creation runs on the clock the scripts count with, whatever
     /// the clock of the replica that wrote it.
     fn clock(&self) -> impl Future<Output = Result<DateTime<Utc>, StoreError>> + Send;
+}
+
+/// Every config, page by page (not a consistent cut when writes go on meanwhile: a
+/// replica's full load follows it with the change log).
+pub async fn all_configs<S: Store>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
+    let mut configs = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (next, page) = store.scan_configs(cursor).await?;
+        configs.extend(page);
+        if next == 0 {
+            return Ok(configs);
+        }
+        cursor = next;
+    }
 }
 
 /// Counter fields of a budget that `new` no longer has.

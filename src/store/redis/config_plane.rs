@@ -1,49 +1,16 @@
-//! Configs in Redis: reading them, and the write scripts (atomic with the uniqueness
-//! rule, fenced by revision and by a deadline on Redis's clock).
+//! Config writes in Redis: one script each, atomic with the uniqueness rule, fenced by
+//! the config's revision, by the store epoch, and by a deadline on Redis's clock. Each
+//! costs O(1) in the number of configs: it logs the changed id for incremental sync.
 
 use super::RedisStore;
-use super::decode::corrupt;
+use super::decode::{corrupt, write_result};
+use super::scripts::{Lua, invoke};
 use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
-use crate::store::{StoreError, WriteError, removed_budget_fields};
-use redis::AsyncCommands;
+use crate::store::{StoreError, WriteError, Written, removed_budget_fields};
+use redis::{AsyncCommands, Value};
 
 impl RedisStore {
-    pub(super) async fn load_all_configs(&self) -> Result<(u64, Vec<ModelConfig>), StoreError> {
-        let mut conn = self.conn.clone();
-        let (version, raw): (Option<u64>, Vec<String>) = self
-            .bounded(
-                self.bulk_timeout,
-                redis::pipe()
-                    .atomic()
-                    .get(&self.keys.version)
-                    .hvals(&self.keys.configs)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let configs = raw
-            .iter()
-            .filter_map(|json| match serde_json::from_str::<ModelConfig>(json) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "skipping unreadable config in redis");
-                    None
-                }
-            })
-            .collect();
-        Ok((version.unwrap_or(0), configs))
-    }
-
-    pub(super) async fn read_config_version(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        // Only the sync loop asks: it may wait longer than a check, so the first call can
-        // also establish the connection (a TLS handshake can take longer than a check may).
-        let v: Option<u64> = self
-            .bounded(self.bulk_timeout, conn.get(&self.keys.version))
-            .await?;
-        Ok(v.unwrap_or(0))
-    }
-
     pub(super) async fn read_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = self
@@ -53,19 +20,15 @@ impl RedisStore {
             .transpose()
     }
 
-    pub(super) async fn write_new_config(&self, config: &ModelConfig) -> Result<u64, WriteError> {
+    pub(super) async fn write_new_config(
+        &self,
+        config: &ModelConfig,
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
         let json = serde_json::to_string(config).map_err(corrupt)?;
         let identity = config.identity();
-        let keys = [
-            self.keys.configs.as_str(),
-            &self.keys.identities,
-            &self.keys.version,
-        ];
-        self.write_script(&self.scripts.create, &keys, |cmd| {
-            cmd.arg(&config.id)
-                .arg(&identity)
-                .arg(&json)
-                .arg(&self.keys.channel);
+        self.write_script(&self.scripts.create, None, epoch, |cmd| {
+            cmd.arg(&config.id).arg(&identity).arg(&json);
         })
         .await
     }
@@ -74,36 +37,70 @@ impl RedisStore {
         &self,
         old: &ModelConfig,
         new: &ModelConfig,
-    ) -> Result<u64, WriteError> {
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
         let json = serde_json::to_string(new).map_err(corrupt)?;
         let (old_identity, new_identity) = (old.identity(), new.identity());
         let removed = removed_budget_fields(old, new);
         let lifetime_ms = CompiledConfig::counter_lifetime_of(new).map_err(corrupt)?;
         let counters = self.keys.counters(&old.id);
-        let keys = self.keys.for_config_write(&counters);
-        self.write_script(&self.scripts.update, &keys, |cmd| {
+        self.write_script(&self.scripts.update, Some(&counters), epoch, |cmd| {
             cmd.arg(&old.id)
                 .arg(old.revision)
                 .arg(&old_identity)
                 .arg(&new_identity)
                 .arg(&json)
-                .arg(&self.keys.channel)
                 .arg(lifetime_ms)
                 .arg(&removed);
         })
         .await
     }
 
-    pub(super) async fn write_deleted_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
+    pub(super) async fn write_deleted_config(
+        &self,
+        old: &ModelConfig,
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
         let identity = old.identity();
         let counters = self.keys.counters(&old.id);
-        let keys = self.keys.for_config_write(&counters);
-        self.write_script(&self.scripts.delete, &keys, |cmd| {
-            cmd.arg(&old.id)
-                .arg(old.revision)
-                .arg(&identity)
-                .arg(&self.keys.channel);
+        self.write_script(&self.scripts.delete, Some(&counters), epoch, |cmd| {
+            cmd.arg(&old.id).arg(old.revision).arg(&identity);
         })
         .await
+    }
+
+    /// Runs a config script so that a write answered as failed never happens later:
+    /// Redis queues commands while it is paused or stalled and runs them when it
+    /// resumes, long after a timeout. So the script gets a deadline on Redis's own clock
+    /// (`TIME` now plus the store timeout) past which it changes nothing, and tollgate
+    /// waits (up to the bulk timeout) to hear which way it went.
+    async fn write_script(
+        &self,
+        lua: &Lua,
+        counters: Option<&str>,
+        epoch: Option<&str>,
+        args: impl Fn(&mut redis::Cmd),
+    ) -> Result<Written, WriteError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (u64, u64) = self
+            .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        let deadline = secs * 1000 + micros / 1000 + self.timeout.as_millis() as u64;
+        let fresh_epoch = uuid::Uuid::new_v4().to_string();
+        let keys = self.keys.config_plane();
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(keys.len() + usize::from(counters.is_some()))
+                .arg(&keys)
+                .arg(counters)
+                .arg(deadline)
+                .arg(epoch.unwrap_or(""))
+                .arg(&fresh_epoch)
+                .arg(&self.keys.channel);
+            args(cmd);
+        };
+        let reply: Vec<Value> = self
+            .bounded(self.bulk_timeout, invoke(&mut conn, lua, fill))
+            .await?;
+        write_result(reply, self.timeout)
     }
 }

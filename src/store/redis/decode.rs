@@ -1,6 +1,6 @@
 //! Turning Redis replies into tollgate's types.
 
-use crate::store::{StoreError, WriteError};
+use crate::store::{StoreError, WriteError, Written};
 use redis::Value;
 use std::time::Duration;
 
@@ -31,14 +31,23 @@ pub(super) fn text(v: &Value) -> Result<String, StoreError> {
     }
 }
 
-/// Decodes the `{1, version} | {0, reason, id?}` answer of the config scripts.
-pub(super) fn write_result(reply: Vec<Value>, timeout: Duration) -> Result<u64, WriteError> {
+/// Decodes the `{1, version, epoch} | {0, reason, id?}` answer of the config scripts.
+pub(super) fn write_result(reply: Vec<Value>, timeout: Duration) -> Result<Written, WriteError> {
+    let field = |i: usize| reply.get(i).ok_or_else(|| corrupt("short write answer"));
     match reply.first().map(int).transpose()? {
-        Some(1) => Ok(int(reply.get(1).ok_or_else(|| corrupt("missing version"))?)? as u64),
+        Some(1) => Ok(Written {
+            version: int(field(1)?)? as u64,
+            epoch: text(field(2)?)?,
+        }),
         Some(0) => match reply.get(1).map(text).transpose()?.as_deref() {
             Some("missing") => Err(WriteError::NotFound),
             Some("stale") => Err(WriteError::Stale),
+            Some("epoch") => Err(WriteError::EpochChanged),
             Some("expired") => Err(StoreError::Timeout(timeout).into()),
+            Some("seeding") => Err(StoreError::Unavailable(
+                "a replica is restoring configs that Redis lost; retry in a few seconds".into(),
+            )
+            .into()),
             Some("conflict") => Err(WriteError::Conflict(
                 reply.get(2).map(text).transpose()?.unwrap_or_default(),
             )),

@@ -7,7 +7,15 @@ pub struct Keys {
     pub configs: String,
     pub identities: String,
     pub version: String,
+    /// epoch, floor, and the re-seed lease (see `lua/config_lib.lua`).
+    pub meta: String,
+    /// Change log: live config id → version of its last write.
+    pub log: String,
+    /// Deleted config id → version of its deletion (the last 100,000).
+    pub tombstones: String,
     pub channel: String,
+    /// Written by the readiness probe: does Redis accept writes?
+    pub probe: String,
 }
 
 impl Keys {
@@ -17,7 +25,11 @@ impl Keys {
             configs: format!("{prefix}configs"),
             identities: format!("{prefix}config_identities"),
             version: format!("{prefix}config_version"),
+            meta: format!("{prefix}config_meta"),
+            log: format!("{prefix}config_log"),
+            tombstones: format!("{prefix}config_tombstones"),
             channel: format!("{prefix}config_changes"),
+            probe: format!("{prefix}ready_probe"),
         }
     }
 
@@ -25,9 +37,16 @@ impl Keys {
         format!("{}c:{config_id}", self.prefix)
     }
 
-    /// KEYS of the update and delete scripts, around one config's counters key.
-    pub(super) fn for_config_write<'a>(&'a self, counters: &'a str) -> [&'a str; 4] {
-        [&self.configs, &self.identities, &self.version, counters]
+    /// The first KEYS of every config-plane script (see `lua/config_lib.lua`).
+    pub(super) fn config_plane(&self) -> [&str; 6] {
+        [
+            &self.configs,
+            &self.identities,
+            &self.version,
+            &self.meta,
+            &self.log,
+            &self.tombstones,
+        ]
     }
 
     pub fn usage_id(&self, request_id: &str) -> String {

@@ -5,6 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// How often the subscription is checked with a PING, and how long the answer may take:
+/// a subscription whose connection died silently (no RST: a host gone, a NAT entry
+/// dropped) is noticed within about `PING_EVERY + PING_TIMEOUT`, whatever the poll.
+const PING_EVERY: Duration = Duration::from_secs(2);
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Pokes `changes` on every config change announced on the channel, and after every
 /// (re)subscription, since changes may have been missed while disconnected. The
 /// periodic version poll covers the rest.
@@ -14,19 +20,34 @@ pub(super) async fn listen_for_changes(
     changes: Arc<Notify>,
 ) {
     loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    changes.notify_one();
-                    let mut messages = pubsub.on_message();
-                    while messages.next().await.is_some() {
+        match tokio::time::timeout(PING_EVERY, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => {
+                let (mut sink, mut messages) = pubsub.split();
+                match sink.subscribe(&channel).await {
+                    Ok(()) => {
                         changes.notify_one();
+                        let mut ticks = tokio::time::interval(PING_EVERY);
+                        loop {
+                            tokio::select! {
+                                message = messages.next() => match message {
+                                    Some(_) => changes.notify_one(),
+                                    None => break,
+                                },
+                                _ = ticks.tick() => {
+                                    let ping = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>());
+                                    if !matches!(ping.await, Ok(Ok(_))) {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        tracing::warn!("config change subscription lost; resubscribing");
                     }
-                    tracing::warn!("config change subscription lost; resubscribing");
+                    Err(e) => tracing::warn!(error = %e, "cannot subscribe to config changes"),
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to config changes"),
-            },
-            Err(e) => tracing::debug!(error = %e, "cannot connect for config changes"),
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot connect for config changes"),
+            Err(_) => tracing::debug!("connecting for config changes timed out"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

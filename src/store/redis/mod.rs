@@ -7,27 +7,32 @@
 
 mod clock;
 mod config_plane;
+mod config_sync;
 mod decode;
+mod health;
 mod hot_path;
 mod keys;
 mod listener;
 pub mod scripts;
 
+pub use self::health::{EvictionRisk, evicting_message, eviction_risk};
 pub use self::keys::Keys;
 
 use self::clock::ClockOffset;
-use self::decode::{corrupt, unavailable, write_result};
-use self::scripts::{Lua, Scripts, invoke};
+use self::decode::{corrupt, unavailable};
+use self::scripts::Scripts;
 use super::{
-    Amounts, CheckOutcome, LimitUsage, Store, StoreError, UsageDelta, UsageOutcome, WriteError,
+    Amounts, CheckOutcome, ConfigChanges, LimitUsage, ReseedOutcome, Store, StoreError, UsageDelta,
+    UsageOutcome, WriteError, Written,
 };
 use crate::limits::CompiledConfig;
+use crate::log_throttle::LogThrottle;
 use crate::model::ModelConfig;
 use chrono::{DateTime, Utc};
-use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -40,6 +45,8 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Bound on loading every config.
     pub bulk_timeout: Duration,
+    /// Run on a Redis whose `maxmemory-policy` is `allkeys-*` (it may evict configs).
+    pub allow_evicting: bool,
 }
 
 pub struct RedisStore {
@@ -49,6 +56,10 @@ pub struct RedisStore {
     scripts: Scripts,
     timeout: Duration,
     bulk_timeout: Duration,
+    allow_evicting: bool,
+    /// `volatile-*` is worth one warning, not one per readiness probe.
+    warned_volatile: AtomicBool,
+    writes_refused: LogThrottle,
     changes: Arc<Notify>,
     listener: JoinHandle<()>,
 }
@@ -89,6 +100,9 @@ impl RedisStore {
             scripts: Scripts::new(),
             timeout: options.timeout,
             bulk_timeout: options.bulk_timeout,
+            allow_evicting: options.allow_evicting,
+            warned_volatile: AtomicBool::new(false),
+            writes_refused: LogThrottle::new(10_000),
             changes,
             listener,
         })
@@ -137,61 +151,53 @@ impl RedisStore {
             cmd.arg(c.lua_limits.as_slice());
         }
     }
-
-    /// Runs a config script so that a write answered as failed never happens later:
-    /// Redis queues commands while it is paused or stalled and runs them when it
-    /// resumes, long after a timeout. So the script gets a deadline on Redis's own clock
-    /// (`TIME` now plus the store timeout) past which it changes nothing, and tollgate
-    /// waits (up to the bulk timeout) to hear which way it went.
-    async fn write_script(
-        &self,
-        lua: &Lua,
-        keys: &[&str],
-        args: impl Fn(&mut redis::Cmd),
-    ) -> Result<u64, WriteError> {
-        let mut conn = self.conn.clone();
-        let (secs, micros): (u64, u64) = self
-            .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
-            .await?;
-        let deadline = secs * 1000 + micros / 1000 + self.timeout.as_millis() as u64;
-        let fill = |cmd: &mut redis::Cmd| {
-            cmd.arg(keys.len()).arg(keys).arg(deadline);
-            args(cmd);
-        };
-        let reply: Vec<Value> = self
-            .bounded(self.bulk_timeout, invoke(&mut conn, lua, fill))
-            .await?;
-        write_result(reply, self.timeout)
-    }
 }
 
 impl Store for RedisStore {
-    async fn load_configs(&self) -> Result<(u64, Vec<ModelConfig>), StoreError> {
-        self.load_all_configs().await
+    async fn config_changes(&self, since: u64, limit: usize) -> Result<ConfigChanges, StoreError> {
+        self.read_config_changes(since, limit).await
     }
 
-    async fn config_version(&self) -> Result<u64, StoreError> {
-        self.read_config_version().await
+    async fn scan_configs(&self, cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
+        self.scan_config_page(cursor).await
+    }
+
+    async fn reseed(
+        &self,
+        found: Option<&str>,
+        configs: Vec<ModelConfig>,
+        min_version: u64,
+    ) -> Result<ReseedOutcome, StoreError> {
+        self.reseed_configs(found, configs, min_version).await
     }
 
     async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
         self.read_config(id).await
     }
 
-    async fn create_config(&self, config: &ModelConfig) -> Result<u64, WriteError> {
-        self.write_new_config(config).await
+    async fn create_config(
+        &self,
+        config: &ModelConfig,
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
+        self.write_new_config(config, epoch).await
     }
 
     async fn replace_config(
         &self,
         old: &ModelConfig,
         new: &ModelConfig,
-    ) -> Result<u64, WriteError> {
-        self.write_replaced_config(old, new).await
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
+        self.write_replaced_config(old, new, epoch).await
     }
 
-    async fn delete_config(&self, old: &ModelConfig) -> Result<u64, WriteError> {
-        self.write_deleted_config(old).await
+    async fn delete_config(
+        &self,
+        old: &ModelConfig,
+        epoch: Option<&str>,
+    ) -> Result<Written, WriteError> {
+        self.write_deleted_config(old, epoch).await
     }
 
     async fn check(
@@ -219,7 +225,8 @@ impl Store for RedisStore {
         self.run_read_usage(configs).await
     }
 
-    /// Reachable, and every script present in the script cache (loaded if not).
+    /// Reachable, every script present in the script cache (loaded if not), no
+    /// `allkeys-*` eviction (unless allowed), and accepting writes.
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let hashes: Vec<&str> = self.scripts.all().iter().map(|s| s.get_hash()).collect();
@@ -238,7 +245,24 @@ impl Store for RedisStore {
                     .await?;
             }
         }
-        Ok(())
+        let writable = async {
+            self.check_eviction_policy().await?;
+            self.probe_writes().await
+        }
+        .await;
+        metrics::gauge!(crate::metrics::STORE_WRITABLE).set(if writable.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
+        if let Err(e) = &writable
+            && let Some(more) = self
+                .writes_refused
+                .allow(chrono::Utc::now().timestamp_millis())
+        {
+            tracing::error!(error = %e, also_since_last_line = more, "Redis cannot keep tollgate's writes; not ready");
+        }
+        writable
     }
 
     async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {

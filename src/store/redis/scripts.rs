@@ -22,6 +22,10 @@ pub const LIB: &str = include_str!("../../../lua/lib.lua");
 pub const CONFIG_CREATE: &str = lua!("config_lib.lua", "config_create.lua");
 pub const CONFIG_UPDATE: &str = lua!("config_lib.lua", "config_update.lua");
 pub const CONFIG_DELETE: &str = lua!("config_lib.lua", "config_delete.lua");
+pub const CONFIG_SYNC: &str = lua!("config_lib.lua", "config_sync.lua");
+pub const RESEED_BEGIN: &str = lua!("config_lib.lua", "reseed_begin.lua");
+pub const RESEED_CHUNK: &str = lua!("config_lib.lua", "reseed_chunk.lua");
+pub const RESEED_END: &str = lua!("config_lib.lua", "reseed_end.lua");
 
 /// A script and its source, so it can be sent whole when Redis has lost it.
 pub(super) struct Lua {
@@ -45,6 +49,10 @@ pub(super) struct Scripts {
     pub(super) create: Lua,
     pub(super) update: Lua,
     pub(super) delete: Lua,
+    pub(super) sync: Lua,
+    pub(super) reseed_begin: Lua,
+    pub(super) reseed_chunk: Lua,
+    pub(super) reseed_end: Lua,
 }
 
 impl Scripts {
@@ -56,11 +64,19 @@ impl Scripts {
             create: Lua::new(CONFIG_CREATE),
             update: Lua::new(CONFIG_UPDATE),
             delete: Lua::new(CONFIG_DELETE),
+            sync: Lua::new(CONFIG_SYNC),
+            reseed_begin: Lua::new(RESEED_BEGIN),
+            reseed_chunk: Lua::new(RESEED_CHUNK),
+            reseed_end: Lua::new(RESEED_END),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 6] {
+    pub(super) fn all(&self) -> [&Script; 10] {
         [
+            &self.sync.script,
+            &self.reseed_begin.script,
+            &self.reseed_chunk.script,
+            &self.reseed_end.script,
             &self.check.script,
             &self.usage.script,
             &self.read_usage.script,

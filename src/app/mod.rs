@@ -1,14 +1,22 @@
 //! Shared state of one tollgate: its store, its config snapshot, and its settings.
+//!
+//! `sync` keeps the snapshot current (and the store's configs alive); `persist` keeps a
+//! copy of it in `--state-file` when the store is Redis.
+
+mod persist;
+pub mod sync;
 
 use crate::limits::Snapshot;
 use crate::model::ModelConfig;
 use crate::settings::StoreErrorPolicy;
-use crate::store::{Store, StoreError, WriteError};
+use crate::store::{Store, StoreError, WriteError, Written};
 use arc_swap::ArcSwap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 pub struct App<S> {
     pub store: S,
@@ -23,6 +31,10 @@ pub struct App<S> {
     pub api_key_digests: Vec<[u8; 32]>,
     pub on_store_error: StoreErrorPolicy,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Where this replica keeps a copy of its snapshot (Redis store with `--state-file`).
+    snapshot_file: Option<PathBuf>,
+    /// Poked on every new snapshot, for the state-file writer.
+    published: Arc<Notify>,
 }
 
 /// A config change this replica just wrote, applied to its own snapshot at once.
@@ -42,6 +54,8 @@ impl<S: Store> App<S> {
             api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
             on_store_error,
             metrics: crate::metrics::handle(),
+            snapshot_file: None,
+            published: Arc::new(Notify::new()),
         }
     }
 
@@ -57,58 +71,67 @@ impl<S: Store> App<S> {
         self.last_confirmed.lock().elapsed()
     }
 
+    /// The epoch this replica's writes are fenced by.
+    pub fn epoch(&self) -> Option<String> {
+        self.snapshot().epoch.clone()
+    }
+
     fn publish(&self, snapshot: Snapshot) {
-        metrics::gauge!(crate::metrics::CONFIGS).set(snapshot.configs.len() as f64);
+        metrics::gauge!(crate::metrics::CONFIGS).set(snapshot.len() as f64);
         self.snapshot.store(Arc::new(snapshot));
         self.snapshot_loaded.store(true, Ordering::Release);
+        self.confirm();
+        self.published.notify_one();
+    }
+
+    fn confirm(&self) {
         *self.last_confirmed.lock() = Instant::now();
     }
 
-    /// Brings the snapshot up to the store's version; a cheap version read when nothing
-    /// changed.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
-        let result = self.refresh_inner().await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!(crate::metrics::SNAPSHOT_RELOADS, "result" => outcome).increment(1);
-        result
-    }
-
-    async fn refresh_inner(&self) -> Result<(), StoreError> {
-        let version = timed("config_version", self.store.config_version()).await?;
-        if self.snapshot_loaded() && version == self.snapshot().version {
-            *self.last_confirmed.lock() = Instant::now();
-            return Ok(());
-        }
-        // Loading under the swap lock orders it with every other swap, so what it reads
-        // is never older than the snapshot and replaces it whenever the version differs,
-        // even when it went down: Redis lost its data, and configs nobody can list,
-        // update or delete any more must not be enforced from a stale copy.
-        let _guard = self.swap_lock.lock().await;
-        let (version, configs) = timed("load_configs", self.store.load_configs()).await?;
-        if !self.snapshot_loaded() || version != self.snapshot().version {
-            self.publish(self.snapshot().reload(version, configs));
-        } else {
-            *self.last_confirmed.lock() = Instant::now();
-        }
-        Ok(())
-    }
-
-    /// Applies this replica's own write (store version `version`) to its snapshot, so
-    /// its next check sees it. If other writes happened in between, reloads instead.
-    pub async fn apply_local(&self, version: u64, change: LocalChange<'_>) {
+    /// Applies this replica's own write to its snapshot, so its next check sees it. If
+    /// other writes happened in between, syncs instead (O(changed)).
+    pub async fn apply_local(&self, written: &Written, change: LocalChange<'_>) {
         let guard = self.swap_lock.lock().await;
         let current = self.snapshot();
-        if self.snapshot_loaded() && version == current.version + 1 {
+        if self.snapshot_loaded()
+            && written.version == current.version + 1
+            && current.epoch.as_deref() == Some(written.epoch.as_str())
+        {
             let next = match change {
-                LocalChange::Upsert(c) => current.with_change(version, &c.id, Some(c.clone())),
-                LocalChange::Delete(id) => current.with_change(version, id, None),
+                LocalChange::Upsert(c) => {
+                    current.with_change(written.version, &c.id, Some(c.clone()))
+                }
+                LocalChange::Delete(id) => current.with_change(written.version, id, None),
             };
             self.publish(next);
             return;
         }
         drop(guard);
         if let Err(e) = self.refresh().await {
-            tracing::warn!(error = %e, "config written, but the snapshot reload failed; the poll will retry");
+            tracing::warn!(error = %e, "config written, but the snapshot sync failed; the poll will retry");
+        }
+    }
+
+    /// Runs a config write fenced by this replica's epoch. If the store's epoch moved
+    /// (it lost data, or another replica re-seeded it), syncs (re-seeding if needed)
+    /// and tries once more.
+    pub async fn fenced_write<F, Fut>(&self, write: F) -> Result<Written, WriteError>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: Future<Output = Result<Written, WriteError>>,
+    {
+        match write(self.epoch()).await {
+            Err(WriteError::EpochChanged) => {
+                self.refresh().await?;
+                match write(self.epoch()).await {
+                    Err(WriteError::EpochChanged) => Err(StoreError::Unavailable(
+                        "the store's configs are being restored; retry in a few seconds".into(),
+                    )
+                    .into()),
+                    other => other,
+                }
+            }
+            other => other,
         }
     }
 

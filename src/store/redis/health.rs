@@ -1,0 +1,133 @@
+//! Whether Redis can keep what tollgate writes: its eviction policy, and whether it
+//! accepts writes at all (SPEC §5: "Redis settings are checked").
+
+use super::RedisStore;
+use crate::store::StoreError;
+
+/// What `maxmemory-policy` means for tollgate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionRisk {
+    /// `noeviction`, or the policy cannot be read (`CONFIG` disabled).
+    None,
+    /// `volatile-*`: idle counters (they have TTLs) may be evicted early; configs not.
+    Counters(String),
+    /// `allkeys-*`: configs themselves may be evicted.
+    Configs(String),
+}
+
+pub fn eviction_risk(policy: &str) -> EvictionRisk {
+    if policy.starts_with("allkeys-") {
+        EvictionRisk::Configs(policy.to_string())
+    } else if policy.starts_with("volatile-") {
+        EvictionRisk::Counters(policy.to_string())
+    } else {
+        EvictionRisk::None
+    }
+}
+
+/// The refusal for an evicting Redis, with the fix in it.
+pub fn evicting_message(policy: &str) -> String {
+    format!(
+        "Redis runs with maxmemory-policy {policy}: under memory pressure it evicts tollgate's \
+         configs and counters (limits then restart from zero). Set `maxmemory-policy noeviction` \
+         (or a volatile-* policy) on Redis, or pass --allow-evicting-redis to run anyway"
+    )
+}
+
+impl RedisStore {
+    /// `maxmemory-policy`, or None when Redis does not say (`CONFIG` renamed or denied).
+    pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::RedisResult<Vec<String>> = match tokio::time::timeout(
+            self.timeout,
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn),
+        )
+        .await
+        {
+            Ok(reply) => reply,
+            Err(_) => return Err(StoreError::Timeout(self.timeout)),
+        };
+        match reply {
+            Ok(pair) => Ok(pair.get(1).cloned()),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read maxmemory-policy");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Refuses an `allkeys-*` policy unless allowed; a warning for `volatile-*`.
+    pub async fn check_eviction_policy(&self) -> Result<(), StoreError> {
+        match self.eviction_policy().await?.as_deref().map(eviction_risk) {
+            Some(EvictionRisk::Configs(policy)) if !self.allow_evicting => {
+                Err(StoreError::Unavailable(evicting_message(&policy)))
+            }
+            Some(EvictionRisk::Counters(policy)) => {
+                if self
+                    .warned_volatile
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    policy,
+                    "Redis may evict idle counters early under memory pressure (maxmemory-policy \
+                     volatile-*): their limits then restart from zero; noeviction keeps them"
+                );
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A tiny write that fails while Redis rejects writes (OOM at maxmemory with
+    /// noeviction, a read-only replica, MISCONF after a failed snapshot).
+    pub async fn probe_writes(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Result<(), StoreError> = self
+            .bounded(
+                self.timeout,
+                redis::cmd("SET")
+                    .arg(&self.keys.probe)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(10_000)
+                    .query_async(&mut conn),
+            )
+            .await;
+        match reply {
+            Err(StoreError::Unavailable(e)) if !e.contains("connect") && !e.contains("broken") => {
+                Err(StoreError::Unavailable(format!(
+                    "Redis rejects writes: {e}"
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies() {
+        assert_eq!(eviction_risk("noeviction"), EvictionRisk::None);
+        assert_eq!(
+            eviction_risk("allkeys-lru"),
+            EvictionRisk::Configs("allkeys-lru".into())
+        );
+        assert_eq!(
+            eviction_risk("volatile-ttl"),
+            EvictionRisk::Counters("volatile-ttl".into())
+        );
+        let msg = evicting_message("allkeys-lfu");
+        assert!(msg.contains("noeviction") && msg.contains("--allow-evicting-redis"));
+    }
+}
