@@ -1,7 +1,7 @@
 //! The Bifrost-compatible model-config API under /api/governance/model-configs.
 
 use super::error::ApiError;
-use super::extract::{ConfigId, JsonBody};
+use super::extract::{AnyJsonBody, ConfigId};
 use super::views::{ModelConfigView, view};
 use crate::app::{App, LocalChange, timed, timed_write};
 use crate::limits::CompiledConfig;
@@ -65,7 +65,7 @@ async fn after_write<S: Store>(
 
 pub async fn create<S: Store>(
     State(app): State<Arc<App<S>>>,
-    JsonBody(req): JsonBody<CreateModelConfig>,
+    AnyJsonBody(req): AnyJsonBody<CreateModelConfig>,
 ) -> Result<Json<Value>, ApiError> {
     let now = timed("clock", app.store.clock()).await?;
     let config = create_config(req, now)?;
@@ -92,7 +92,7 @@ pub async fn get<S: Store>(
 pub async fn update<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
-    JsonBody(req): JsonBody<UpdateModelConfig>,
+    AnyJsonBody(req): AnyJsonBody<UpdateModelConfig>,
 ) -> Result<Json<Value>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = timed("get_config", app.store.get_config(&id))
