@@ -58,12 +58,18 @@ pub fn update_config(
     if let Some(aligned) = req.calendar_aligned {
         next.calendar_aligned = aligned;
     }
-    let budgets = match (req.budgets, req.budget) {
-        (None, Some(legacy)) => Some(legacy_budget_update(legacy, &current.budgets)?),
-        (budgets, budget) => budget_inputs(budgets, budget)?,
-    };
-    if let Some(list) = budgets {
-        next.budgets = build_budgets(list, &current.budgets, now)?;
+    match (req.budgets, req.budget) {
+        (None, Some(legacy)) => {
+            let list = legacy_budget_update(legacy, &current.budgets)?;
+            // The client sent `budget`, so name that in errors about the first entry.
+            next.budgets = build_budgets(list, &current.budgets, now)
+                .map_err(|e| ValidationError(e.0.replacen("budgets[0]", "budget", 1)))?;
+        }
+        (budgets, budget) => {
+            if let Some(list) = budget_inputs(budgets, budget)? {
+                next.budgets = build_budgets(list, &current.budgets, now)?;
+            }
+        }
     }
     if let Some(rl) = req.rate_limit {
         next.rate_limit = build_rate_limit(rl, current.rate_limit.as_ref(), now)?;
