@@ -5,7 +5,12 @@
 -- ARGV[10] how long the kept counters may matter under the new limits (ms): their TTL
 --          is extended to it (never shortened), or a longer new limit would lose them
 --          when the old, shorter TTL runs out
--- ARGV[11…] counter fields to drop (removed budgets)
+-- ARGV[11] n, the number of new budgets to seed, then per seed 8 values: the new
+--          budget's field, length (ms), grid mode and param, then the same of the
+--          existing budget whose current usage it starts with (see budget_seeds in
+--          src/store/mod.rs)
+-- ARGV[12 + 8n…] counter fields to drop (removed budgets)
+-- lib.lua is prepended too (before config_lib.lua), for budget_open.
 -- Returns {1, version, epoch} | {0, 'missing' | 'stale' | 'expired' | 'seeding' |
 -- 'epoch'} | {0, 'conflict', other id}.
 
@@ -30,7 +35,20 @@ if ARGV[8] ~= ARGV[7] then
   redis.call('HSET', KEYS[2], ARGV[8], ARGV[5])
 end
 redis.call('HSET', KEYS[1], ARGV[5], ARGV[9])
-for i = 11, #ARGV do
+-- Seeds first: a source may be a budget this update removes.
+local a = 12
+for _ = 1, tonumber(ARGV[11]) do
+  local source = budget_open(redis.call('HGET', KEYS[7], ARGV[a + 4]), now,
+    tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
+  if source.used > 0 then
+    local target = budget_open(redis.call('HGET', KEYS[7], ARGV[a]), now,
+      tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+    target.used = clamp_used(target.used + source.used)
+    redis.call('HSET', KEYS[7], ARGV[a], budget_encode(target))
+  end
+  a = a + 8
+end
+for i = a, #ARGV do
   redis.call('HDEL', KEYS[7], ARGV[i])
 end
 local ttl = redis.call('PTTL', KEYS[7])

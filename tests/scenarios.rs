@@ -463,9 +463,13 @@ async fn list_filters_paginates_and_orders(b: Backend) {
             .map(|c| c["id"].as_str().unwrap().to_string())
             .collect()
     };
+    // Newest first (created_at, then id, descending), as Bifrost and its UI list them.
+    let rev = |range: std::ops::Range<usize>| -> Vec<String> {
+        ids[range].iter().rev().cloned().collect()
+    };
     let all = t.get(CONFIGS).await;
     assert_eq!(all.status, 200);
-    assert_eq!(ids_of(&all), ids, "ordered by created_at, then id");
+    assert_eq!(ids_of(&all), rev(0..5), "newest first");
     assert_eq!(
         (all.body["count"].as_u64(), all.body["total_count"].as_u64()),
         (Some(5), Some(5))
@@ -476,7 +480,7 @@ async fn list_filters_paginates_and_orders(b: Backend) {
     );
 
     let page = t.get(&format!("{CONFIGS}?limit=2&offset=1")).await;
-    assert_eq!(ids_of(&page), ids[1..3]);
+    assert_eq!(ids_of(&page), rev(2..4));
     assert_eq!(
         (
             page.body["count"].as_u64(),
@@ -494,42 +498,54 @@ async fn list_filters_paginates_and_orders(b: Backend) {
     );
 
     let search = t.get(&format!("{CONFIGS}?search=gpt-4O")).await;
-    assert_eq!(ids_of(&search), ids[0..2], "case-insensitive substring");
+    assert_eq!(ids_of(&search), rev(0..2), "case-insensitive substring");
     assert_eq!(
         ids_of(&t.get(&format!("{CONFIGS}?scope=virtual_key")).await),
-        ids[3..5]
+        rev(3..5)
     );
     assert_eq!(
         ids_of(&t.get(&format!("{CONFIGS}?scope=user&scope_id=u1")).await),
-        ids[2..3]
+        rev(2..3)
     );
     assert_eq!(
         ids_of(
             &t.get(&format!("{CONFIGS}?scope_id=vk1&provider=anthropic"))
                 .await
         ),
-        ids[3..4]
+        rev(3..4)
     );
     let mem = t
         .get(&format!("{CONFIGS}?from_memory=true&search=claude"))
         .await;
     assert_eq!(mem.status, 200);
-    assert_eq!(ids_of(&mem), ids[2..4]);
+    assert_eq!(ids_of(&mem), rev(2..4));
 
-    for bad in [
-        "limit=0",
-        "limit=101",
-        "limit=x",
-        "offset=-1",
-        "offset=1.5",
-        "scope=team",
-        "from_memory=maybe",
-    ] {
+    for bad in ["limit=x", "limit=-1", "offset=-1", "offset=1.5"] {
         let a = t.get(&format!("{CONFIGS}?{bad}")).await;
         assert_eq!(a.status, 400, "{bad}: {}", a.body);
         assert!(!a.message().is_empty());
     }
     assert_eq!(t.get(&format!("{CONFIGS}?limit=100")).await.status, 200);
+    // Bifrost's clamping: above 100 is 100, 0 is the default.
+    for (query, limit) in [("limit=500", 100), ("limit=101", 100), ("limit=0", 25)] {
+        let a = t.get(&format!("{CONFIGS}?{query}")).await;
+        assert_eq!(
+            (a.status.as_u16(), &a.body["limit"]),
+            (200, &json!(limit)),
+            "{query}"
+        );
+    }
+    // A scope that names no scope matches nothing; only `true` selects memory.
+    let a = t.get(&format!("{CONFIGS}?scope=team")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        (a.body["count"].clone(), a.body["total_count"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(
+        ids_of(&t.get(&format!("{CONFIGS}?from_memory=maybe")).await).len(),
+        5
+    );
 }
 
 async fn api_keys_guard_the_management_api(b: Backend) {
@@ -1248,6 +1264,8 @@ async fn bad_check_and_usage_input_is_a_clear_400(b: Backend) {
     let a = t.send(raw("application/json", "")).await;
     assert_eq!(a.status, 400);
     assert!(a.message().contains("empty"));
+    // /v1/* is tollgate's own API and keeps requiring JSON's content type (only the
+    // Bifrost-compatible management API parses bodies whatever the header says).
     let a = t.send(raw("text/plain", "{\"model\": \"m\"}")).await;
     assert_eq!(a.status, 415);
     assert!(a.message().contains("application/json"));

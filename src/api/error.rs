@@ -1,5 +1,7 @@
 //! Every error answer, in Bifrost's shape:
-//! `{"is_bifrost_error": false, "status_code": N, "error": {"message": "…"}}`.
+//! `{"is_bifrost_error": false, "status_code": N, "error": {"message": "…"}, "extra_fields": {}}`.
+//! `extra_fields` is always present (and empty): Bifrost's own API contract tests expect
+//! the key.
 
 use crate::model::validate::ValidationError;
 use crate::store::{StoreError, WriteError};
@@ -45,6 +47,7 @@ impl IntoResponse for ApiError {
             "is_bifrost_error": false,
             "status_code": self.status.as_u16(),
             "error": {"message": self.message},
+            "extra_fields": {},
         });
         (self.status, Json(body)).into_response()
     }

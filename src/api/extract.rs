@@ -1,6 +1,10 @@
-//! A JSON body extractor whose every rejection is a clear 4xx in the error shape:
-//! 415 for a wrong content type, 413 for a body over the limit, 400 naming the field
-//! for malformed JSON or wrong types.
+//! JSON body extractors whose every rejection is a clear 4xx in the error shape:
+//! 413 for a body over the limit, 400 naming the field for malformed JSON or wrong types,
+//! and (for `/v1/*` only) 415 for a wrong content type.
+//!
+//! `JsonBody` (the `/v1/*` hot path) requires `Content-Type: application/json`.
+//! `AnyJsonBody` (the management API) parses the body as JSON whatever the header says,
+//! as Bifrost does (it never looks at it), so `curl -d '{…}'` without `-H` works.
 
 use super::error::ApiError;
 use axum::body::Bytes;
@@ -10,7 +14,11 @@ use axum::http::{StatusCode, header};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+/// A JSON body that must be sent as `application/json` (or `application/*+json`).
 pub struct JsonBody<T>(pub T);
+
+/// A JSON body, whatever its `Content-Type` (Bifrost-compatible management API).
+pub struct AnyJsonBody<T>(pub T);
 
 /// Largest accepted body (`--max-body-bytes`), set on the router as an extension.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +102,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+fn body_limit(req: &Request) -> usize {
+    req.extensions()
+        .get::<BodyLimit>()
+        .map_or(64 * 1024, |l| l.0)
+}
+
+/// Reads and parses the body; 413 when it is over `limit`.
+async fn parse_body<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+    let bytes = read_body(req, limit).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes (--max-body-bytes)"),
+        )
+    })?;
+    parse_json(&bytes)
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
@@ -104,12 +129,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(64 * 1024, |l| l.0);
-        let body = read_body(req, limit).await?;
+        let limit = body_limit(&req);
         if !is_json(&content_type) {
+            // Read (and drop) the body first, so the client can read the answer.
+            let _ = read_body(req, limit).await;
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
@@ -122,13 +145,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ),
             ));
         }
-        let bytes = body.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {limit} bytes (--max-body-bytes)"),
-            )
-        })?;
-        parse_json(&bytes).map(JsonBody)
+        parse_body(req, limit).await.map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AnyJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = body_limit(&req);
+        parse_body(req, limit).await.map(AnyJsonBody)
     }
 }
 

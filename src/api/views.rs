@@ -1,6 +1,7 @@
 //! Response shapes of the management API (Bifrost's model-config objects).
 
 use crate::limits::{CompiledConfig, LimitKind};
+use crate::model::hash::{budget_hash, config_hash, rate_limit_hash};
 use crate::model::{ModelConfig, Scope, nanos_to_dollars};
 use crate::store::LimitUsage;
 use chrono::{DateTime, Utc};
@@ -19,6 +20,8 @@ pub struct ModelConfigView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetView>,
     pub rate_limit: Option<RateLimitView>,
+    /// Stable hash of identity and limits (`model::hash`), for config-sync tools.
+    pub config_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -34,6 +37,7 @@ pub struct BudgetView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reset: Option<DateTime<Utc>>,
     pub calendar_aligned: bool,
+    pub config_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -53,6 +57,7 @@ pub struct RateLimitView {
     pub request_current_usage: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_last_reset: Option<DateTime<Utc>>,
+    pub config_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -90,6 +95,7 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
                 current_usage: u.map(|u| nanos_to_dollars(u.used)),
                 last_reset: u.and_then(|u| at(u.start_ms)),
                 calendar_aligned: c.calendar_aligned,
+                config_hash: budget_hash(b),
                 created_at: b.created_at,
                 updated_at: b.updated_at,
             }
@@ -108,6 +114,7 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
             request_reset_duration: rl.request_reset_duration.clone(),
             request_current_usage: requests.map(|u| u.used),
             request_last_reset: requests.and_then(|u| at(u.start_ms)),
+            config_hash: rate_limit_hash(rl),
             created_at: rl.created_at,
             updated_at: rl.updated_at,
         }
@@ -122,6 +129,7 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         budget: budgets.first().cloned(),
         budgets,
         rate_limit,
+        config_hash: config_hash(c),
         created_at: c.created_at,
         updated_at: c.updated_at,
     }

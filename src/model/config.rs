@@ -1,7 +1,7 @@
 //! Model configs as stored, and the request bodies that create and update them.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -103,22 +103,25 @@ pub struct CreateModelConfig {
     pub rate_limit: Option<RateLimitInput>,
 }
 
-/// `PUT /api/governance/model-configs/{id}`. Absent = unchanged.
+/// `PUT /api/governance/model-configs/{id}`. A field that is absent **or null** is left
+/// unchanged: Go clients serialize every unset pointer field as `null`, so `null` cannot
+/// mean "remove" without silently dropping limits a client never meant to touch.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UpdateModelConfig {
     pub model_name: Option<String>,
-    /// Absent: unchanged; `null`: all providers; a string: that provider.
-    #[serde(default, deserialize_with = "present")]
-    pub provider: Option<Option<String>>,
+    /// A string: that provider; `""`: all providers.
+    pub provider: Option<String>,
+    /// Identity: must equal the config's (`""` counts as not sent).
     pub scope: Option<String>,
     pub scope_id: Option<String>,
     pub calendar_aligned: Option<bool>,
-    /// Absent or `null`: unchanged; `[]`: remove all; a list replaces the set.
+    /// `[]`: remove all; a list replaces the set.
     pub budgets: Option<Vec<BudgetInput>>,
+    /// Legacy single budget (when `budgets` is not sent): updates the first budget's
+    /// given fields, or creates it; `{}` removes the first budget.
     pub budget: Option<BudgetInput>,
-    /// Absent: unchanged; `null`: removed; an object replaces it.
-    #[serde(default, deserialize_with = "present")]
-    pub rate_limit: Option<Option<RateLimitInput>>,
+    /// Replaced as a whole (counters kept); `{}` or both maxes null removes it.
+    pub rate_limit: Option<RateLimitInput>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -134,13 +137,4 @@ pub struct RateLimitInput {
     pub token_reset_duration: Option<String>,
     pub request_max_limit: Option<u64>,
     pub request_reset_duration: Option<String>,
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }

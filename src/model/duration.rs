@@ -2,7 +2,9 @@
 //!
 //! Go-style durations (`30s`, `5m`, `1h30m`, `250ms`) extended with `d` (24h), `w` (7d),
 //! `M` (30d) and `Y` (365d), decimals in any component (`1.5d`), and the words
-//! `daily`, `weekly`, `monthly`, `yearly`. `m` is minutes, `M` is months.
+//! `daily`, `weekly`, `monthly`, `yearly` in any letter case (`DAILY`, `Monthly`: Bifrost's
+//! `ParseDuration` lower-cases them). `m` is minutes, `M` is months: units stay
+//! case-sensitive.
 
 use std::fmt;
 
@@ -73,7 +75,7 @@ pub fn parse_duration_ms(input: &str) -> Result<u64, DurationError> {
     if s.is_empty() {
         return Err(DurationError::Empty);
     }
-    match s {
+    match s.to_ascii_lowercase().as_str() {
         "daily" => return Ok(DAY_MS),
         "weekly" => return Ok(WEEK_MS),
         "monthly" => return Ok(MONTH_MS),
@@ -176,6 +178,15 @@ mod tests {
         assert_eq!(parse_duration_ms("weekly"), Ok(WEEK_MS));
         assert_eq!(parse_duration_ms("monthly"), Ok(MONTH_MS));
         assert_eq!(parse_duration_ms("yearly"), Ok(YEAR_MS));
+    }
+
+    #[test]
+    fn words_in_any_letter_case() {
+        assert_eq!(parse_duration_ms("DAILY"), Ok(DAY_MS));
+        assert_eq!(parse_duration_ms("Monthly"), Ok(MONTH_MS));
+        assert_eq!(parse_duration_ms("wEeKlY"), Ok(WEEK_MS));
+        assert_eq!(parse_duration_ms(" Yearly "), Ok(YEAR_MS));
+        assert!(parse_duration_ms("MONTHLYY").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod hash;
 pub mod validate;
 
 pub use config::{ModelConfig, Scope};

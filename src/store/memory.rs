@@ -2,9 +2,9 @@
 //! state file that is replaced atomically (write to a temp file, fsync, rename).
 
 use super::{
-    Amounts, CheckOutcome, ConfigChanges, ConfigState, LimitOutcome, LimitUsage, ReseedOutcome,
-    Seeding, Store, StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome, WriteError, Written,
-    removed_budget_fields,
+    Amounts, BudgetSeed, CheckOutcome, ConfigChanges, ConfigState, LimitOutcome, LimitUsage,
+    ReseedOutcome, Seeding, Store, StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome,
+    WriteError, Written, budget_seeds, removed_budget_fields,
 };
 use crate::limits::period::BudgetCounter;
 use crate::limits::window::{SlidingWindow, admits};
@@ -182,6 +182,28 @@ impl Counter<'_> {
     }
 }
 
+/// New budgets start with their source budget's usage in its current period (added to
+/// whatever they hold, so nothing counted is lost).
+fn seed_budgets(c: &mut ConfigCounters, seeds: &[BudgetSeed], now: i64) {
+    if c.expires_ms <= now {
+        return;
+    }
+    for seed in seeds {
+        let (Some(source_grid), Some(target_grid)) = (&seed.source.grid, &seed.target.grid) else {
+            continue;
+        };
+        let Some(mut source) = c.budgets.get(&seed.source.field).copied() else {
+            continue;
+        };
+        source.roll(source_grid, now);
+        if source.used() > 0 {
+            let target = c.budgets.entry(seed.target.field.clone()).or_default();
+            target.roll(target_grid, now);
+            target.add(source.used());
+        }
+    }
+}
+
 /// How long a config's counters matter after a write: its longest window or period.
 fn lifetime_ms(config: &CompiledConfig, now: i64) -> i64 {
     config
@@ -260,6 +282,7 @@ impl Store for MemoryStore {
         epoch: Option<&str>,
     ) -> Result<Written, WriteError> {
         let lifetime = CompiledConfig::counter_lifetime_of(new).map_err(StoreError::Corrupt)?;
+        let seeds = budget_seeds(old, new).map_err(StoreError::Corrupt)?;
         let written = self
             .write(|set| {
                 fence(set, epoch)?;
@@ -281,7 +304,10 @@ impl Store for MemoryStore {
             })
             .await?;
         let removed = removed_budget_fields(old, new);
+        // Checks still run on the old config until the caller applies the new one, so
+        // nothing counts on the new budgets in between.
         if let Some(c) = self.counters.lock().by_config.get_mut(&old.id) {
+            seed_budgets(c, &seeds, now_ms());
             for field in removed {
                 c.budgets.remove(&field);
             }

@@ -8,7 +8,7 @@ pub mod config_log;
 pub mod memory;
 pub mod redis;
 
-use crate::limits::CompiledConfig;
+use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
 use crate::model::ModelConfig;
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -166,7 +166,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Written, WriteError>> + Send;
 
     /// Replaces `old` (as read, compared by revision) with `new`; counters of budgets
-    /// that `new` no longer has are dropped, all others are kept.
+    /// that `new` no longer has are dropped, all others are kept, and a budget that `new`
+    /// adds starts with the current usage of `old`'s closest shorter budget
+    /// ([`budget_seeds`]), in the same atomic step.
     fn replace_config(
         &self,
         old: &ModelConfig,
@@ -237,4 +239,51 @@ pub fn removed_budget_fields(old: &ModelConfig, new: &ModelConfig) -> Vec<String
         .filter(|b| !new.budgets.iter().any(|n| n.id == b.id))
         .map(|b| crate::limits::compiled::budget_field(&b.id))
         .collect()
+}
+
+/// A budget that an update adds, and the existing budget whose current usage it starts
+/// with.
+#[derive(Debug, Clone)]
+pub struct BudgetSeed {
+    pub target: LimitSpec,
+    pub source: LimitSpec,
+}
+
+/// The budgets `new` adds (ids `old` does not have) that have a shorter budget in `old`,
+/// each with the closest shorter one (by `old`'s durations): today's spend is also this
+/// week's. As Bifrost's `inheritUsageFromClosestShorterBudget`
+/// (`transports/bifrost-http/handlers/governance.go`), which reads the config's budgets
+/// as they were before the update.
+pub fn budget_seeds(old: &ModelConfig, new: &ModelConfig) -> Result<Vec<BudgetSeed>, String> {
+    if !new
+        .budgets
+        .iter()
+        .any(|n| !old.budgets.iter().any(|o| o.id == n.id))
+    {
+        return Ok(Vec::new());
+    }
+    let (old, new) = (
+        CompiledConfig::compile(old.clone())?,
+        CompiledConfig::compile(new.clone())?,
+    );
+    let budgets = |c: &CompiledConfig| -> Vec<LimitSpec> {
+        c.limits
+            .iter()
+            .filter(|l| l.kind == LimitKind::Budget)
+            .cloned()
+            .collect()
+    };
+    let existing = budgets(&old);
+    Ok(budgets(&new)
+        .into_iter()
+        .filter(|t| !existing.iter().any(|o| o.budget_id == t.budget_id))
+        .filter_map(|target| {
+            let source = existing
+                .iter()
+                .filter(|s| s.len_ms < target.len_ms)
+                .max_by_key(|s| s.len_ms)?
+                .clone();
+            Some(BudgetSeed { target, source })
+        })
+        .collect())
 }

@@ -6,8 +6,11 @@ use super::RedisStore;
 use super::decode::{corrupt, write_result};
 use super::scripts::{Lua, invoke};
 use crate::limits::CompiledConfig;
+use crate::limits::LimitSpec;
 use crate::model::ModelConfig;
-use crate::store::{StoreError, WriteError, Written, removed_budget_fields};
+use crate::store::{
+    BudgetSeed, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
+};
 use redis::{AsyncCommands, Value};
 
 impl RedisStore {
@@ -42,6 +45,7 @@ impl RedisStore {
         let json = serde_json::to_string(new).map_err(corrupt)?;
         let (old_identity, new_identity) = (old.identity(), new.identity());
         let removed = removed_budget_fields(old, new);
+        let seeds = budget_seeds(old, new).map_err(corrupt)?;
         let lifetime_ms = CompiledConfig::counter_lifetime_of(new).map_err(corrupt)?;
         let counters = self.keys.counters(&old.id);
         self.write_script(&self.scripts.update, Some(&counters), epoch, |cmd| {
@@ -51,7 +55,11 @@ impl RedisStore {
                 .arg(&new_identity)
                 .arg(&json)
                 .arg(lifetime_ms)
-                .arg(&removed);
+                .arg(seeds.len());
+            for seed in &seeds {
+                seed_args(cmd, seed);
+            }
+            cmd.arg(&removed);
         })
         .await
     }
@@ -103,4 +111,15 @@ impl RedisStore {
             .await?;
         write_result(reply, self.timeout)
     }
+}
+
+/// One seed as `config_update.lua` reads it: the target budget's field, length, grid mode
+/// and grid param, then the source budget's.
+fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
+    let limit = |cmd: &mut redis::Cmd, spec: &LimitSpec| {
+        let (mode, param, _) = spec.grid.map_or((0, 0, 0), |g| g.lua_args());
+        cmd.arg(&spec.field).arg(spec.len_ms).arg(mode).arg(param);
+    };
+    limit(cmd, &seed.target);
+    limit(cmd, &seed.source);
 }

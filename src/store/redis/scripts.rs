@@ -20,7 +20,13 @@ pub const USAGE: &str = lua!("lib.lua", "usage.lua");
 pub const READ_USAGE: &str = lua!("lib.lua", "read_usage.lua");
 pub const LIB: &str = include_str!("../../../lua/lib.lua");
 pub const CONFIG_CREATE: &str = lua!("config_lib.lua", "config_create.lua");
-pub const CONFIG_UPDATE: &str = lua!("config_lib.lua", "config_update.lua");
+/// Also builds on `lib.lua` (budget periods, to seed new budgets); `config_lib.lua`'s
+/// `now_ms` and `past_deadline` come after it and shadow lib.lua's.
+pub const CONFIG_UPDATE: &str = concat!(
+    include_str!("../../../lua/lib.lua"),
+    "\n",
+    lua!("config_lib.lua", "config_update.lua")
+);
 pub const CONFIG_DELETE: &str = lua!("config_lib.lua", "config_delete.lua");
 pub const CONFIG_SYNC: &str = lua!("config_lib.lua", "config_sync.lua");
 pub const RESEED_BEGIN: &str = lua!("config_lib.lua", "reseed_begin.lua");
