@@ -14,6 +14,7 @@ pub const CONFIGS: &str = "tollgate_configs";
 pub const SNAPSHOT_AGE: &str = "tollgate_config_snapshot_age_seconds";
 pub const SNAPSHOT_RELOADS: &str = "tollgate_config_reloads_total";
 pub const HTTP_REQUESTS: &str = "tollgate_http_requests_total";
+pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -27,6 +28,7 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_AGE,
     SNAPSHOT_RELOADS,
     HTTP_REQUESTS,
+    RLS_REQUESTS,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -63,7 +65,7 @@ fn describe() {
     describe_histogram!(
         CHECK_DURATION,
         Unit::Seconds,
-        "Time to answer POST /v1/check."
+        "Time to decide a check (POST /v1/check or Envoy ShouldRateLimit)."
     );
     describe_counter!(
         USAGE_REPORTS,
@@ -95,5 +97,9 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests, by route template and status code."
+    );
+    describe_counter!(
+        RLS_REQUESTS,
+        "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
     );
 }
