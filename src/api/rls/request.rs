@@ -72,7 +72,7 @@ pub fn parse<'a>(req: &'a RateLimitRequest, opts: &RlsOptions) -> Result<Parsed<
     if req.descriptors.len() > MAX_DESCRIPTORS {
         return Err(format!("at most {MAX_DESCRIPTORS} descriptors per request"));
     }
-    let tokens = opts.token_domains.iter().any(|d| *d == req.domain);
+    let tokens = opts.token_domains.contains(&req.domain);
     let mut keys = Vec::with_capacity(req.descriptors.len());
     let mut amount: Option<i64> = None;
     for (i, d) in req.descriptors.iter().enumerate() {
