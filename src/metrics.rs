@@ -19,6 +19,7 @@ pub const CONFIG_CHANGES_APPLIED: &str = "tollgate_config_changes_applied_total"
 pub const STORE_DATA_LOSS: &str = "tollgate_store_data_loss_total";
 pub const CONFIG_RESEEDS: &str = "tollgate_config_reseeds_total";
 pub const STORE_WRITABLE: &str = "tollgate_store_writable";
+pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -37,6 +38,7 @@ pub const ALL: &[&str] = &[
     STORE_DATA_LOSS,
     CONFIG_RESEEDS,
     STORE_WRITABLE,
+    RLS_REQUESTS,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -73,7 +75,7 @@ fn describe() {
     describe_histogram!(
         CHECK_DURATION,
         Unit::Seconds,
-        "Time to answer POST /v1/check."
+        "Time to decide a check (POST /v1/check or Envoy ShouldRateLimit)."
     );
     describe_counter!(
         USAGE_REPORTS,
@@ -125,5 +127,9 @@ fn describe() {
     describe_gauge!(
         STORE_WRITABLE,
         "1 while the store accepts writes, 0 while it rejects them (OOM, read-only, MISCONF) or evicts configs."
+    );
+    describe_counter!(
+        RLS_REQUESTS,
+        "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
     );
 }

@@ -1,5 +1,6 @@
 //! Start-up and shutdown: pick the store, load configs, serve until told to stop.
 
+use crate::api::rls::{Rls, RlsOptions};
 use crate::app::App;
 use crate::settings::Settings;
 use crate::store::redis::RedisOptions;
@@ -9,14 +10,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 
 /// A tollgate serving in the background.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Envoy's rate limit service, when `--grpc-listen` is given.
+    pub grpc_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    grpc: Option<Grpc>,
     sync: JoinHandle<()>,
     persist: JoinHandle<()>,
+}
+
+/// The gRPC server beside the HTTP one, stopped with it.
+struct Grpc {
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl Running {
@@ -25,7 +36,11 @@ impl Running {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let result = match tokio::time::timeout(grace, &mut self.server).await {
+        if let Some(tx) = self.grpc.as_mut().and_then(|g| g.shutdown.take()) {
+            let _ = tx.send(());
+        }
+        let started = tokio::time::Instant::now();
+        let mut result = match tokio::time::timeout(grace, &mut self.server).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(format!("server error: {e}")),
             Ok(Err(e)) => Err(format!("server task failed: {e}")),
@@ -36,6 +51,20 @@ impl Running {
                 ))
             }
         };
+        if let Some(grpc) = self.grpc.as_mut() {
+            let left = grace.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, &mut grpc.server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => result = result.and(Err(format!("gRPC server error: {e}"))),
+                Ok(Err(e)) => result = result.and(Err(format!("gRPC server task failed: {e}"))),
+                Err(_) => {
+                    grpc.server.abort();
+                    result = result.and(Err(format!(
+                        "gRPC calls still running after {grace:?}; stopped anyway"
+                    )));
+                }
+            }
+        }
         self.sync.abort();
         self.persist.abort();
         result
@@ -47,6 +76,9 @@ impl Drop for Running {
         self.sync.abort();
         self.persist.abort();
         self.server.abort();
+        if let Some(grpc) = &self.grpc {
+            grpc.server.abort();
+        }
     }
 }
 
@@ -93,6 +125,14 @@ async fn start_with<S: Store>(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let grpc_listener = match settings.grpc_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen (gRPC) on {at}: {e}"))?,
+        ),
+        None => None,
+    };
     let mut app = App::new(store, settings.api_keys(), settings.on_store_error);
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
@@ -107,6 +147,27 @@ async fn start_with<S: Store>(
             .sync_forever(Duration::from_millis(settings.config_poll_ms)),
     );
     let persist = tokio::spawn(app.clone().persist_forever());
+    let (grpc, grpc_addr) = match grpc_listener {
+        Some(listener) => {
+            let at = listener.local_addr().map_err(|e| e.to_string())?;
+            let rls = Rls::new(app.clone(), RlsOptions::from_settings(settings));
+            let (tx, rx) = oneshot::channel::<()>();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(rls.into_service())
+                    .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                        let _ = rx.await;
+                    }),
+            );
+            tracing::info!(addr = %at, "Envoy rate limit service (gRPC) listening");
+            let grpc = Grpc {
+                shutdown: Some(tx),
+                server,
+            };
+            (Some(grpc), Some(at))
+        }
+        None => (None, None),
+    };
     let router = crate::api::router(app, settings.max_body_bytes as usize);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -119,8 +180,10 @@ async fn start_with<S: Store>(
     tracing::info!(%addr, store = if settings.redis_url.is_some() { "redis" } else { "memory" }, "tollgate listening");
     Ok(Running {
         addr,
+        grpc_addr,
         shutdown: Some(tx),
         server,
+        grpc,
         sync,
         persist,
     })

@@ -97,6 +97,38 @@ pub struct Settings {
     /// On SIGTERM, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Address of Envoy's gRPC rate limit service
+    /// (`envoy.service.ratelimit.v3.RateLimitService`): ip:port or host:port. Off unless
+    /// given, so that several replicas can share a machine.
+    #[arg(long, env = "TOLLGATE_GRPC_LISTEN", value_parser = parse_listen)]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// Envoy descriptor entry holding the model (required for a descriptor to match).
+    #[arg(long, env = "TOLLGATE_RLS_MODEL_KEY", default_value = "model")]
+    pub rls_model_key: String,
+
+    /// Envoy descriptor entry holding the provider.
+    #[arg(long, env = "TOLLGATE_RLS_PROVIDER_KEY", default_value = "provider")]
+    pub rls_provider_key: String,
+
+    /// Envoy descriptor entry holding the virtual key.
+    #[arg(
+        long,
+        env = "TOLLGATE_RLS_VIRTUAL_KEY_KEY",
+        default_value = "virtual_key"
+    )]
+    pub rls_virtual_key_key: String,
+
+    /// Envoy descriptor entry holding the user.
+    #[arg(long, env = "TOLLGATE_RLS_USER_KEY", default_value = "user")]
+    pub rls_user_key: String,
+
+    /// Envoy rate limit domains whose `hits_addend` is a token count recorded as used
+    /// (like POST /v1/usage: never refused), for response-phase calls
+    /// (`apply_on_stream_done`). Other domains count requests. Comma-separated.
+    #[arg(long, env = "TOLLGATE_RLS_TOKEN_DOMAINS", value_delimiter = ',')]
+    pub rls_token_domains: Vec<String>,
 }
 
 /// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
@@ -139,6 +171,20 @@ impl Settings {
             return Err(format!(
                 "--redis-url must start with redis:// or rediss:// (got {url:?})"
             ));
+        }
+        let keys = [
+            ("--rls-model-key", &self.rls_model_key),
+            ("--rls-provider-key", &self.rls_provider_key),
+            ("--rls-virtual-key-key", &self.rls_virtual_key_key),
+            ("--rls-user-key", &self.rls_user_key),
+        ];
+        for (i, (flag, key)) in keys.iter().enumerate() {
+            if key.is_empty() {
+                return Err(format!("{flag} must not be empty"));
+            }
+            if let Some((other, _)) = keys[..i].iter().find(|(_, k)| k == key) {
+                return Err(format!("{other} and {flag} must differ (both {key:?})"));
+            }
         }
         Ok(())
     }
@@ -216,5 +262,38 @@ mod tests {
         assert!(parse(&["--redis-url", "http://x"]).validate().is_err());
         assert!(Settings::try_parse_from(["tollgate", "--on-store-error", "maybe"]).is_err());
         assert!(Settings::try_parse_from(["tollgate", "--store-timeout-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn envoy_rls_is_off_unless_asked_for() {
+        let s = parse(&[]);
+        assert!(s.grpc_listen.is_none());
+        assert_eq!(
+            [
+                &s.rls_model_key,
+                &s.rls_provider_key,
+                &s.rls_virtual_key_key,
+                &s.rls_user_key
+            ],
+            ["model", "provider", "virtual_key", "user"]
+        );
+        assert!(s.rls_token_domains.is_empty());
+        let s = parse(&[
+            "--grpc-listen",
+            "127.0.0.1:8081",
+            "--rls-token-domains",
+            "llm-tokens,other",
+            "--rls-user-key",
+            "x-user",
+        ]);
+        assert_eq!(s.grpc_listen.unwrap().port(), 8081);
+        assert_eq!(s.rls_token_domains, ["llm-tokens", "other"]);
+        assert!(s.validate().is_ok());
+        let err = parse(&["--rls-user-key", "model"]).validate().unwrap_err();
+        assert!(
+            err.contains("--rls-model-key") && err.contains("--rls-user-key"),
+            "{err}"
+        );
+        assert!(parse(&["--rls-model-key", ""]).validate().is_err());
     }
 }

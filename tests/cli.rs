@@ -51,12 +51,7 @@ fn refuses_a_public_address_without_an_api_key() {
     // The variable counts as a key too: the address passes, and start-up stops at the
     // next (deliberately contradictory) setting instead.
     let out = tollgate()
-        .args([
-            "--listen",
-            "0.0.0.0:1",
-            "--redis-url",
-            "http://127.0.0.1:1",
-        ])
+        .args(["--listen", "0.0.0.0:1", "--redis-url", "http://127.0.0.1:1"])
         .env("TOLLGATE_API_KEY", "k")
         .output()
         .unwrap();
@@ -75,12 +70,7 @@ fn refuses_a_public_address_without_an_api_key() {
         ("false", false),
     ] {
         let out = tollgate()
-            .args([
-                "--listen",
-                "0.0.0.0:1",
-                "--redis-url",
-                "http://127.0.0.1:1",
-            ])
+            .args(["--listen", "0.0.0.0:1", "--redis-url", "http://127.0.0.1:1"])
             .env("TOLLGATE_INSECURE_NO_AUTH", value)
             .output()
             .unwrap();

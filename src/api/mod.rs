@@ -1,10 +1,12 @@
-//! HTTP handlers: management, check/usage, health, metrics.
+//! HTTP handlers (management, check/usage, health, metrics) and Envoy's gRPC rate
+//! limit service (`rls`).
 
 pub mod check;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod management;
+pub mod rls;
 pub mod views;
 
 use crate::app::App;

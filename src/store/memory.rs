@@ -3,8 +3,8 @@
 
 use super::{
     Amounts, BudgetSeed, CheckOutcome, ConfigChanges, ConfigState, LimitOutcome, LimitUsage,
-    ReseedOutcome, Seeding, Store, StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome,
-    WriteError, Written, budget_seeds, removed_budget_fields,
+    ReseedOutcome, Seeding, Store, StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome, WriteError,
+    Written, budget_seeds, removed_budget_fields,
 };
 use crate::limits::period::BudgetCounter;
 use crate::limits::window::{SlidingWindow, admits};

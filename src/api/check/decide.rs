@@ -1,0 +1,200 @@
+//! The check itself, shared by `POST /v1/check` and Envoy's `ShouldRateLimit`: match the
+//! configs, ask the store once, decide, and count the decision in the metrics.
+
+use super::NO_SNAPSHOT;
+use crate::app::{App, timed};
+use crate::limits::{CompiledConfig, LimitSpec, MatchKey};
+use crate::log_throttle::LogThrottle;
+use crate::metrics as m;
+use crate::settings::StoreErrorPolicy;
+use crate::store::{Amounts, CheckOutcome, LimitOutcome, Store};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A check the store answered.
+pub struct Checked {
+    /// Every config that applied, each once (a config matched by several keys is
+    /// checked, and consumed from, once).
+    pub configs: Vec<Arc<CompiledConfig>>,
+    /// For each match key, the positions of its configs in `configs`.
+    pub per_key: Vec<Vec<usize>>,
+    pub outcome: CheckOutcome,
+    /// The most restrictive limit (a position in `pairs()`), see [`most_restrictive`].
+    pub deciding: Option<usize>,
+    pub reason: Option<&'static str>,
+    /// When denied: how long until every refusing limit would admit.
+    pub retry_after_ms: Option<i64>,
+}
+
+impl Checked {
+    /// Every limit of every config with its outcome, in the store's order.
+    pub fn pairs(&self) -> Vec<(&LimitSpec, LimitOutcome)> {
+        self.configs
+            .iter()
+            .flat_map(|c| c.limits.iter())
+            .zip(self.outcome.limits.iter().copied())
+            .collect()
+    }
+
+    /// Positions in `pairs()` of the limits of key `k`'s configs.
+    pub fn limits_of_key(&self, k: usize) -> Vec<usize> {
+        let mut starts = Vec::with_capacity(self.configs.len());
+        let mut at = 0;
+        for c in &self.configs {
+            starts.push(at);
+            at += c.limits.len();
+        }
+        self.per_key[k]
+            .iter()
+            .flat_map(|&c| starts[c]..starts[c] + self.configs[c].limits.len())
+            .collect()
+    }
+}
+
+pub enum Decision {
+    /// No matching config has a limit: allowed.
+    Unlimited,
+    /// The store failed (or no config snapshot yet): `--on-store-error` decided.
+    StoreFailed {
+        allowed: bool,
+        policy: StoreErrorPolicy,
+        error: String,
+    },
+    Checked(Checked),
+}
+
+/// One check of SPEC §3 over the configs matching any of `keys` (all-or-nothing across
+/// all of them, one store call). Records `tollgate_checks_total` and the check latency
+/// from `started`.
+pub async fn decide<S: Store>(
+    app: &App<S>,
+    started: Instant,
+    keys: &[MatchKey<'_>],
+    amounts: Amounts,
+    dry_run: bool,
+) -> Decision {
+    if !app.snapshot_loaded() {
+        return store_failed(app, started, NO_SNAPSHOT.to_string());
+    }
+    let (configs, per_key) = matching(app, keys);
+    if configs.iter().all(|c| c.limits.is_empty()) {
+        record_check(started, true, None);
+        return Decision::Unlimited;
+    }
+    let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
+    let outcome = match timed("check", app.store.check(&refs, amounts, dry_run)).await {
+        Ok(o) => o,
+        Err(e) => return store_failed(app, started, e.to_string()),
+    };
+    let mut checked = Checked {
+        configs,
+        per_key,
+        outcome,
+        deciding: None,
+        reason: None,
+        retry_after_ms: None,
+    };
+    let pairs = checked.pairs();
+    let allowed = checked.outcome.allowed;
+    let deciding = most_restrictive(&pairs, allowed);
+    let reason = (!allowed)
+        .then(|| deciding.map(|i| pairs[i].0.kind.denial_reason()))
+        .flatten();
+    let retry_after_ms = (!allowed).then(|| {
+        pairs
+            .iter()
+            .filter(|(_, o)| !o.admitted)
+            .map(|(_, o)| o.retry_after_ms)
+            .max()
+            .unwrap_or(0)
+    });
+    drop(pairs);
+    record_check(started, allowed, reason);
+    checked.deciding = deciding;
+    checked.reason = reason;
+    checked.retry_after_ms = retry_after_ms;
+    Decision::Checked(checked)
+}
+
+/// The configs matching any of `keys`, each once, and which of them each key matched.
+pub fn matching<S: Store>(
+    app: &App<S>,
+    keys: &[MatchKey<'_>],
+) -> (Vec<Arc<CompiledConfig>>, Vec<Vec<usize>>) {
+    let snapshot = app.snapshot();
+    let mut configs: Vec<Arc<CompiledConfig>> = Vec::new();
+    let mut per_key = Vec::with_capacity(keys.len());
+    for key in keys {
+        let mut mine = Vec::new();
+        for c in snapshot.matching(key) {
+            let pos = match configs.iter().position(|x| Arc::ptr_eq(x, c)) {
+                Some(p) => p,
+                None => {
+                    configs.push(c.clone());
+                    configs.len() - 1
+                }
+            };
+            if !mine.contains(&pos) {
+                mine.push(pos);
+            }
+        }
+        per_key.push(mine);
+    }
+    (configs, per_key)
+}
+
+/// Which limit the headers describe: when denied, the one that blocks longest; when
+/// allowed, the one with the smallest fraction left.
+pub fn most_restrictive(limits: &[(&LimitSpec, LimitOutcome)], allowed: bool) -> Option<usize> {
+    let idx = 0..limits.len();
+    if allowed {
+        idx.min_by(|&a, &b| {
+            let frac = |i: usize| {
+                let (s, o) = limits[i];
+                (s.max - o.used).max(0) as f64 / s.max.max(1) as f64
+            };
+            frac(a).total_cmp(&frac(b))
+        })
+    } else {
+        idx.filter(|&i| !limits[i].1.admitted)
+            .max_by_key(|&i| (limits[i].1.retry_after_ms, std::cmp::Reverse(i)))
+    }
+}
+
+/// `most_restrictive` among the limits at `positions` only: the refusing ones if any
+/// refused, else the one with the smallest fraction left. A position into `limits`.
+pub fn most_restrictive_among(
+    limits: &[(&LimitSpec, LimitOutcome)],
+    positions: &[usize],
+) -> Option<usize> {
+    let subset: Vec<(&LimitSpec, LimitOutcome)> = positions.iter().map(|&i| limits[i]).collect();
+    let refused = subset.iter().any(|(_, o)| !o.admitted);
+    most_restrictive(&subset, !refused).map(|i| positions[i])
+}
+
+fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {
+    let decision = if allowed { "allowed" } else { "denied" };
+    metrics::counter!(m::CHECKS, "decision" => decision, "reason" => reason.unwrap_or("none"))
+        .increment(1);
+    metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+}
+
+/// The store failed: decide by policy, count it, and log it (throttled).
+fn store_failed<S: Store>(app: &App<S>, started: Instant, error: String) -> Decision {
+    let policy = app.on_store_error;
+    metrics::counter!(m::STORE_FALLBACKS, "policy" => policy.as_str()).increment(1);
+    static THROTTLE: LogThrottle = LogThrottle::new(1_000);
+    if let Some(more) = THROTTLE.allow(chrono::Utc::now().timestamp_millis()) {
+        tracing::warn!(%error, policy = policy.as_str(), also_since_last_line = more,
+            "store failed during check; answering by policy");
+    }
+    let allowed = policy == StoreErrorPolicy::Allow;
+    // The metric says why for both policies: an allowed check that no limit decided is
+    // not the same as one that passed them.
+    record_check(started, allowed, Some("store_unavailable"));
+    Decision::StoreFailed {
+        allowed,
+        policy,
+        error,
+    }
+}
