@@ -45,6 +45,7 @@ on_every_store!(
     late_refunds_return_only_what_their_reservation_holds,
     usage_reports_saturate_and_leave_nothing_behind,
     management_shows_live_usage,
+    from_memory_lists_usage_as_last_seen,
     config_changes_apply_to_checks_at_once,
     lengthened_limits_keep_usage_past_the_old_expiry,
     bad_check_and_usage_input_is_a_clear_400,
@@ -1118,6 +1119,51 @@ async fn management_shows_live_usage(b: Backend) {
         (1500..3500).contains(&age),
         "the window started ~2s ago: {age}ms"
     );
+}
+
+/// Bifrost's UI reads every usage field of a list item unconditionally: `from_memory`
+/// items carry them all, as this replica last saw them (no store call).
+async fn from_memory_lists_usage_as_last_seen(b: Backend) {
+    let t = Tollgate::start(b).await;
+    t.create(json!({"model_name": "m",
+        "rate_limit": {"request_max_limit": 5, "request_reset_duration": "1h",
+                       "token_max_limit": 1000, "token_reset_duration": "1h"},
+        "budgets": [{"max_limit": 10, "reset_duration": "1d"}]}))
+        .await;
+    let listed = || async {
+        let list = t.get(&format!("{CONFIGS}?from_memory=true")).await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        list.body["model_configs"][0].clone()
+    };
+    let fresh = listed().await;
+    for (path, value) in [
+        ("/rate_limit/request_current_usage", json!(0)),
+        ("/rate_limit/token_current_usage", json!(0)),
+        ("/budgets/0/current_usage", json!(0.0)),
+    ] {
+        assert_eq!(fresh.pointer(path), Some(&value), "{path}: {fresh}");
+    }
+    for path in [
+        "/rate_limit/request_last_reset",
+        "/rate_limit/token_last_reset",
+        "/budgets/0/last_reset",
+    ] {
+        assert!(
+            fresh.pointer(path).is_some_and(|v| v.is_string()),
+            "{path}: {fresh}"
+        );
+    }
+    for _ in 0..2 {
+        let a = t
+            .check(json!({"model": "m", "tokens": 10, "cost": 0.5}))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let seen = listed().await;
+    assert_eq!(seen["rate_limit"]["request_current_usage"], 2, "{seen}");
+    assert_eq!(seen["rate_limit"]["token_current_usage"], 20, "{seen}");
+    assert_eq!(seen["budgets"][0]["current_usage"], 1.0, "{seen}");
+    assert!(seen["budgets"][0]["last_reset"].is_string(), "{seen}");
 }
 
 async fn config_changes_apply_to_checks_at_once(b: Backend) {

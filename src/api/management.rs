@@ -8,7 +8,7 @@ use crate::limits::CompiledConfig;
 use crate::model::config::{CreateModelConfig, UpdateModelConfig};
 use crate::model::validate::{create_config, update_config};
 use crate::model::{ModelConfig, Scope};
-use crate::store::{Store, StoreError, WriteError};
+use crate::store::{LimitUsage, Store, StoreError, WriteError};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -29,12 +29,29 @@ async fn with_usage<S: Store>(
     configs: Vec<Arc<CompiledConfig>>,
 ) -> Result<Vec<ModelConfigView>, ApiError> {
     let refs: Vec<&CompiledConfig> = configs.iter().map(|c| c.as_ref()).collect();
-    let (_, usage) = timed("read_usage", app.store.read_usage(&refs)).await?;
+    let (now, usage) = timed("read_usage", app.store.read_usage(&refs)).await?;
     Ok(configs
         .iter()
         .zip(&usage)
-        .map(|(c, u)| view(c, Some(u)))
+        .map(|(c, u)| {
+            for (i, limit) in u.iter().enumerate() {
+                c.seen.record(i, limit.used, now);
+            }
+            view(c, Some(u))
+        })
         .collect())
+}
+
+/// A config with its usage as this replica last saw it: no store call.
+fn with_seen_usage(c: &CompiledConfig) -> ModelConfigView {
+    let now = chrono::Utc::now().timestamp_millis();
+    let usage: Vec<LimitUsage> = c
+        .seen
+        .usage(&c.limits, now)
+        .into_iter()
+        .map(|(used, start_ms)| LimitUsage { used, start_ms })
+        .collect();
+    view(c, Some(&usage))
 }
 
 async fn one_with_usage<S: Store>(
@@ -312,7 +329,7 @@ pub async fn list<S: Store>(
     let snapshot = app.snapshot();
     let (total_count, page) = q.page(snapshot.newest_first(), snapshot.len());
     let views = if q.from_memory {
-        page.iter().map(|c| view(c, None)).collect()
+        page.iter().map(|c| with_seen_usage(c)).collect()
     } else {
         with_usage(&app, page).await?
     };

@@ -109,6 +109,8 @@ pub struct CompiledConfig {
     /// `struct.pack('<c1Bc0dddd', kind, field, max, length, grid mode, grid param)` (see
     /// `lua/lib.lua`). Built once per snapshot, so a check only adds its amounts.
     pub lua_limits: Vec<u8>,
+    /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
+    pub seen: super::seen::SeenUsage,
 }
 
 impl CompiledConfig {
@@ -190,6 +192,7 @@ impl CompiledConfig {
         let lua_limits = lua_limits(&limits);
         Ok(CompiledConfig {
             config,
+            seen: super::seen::SeenUsage::new(limits.len()),
             limits,
             lua_limits,
         })
