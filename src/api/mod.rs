@@ -5,6 +5,7 @@ pub mod check;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod list_query;
 pub mod management;
 pub mod rls;
 pub mod views;
