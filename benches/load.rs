@@ -56,14 +56,15 @@ use std::time::{Duration, Instant};
 use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
 use tollgate::model::validate::create_config;
 use tollgate::store::Store;
+use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
 
 const KEY_PREFIX: &str = "tollgate:";
 const CHECK_BODY: &str =
     r#"{"model":"gpt-4o","virtual_key":"vk-1","user":"u-1","tokens":10,"cost":0.001}"#;
-/// The amounts of `CHECK_BODY` as `check.lua` receives them: dry run, requests, tokens,
-/// cost in nano-dollars, then the deadline (0: none, the ceiling never gives up).
-const CHECK_AMOUNTS: [&str; 5] = ["0", "1", "10", "1000000", "0"];
+/// The amounts of `CHECK_BODY` as `batch.lua` receives them: requests, tokens, cost in
+/// nano-dollars (the direct calls carry no deadline: the ceiling never gives up).
+const CHECK_AMOUNTS: [i64; 3] = [1, 10, 1_000_000];
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -460,8 +461,9 @@ async fn ready_configs(addr: SocketAddr) -> u64 {
     .unwrap_or(0)
 }
 
-/// The KEYS and ARGV that tollgate sends for `CHECK_BODY`: the configs as tollgate loads
-/// them, matched by the same snapshot code, in the same order (mirrors `RedisStore::check`).
+/// The KEYS and ARGV that tollgate sends for `CHECK_BODY` when the check goes alone: the
+/// configs as tollgate loads them, matched by the same snapshot code, in the same order
+/// (mirrors `RedisStore::check`), as one op of `batch.lua`.
 async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
     let store = redis_store(url);
     let (version, configs) = store.load_configs().await.unwrap();
@@ -474,17 +476,22 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
     };
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
     let keys = Keys::new(KEY_PREFIX);
-    let key_names = matched
-        .iter()
-        .map(|c| keys.counters(&c.config.id))
-        .collect();
-    let mut args: Vec<Vec<u8>> = CHECK_AMOUNTS
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
-    for c in &matched {
-        args.push(c.lua_limits.clone());
-    }
+    let op = Op {
+        kind: OpKind::Check,
+        deadline: 0,
+        amounts: CHECK_AMOUNTS,
+        reserved_at: 0,
+        configs: matched
+            .iter()
+            .map(|c| ConfigRef {
+                key: keys.counters(&c.config.id),
+                limits: c.lua_limits.clone(),
+                n_limits: c.limits.len(),
+            })
+            .collect(),
+        marker: None,
+    };
+    let (key_names, args) = batch_parts(&keys.usage_markers(), &[op]);
     let limits = matched.iter().map(|c| c.limits.len()).sum();
     (key_names, args, limits)
 }
@@ -952,7 +959,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         "direct call must evaluate the same limits"
     );
     let call = Arc::new((keys, args));
-    let script = Arc::new(redis::Script::new(scripts::CHECK));
+    let script = Arc::new(redis::Script::new(scripts::BATCH));
     let client = redis::Client::open(url.as_str()).unwrap();
     let shared = client.get_connection_manager().await.unwrap();
 

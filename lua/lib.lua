@@ -1,4 +1,4 @@
--- lib.lua: counters shared by check.lua, usage.lua and read_usage.lua (prepended to each).
+-- lib.lua: counters shared by check.lua, usage.lua, batch.lua and read_usage.lua (prepended).
 -- It mirrors src/limits/window.rs and src/limits/period.rs; tests/lua_parity.rs keeps them
 -- equal step by step.
 --
@@ -18,12 +18,6 @@ local DAY_MS = 86400000
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- A deadline (ms on Redis's clock) of 0 means none.
-local function past_deadline(now, deadline)
-  local d = tonumber(deadline)
-  return d > 0 and now > d
 end
 
 -- Usage saturates here (above any max; exact in a double; fits Redis's integer reply),
@@ -237,34 +231,27 @@ end
 
 -- Configs ---------------------------------------------------------------------------------
 
--- Reads the limits of KEYS[first..] (one packed ARGV per key, from position a) and
--- each key's counters (one HMGET per key). Windows are evicted up to now.
-local function open_configs(first, a, now)
-  local configs, limits = {}, {}
-  for k = first, #KEYS do
-    local cfg = { key = KEYS[k], limits = {} }
-    local packed, pos, fields = ARGV[a + k - first], 1, {}
-    while pos <= #packed do
-      local lim = { cfg = cfg }
-      local mode, param
-      lim.kind, lim.field, lim.max, lim.len, mode, param, pos = struct.unpack('<c1Bc0dddd', packed, pos)
-      lim.mode, lim.param = mode, param
-      cfg.limits[#cfg.limits + 1] = lim
-      fields[#fields + 1] = lim.field
-    end
-    local stored = (#fields > 0) and redis.call('HMGET', cfg.key, unpack(fields)) or {}
-    for j, lim in ipairs(cfg.limits) do
-      if lim.kind == 'b' then
-        lim.state = budget_open(stored[j], now, lim.len, lim.mode, lim.param)
-      else
-        lim.state = win_open(stored[j], lim.len)
-        win_evict(lim.state, now)
-      end
-      limits[#limits + 1] = lim
-    end
-    configs[#configs + 1] = cfg
+-- Opens the counters of one config: its hash `key` (one HMGET) and its limits, packed as
+-- described at the top. Windows are evicted up to now. A batch opens each config once.
+local function open_config(key, packed, now)
+  local cfg = { key = key, limits = {} }
+  local pos, fields = 1, {}
+  while pos <= #packed do
+    local lim = { cfg = cfg }
+    lim.kind, lim.field, lim.max, lim.len, lim.mode, lim.param, pos = struct.unpack('<c1Bc0dddd', packed, pos)
+    cfg.limits[#cfg.limits + 1] = lim
+    fields[#fields + 1] = lim.field
   end
-  return configs, limits
+  local stored = (#fields > 0) and redis.call('HMGET', key, unpack(fields)) or {}
+  for j, lim in ipairs(cfg.limits) do
+    if lim.kind == 'b' then
+      lim.state = budget_open(stored[j], now, lim.len, lim.mode, lim.param)
+    else
+      lim.state = win_open(stored[j], lim.len)
+      win_evict(lim.state, now)
+    end
+  end
+  return cfg
 end
 
 local function used_of(lim)
@@ -276,26 +263,24 @@ end
 -- a write starts a new sub-bucket or budget period, its TTL becomes the longest need of
 -- any of its limits (a window: its length plus a bucket, from the bucket's start; a
 -- budget: to its period's end). Writes inside a bucket or period need no new TTL.
-local function save_written(configs, now)
-  for _, cfg in ipairs(configs) do
-    local fields, extend, ttl = {}, false, 0
-    for _, lim in ipairs(cfg.limits) do
-      if lim.kind == 'b' then
-        ttl = math.max(ttl, lim.state.fin - now)
-      else
-        ttl = math.max(ttl, lim.len + lim.state.g)
-      end
-      if lim.written then
-        fields[#fields + 1] = lim.field
-        fields[#fields + 1] = (lim.kind == 'b') and budget_encode(lim.state) or win_encode(lim.state)
-        extend = extend or lim.state.fresh
-      end
+local function save_config(cfg, now)
+  local fields, extend, ttl = {}, false, 0
+  for _, lim in ipairs(cfg.limits) do
+    if lim.kind == 'b' then
+      ttl = math.max(ttl, lim.state.fin - now)
+    else
+      ttl = math.max(ttl, lim.len + lim.state.g)
     end
-    if #fields > 0 then
-      redis.call('HSET', cfg.key, unpack(fields))
-      if extend then
-        redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
-      end
+    if lim.written then
+      fields[#fields + 1] = lim.field
+      fields[#fields + 1] = (lim.kind == 'b') and budget_encode(lim.state) or win_encode(lim.state)
+      extend = extend or lim.state.fresh
+    end
+  end
+  if #fields > 0 then
+    redis.call('HSET', cfg.key, unpack(fields))
+    if extend then
+      redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
     end
   end
 end

@@ -393,8 +393,14 @@ pub async fn usage<S: Store>(
     };
     let snapshot = app.snapshot();
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
+    let scoped_id = request_id.map(|id| crate::store::scoped_request_id(&key, id));
     let result = if app.snapshot_loaded() {
-        timed("usage", app.store.record_usage(&matched, delta, request_id)).await
+        timed(
+            "usage",
+            app.store
+                .record_usage(&matched, delta, scoped_id.as_deref()),
+        )
+        .await
     } else {
         Err(StoreError::Unavailable(NO_SNAPSHOT.to_string()))
     };

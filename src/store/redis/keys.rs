@@ -30,7 +30,9 @@ impl Keys {
         [&self.configs, &self.identities, &self.version, counters]
     }
 
-    pub fn usage_id(&self, request_id: &str) -> String {
-        format!("{}u:{request_id}", self.prefix)
+    /// Prefix of the hashes that hold usage-report markers (`lua/usage.lua` appends the
+    /// day and the hash number).
+    pub fn usage_markers(&self) -> String {
+        format!("{}u:", self.prefix)
     }
 }
