@@ -13,7 +13,8 @@
 --              known); then 'H' n and n × 'H' indexes into KEYS; then 'B' 1 and '<Hc1c10'
 --              the marker (hash, field, fingerprint) of a report with a request id, or 'B' 0.
 -- Returns {now_ms, then per op: status (-1 past its deadline; check: 1 allowed, 0 denied,
--- then 4 values per limit as in check.lua; report: 1 applied, 0 duplicate; give-back: 1)}.
+-- then 2 (allowed) or 4 (denied) values per limit as in check.lua; report: 1 applied,
+-- 0 duplicate; give-back: 1)}.
 
 local now = now_ms()
 local nkeys = #KEYS

@@ -3,8 +3,9 @@
 -- cfgs    the opened configs of this check (see open_config in lib.lua)
 -- amount  { r = requests, t = tokens, b = cost in nano-dollars }
 -- consume false for a dry run
--- Appends to out: allowed (1|0), then per limit: admitted, used, reset_after_ms,
--- retry_after_ms. Amounts are added only when every limit admits them.
+-- Appends to out: allowed (1|0), then per limit: used, reset_after_ms, and when denied
+-- also admitted (1|0) and retry_after_ms. Amounts are added only when every limit admits
+-- them.
 
 local function check_op(cfgs, amount, consume, now, out)
   local allowed = true
@@ -29,21 +30,30 @@ local function check_op(cfgs, amount, consume, now, out)
       end
     end
   end
-  out[#out + 1] = allowed and 1 or 0
+  -- An allowed check's limits all admitted with nothing to wait for: only used and
+  -- reset go back (half the reply to encode); a denied check's say which and how long.
+  local n = #out
+  out[n + 1] = allowed and 1 or 0
+  n = n + 1
   for _, cfg in ipairs(cfgs) do
     for _, lim in ipairs(cfg.limits) do
-      local reset, retry
+      local st = lim.state
       if lim.kind == 'b' then
-        reset = lim.state.fin - now
-        retry = lim.ok and 0 or reset
+        out[n + 1] = st.used
+        out[n + 2] = st.fin - now
+        if not allowed then
+          out[n + 3] = lim.ok and 1 or 0
+          out[n + 4] = lim.ok and 0 or (st.fin - now)
+        end
       else
-        reset = win_reset_after(lim.state, now)
-        retry = lim.ok and 0 or win_retry_after(lim.state, now, lim.max, amount[lim.kind])
+        out[n + 1] = st.total
+        out[n + 2] = win_reset_after(st, now)
+        if not allowed then
+          out[n + 3] = lim.ok and 1 or 0
+          out[n + 4] = lim.ok and 0 or win_retry_after(st, now, lim.max, amount[lim.kind])
+        end
       end
-      out[#out + 1] = lim.ok and 1 or 0
-      out[#out + 1] = used_of(lim)
-      out[#out + 1] = reset
-      out[#out + 1] = retry
+      n = n + (allowed and 2 or 4)
     end
   end
 end

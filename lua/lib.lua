@@ -99,7 +99,13 @@ local function win_add(w, now, amount)
   if w.h < w.count then
     local ni, nc, nl = rec(w, w.count - 1)
     if ni >= i then
-      w.newest = { ni, clamp_used(nc + amount), math.max(nl, now) }
+      local nw = w.newest
+      if nw then
+        -- Already this script's own record: change it in place.
+        nw[2], nw[3] = clamp_used(nc + amount), math.max(nl, now)
+      else
+        w.newest = { ni, clamp_used(nc + amount), math.max(nl, now) }
+      end
       return
     end
   end

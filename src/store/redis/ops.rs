@@ -201,21 +201,24 @@ pub fn decode_batch<'a>(
         let answer = match (status, op.kind) {
             (-1, _) => OpAnswer::Late,
             (s, kind) if kind.is_check() => {
+                // Allowed: used and reset per limit; denied: also admitted and retry.
+                let allowed = s == 1;
+                let width = if allowed { 2 } else { 4 };
                 let n = op.limit_count();
-                if rest.len() < 4 * n {
+                if rest.len() < width * n {
                     return Err(corrupt(format_args!("check answered too few values")));
                 }
-                let (values, tail) = rest.split_at(4 * n);
+                let (values, tail) = rest.split_at(width * n);
                 rest = tail;
                 OpAnswer::Check(CheckOutcome {
-                    allowed: s == 1,
+                    allowed,
                     limits: values
-                        .chunks_exact(4)
+                        .chunks_exact(width)
                         .map(|c| LimitOutcome {
-                            admitted: c[0] == 1,
-                            used: c[1],
-                            reset_after_ms: c[2],
-                            retry_after_ms: c[3],
+                            admitted: allowed || c[2] == 1,
+                            used: c[0],
+                            reset_after_ms: c[1],
+                            retry_after_ms: if allowed { 0 } else { c[3] },
                         })
                         .collect(),
                     now_ms: now,
