@@ -12,12 +12,16 @@
 -- field, max, length (ms), and for budgets the period grid: mode (0 fixed from anchor,
 -- 1 months, 2 years) and param (the anchor in ms, or n). src/limits/compiled.rs packs it.
 
+-- Library functions as locals: a global lookup per call adds up over nine limits.
+local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
+local pack, unpack_bin = struct.pack, struct.unpack
+
 local SUB_BUCKETS = 30
 local DAY_MS = 86400000
 
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
 
 -- Usage saturates here (above any max; exact in a double; fits Redis's integer reply),
@@ -25,11 +29,11 @@ end
 local MAX_USED = 2 ^ 62
 
 local function clamp_used(x)
-  return math.max(0, math.min(x, MAX_USED))
+  return max(0, min(x, MAX_USED))
 end
 
-local function admits(used, max, amount)
-  return used < max and used + amount <= max
+local function admits(used, cap, amount)
+  return used < cap and used + amount <= cap
 end
 
 -- Sliding windows ----------------------------------------------------------------------
@@ -46,20 +50,20 @@ local HDR, REC = 16, 24
 local function rec(w, k)
   local nw = w.newest
   if nw and k == w.count - 1 then return nw[1], nw[2], nw[3] end
-  return struct.unpack('ddd', w.bin, HDR + k * REC + 1)
+  return unpack_bin('ddd', w.bin, HDR + k * REC + 1)
 end
 
 -- A changed window length changes the bucket width: then all usage is folded into one
 -- record at the newest write (it leaves a little late: safe).
 local function win_open(bin, len)
-  local w = { len = len, g = math.max(1, math.ceil(len / SUB_BUCKETS)), total = 0, h = 0, count = 0, bin = '' }
+  local w = { len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, h = 0, count = 0, bin = '' }
   if type(bin) ~= 'string' or #bin < HDR + REC then return w end
-  local g, total = struct.unpack('dd', bin)
+  local g, total = unpack_bin('dd', bin)
   local n = (#bin - HDR) / REC
   w.total = total
   if g ~= w.g then
-    local _, _, newest = struct.unpack('ddd', bin, HDR + (n - 1) * REC + 1)
-    w.newest, w.count, w.fresh = { math.floor(newest / w.g), total, newest }, 1, true
+    local _, _, newest = unpack_bin('ddd', bin, HDR + (n - 1) * REC + 1)
+    w.newest, w.count, w.fresh = { floor(newest / w.g), total, newest }, 1, true
   else
     w.bin, w.count = bin, n
   end
@@ -67,13 +71,13 @@ local function win_open(bin, len)
 end
 
 local function win_encode(w)
-  local head = struct.pack('dd', w.g, w.total)
+  local head = pack('dd', w.g, w.total)
   if w.h >= w.count then return head end
   if not w.newest then
     return head .. string.sub(w.bin, HDR + w.h * REC + 1)
   end
   local nw = w.newest
-  return head .. string.sub(w.bin, HDR + w.h * REC + 1, HDR + (w.count - 1) * REC) .. struct.pack('ddd', nw[1], nw[2], nw[3])
+  return head .. string.sub(w.bin, HDR + w.h * REC + 1, HDR + (w.count - 1) * REC) .. pack('ddd', nw[1], nw[2], nw[3])
 end
 
 -- Puts every live record into w.bin (for the rare paths that edit more than the newest).
@@ -86,7 +90,7 @@ local function win_evict(w, now)
   while w.h < w.count do
     local _, c, l = rec(w, w.h)
     if l > now - w.len then break end
-    w.total = math.max(0, w.total - c)
+    w.total = max(0, w.total - c)
     w.h = w.h + 1
   end
 end
@@ -94,7 +98,7 @@ end
 -- Adds usage at now, never behind the newest bucket, so buckets stay in time order.
 local function win_add(w, now, amount)
   if amount <= 0 then return end
-  local i = math.floor(now / w.g)
+  local i = floor(now / w.g)
   w.total = clamp_used(w.total + amount)
   if w.h < w.count then
     local ni, nc, nl = rec(w, w.count - 1)
@@ -102,9 +106,9 @@ local function win_add(w, now, amount)
       local nw = w.newest
       if nw then
         -- Already this script's own record: change it in place.
-        nw[2], nw[3] = clamp_used(nc + amount), math.max(nl, now)
+        nw[2], nw[3] = clamp_used(nc + amount), max(nl, now)
       else
-        w.newest = { ni, clamp_used(nc + amount), math.max(nl, now) }
+        w.newest = { ni, clamp_used(nc + amount), max(nl, now) }
       end
       return
     end
@@ -115,13 +119,13 @@ end
 
 -- Takes `take` out of live record k (after win_flush).
 local function win_take(w, k, take)
-  local i, c, l = struct.unpack('ddd', w.bin, HDR + k * REC + 1)
-  w.total = math.max(0, w.total - take)
+  local i, c, l = unpack_bin('ddd', w.bin, HDR + k * REC + 1)
+  w.total = max(0, w.total - take)
   if take == c and k == w.h then
     w.h = w.h + 1
   else
     local at = HDR + k * REC
-    w.bin = string.sub(w.bin, 1, at) .. struct.pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
+    w.bin = string.sub(w.bin, 1, at) .. pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
   end
 end
 
@@ -133,11 +137,11 @@ end
 local function win_refund(w, amount, at)
   win_flush(w)
   if at > 0 then
-    local target = math.floor(at / w.g)
+    local target = floor(at / w.g)
     for k = w.h, w.count - 1 do
-      local i, c = struct.unpack('dd', w.bin, HDR + k * REC + 1)
+      local i, c = unpack_bin('dd', w.bin, HDR + k * REC + 1)
       if i == target then
-        win_take(w, k, math.min(amount, c))
+        win_take(w, k, min(amount, c))
         return
       end
       if i > target then return end
@@ -146,8 +150,8 @@ local function win_refund(w, amount, at)
   end
   local left = amount
   while left > 0 and w.h < w.count do
-    local _, c = struct.unpack('dd', w.bin, HDR + w.h * REC + 1)
-    local take = math.min(left, c)
+    local _, c = unpack_bin('dd', w.bin, HDR + w.h * REC + 1)
+    local take = min(left, c)
     left = left - take
     win_take(w, w.h, take)
   end
@@ -156,18 +160,18 @@ end
 local function win_reset_after(w, now)
   if w.h >= w.count then return 0 end
   local _, _, l = rec(w, w.count - 1)
-  return math.max(0, l + w.len - now)
+  return max(0, l + w.len - now)
 end
 
 -- Time until amount fits, if nothing else is added; the full reset if it never fits.
-local function win_retry_after(w, now, max, amount)
-  if admits(w.total, max, amount) then return 0 end
+local function win_retry_after(w, now, cap, amount)
+  if admits(w.total, cap, amount) then return 0 end
   local remaining = w.total
   for k = w.h, w.count - 1 do
     local _, c, l = rec(w, k)
     remaining = remaining - c
-    if admits(remaining, max, amount) then
-      return math.max(0, l + w.len - now)
+    if admits(remaining, cap, amount) then
+      return max(0, l + w.len - now)
     end
   end
   return win_reset_after(w, now)
@@ -178,21 +182,21 @@ end
 -- Days since 1970-01-01 of a civil date, and back (H. Hinnant's algorithms).
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
+  local era = floor(y / 400)
   local yoe = y - era * 400
   local mp = (m > 2) and (m - 3) or (m + 9)
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
   return era * 146097 + doe - 719468
 end
 
 local function civil_from_days(z)
   z = z + 719468
-  local era = math.floor(z / 146097)
+  local era = floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
   local m = (mp < 10) and (mp + 3) or (mp - 9)
   local y = yoe + era * 400
   if m <= 2 then y = y + 1 end
@@ -201,21 +205,21 @@ end
 
 -- Start (ms) of month index i = year * 12 + zero-based month.
 local function month_start(i)
-  local y = math.floor(i / 12)
+  local y = floor(i / 12)
   return days_from_civil(y, i - y * 12 + 1, 1) * DAY_MS
 end
 
 local function period_bounds(now, len, mode, param)
   if mode == 0 then
-    local start = param + math.floor((now - param) / len) * len
+    local start = param + floor((now - param) / len) * len
     return start, start + len
   end
-  local y, m = civil_from_days(math.floor(now / DAY_MS))
+  local y, m = civil_from_days(floor(now / DAY_MS))
   if mode == 1 then
-    local i = math.floor((y * 12 + m - 1) / param) * param
+    local i = floor((y * 12 + m - 1) / param) * param
     return month_start(i), month_start(i + param)
   end
-  local y0 = math.floor(y / param) * param
+  local y0 = floor(y / param) * param
   return month_start(y0 * 12), month_start((y0 + param) * 12)
 end
 
@@ -225,14 +229,14 @@ local function budget_open(bin, now, len, mode, param)
   local start, fin = period_bounds(now, len, mode, param)
   local b = { start = start, fin = fin, used = 0, fresh = true }
   if type(bin) == 'string' then
-    local s, u = struct.unpack('dd', bin)
+    local s, u = unpack_bin('dd', bin)
     if s >= start then b.used, b.fresh = u, false end
   end
   return b
 end
 
 local function budget_encode(b)
-  return struct.pack('dd', b.start, b.used)
+  return pack('dd', b.start, b.used)
 end
 
 -- Configs ---------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ local function open_config(key, packed, now)
   local pos, fields = 1, {}
   while pos <= #packed do
     local lim = { cfg = cfg }
-    lim.kind, lim.field, lim.max, lim.len, lim.mode, lim.param, pos = struct.unpack('<c1Bc0dddd', packed, pos)
+    lim.kind, lim.field, lim.max, lim.len, lim.mode, lim.param, pos = unpack_bin('<c1Bc0dddd', packed, pos)
     cfg.limits[#cfg.limits + 1] = lim
     fields[#fields + 1] = lim.field
   end
@@ -273,9 +277,9 @@ local function save_config(cfg, now)
   local fields, extend, ttl = {}, false, 0
   for _, lim in ipairs(cfg.limits) do
     if lim.kind == 'b' then
-      ttl = math.max(ttl, lim.state.fin - now)
+      ttl = max(ttl, lim.state.fin - now)
     else
-      ttl = math.max(ttl, lim.len + lim.state.g)
+      ttl = max(ttl, lim.len + lim.state.g)
     end
     if lim.written then
       fields[#fields + 1] = lim.field
