@@ -709,9 +709,10 @@ async fn script_loop<C: redis::aio::ConnectionLike + Send>(
         }
         let reply: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
         if t.record(started, &w) {
+            // `batch.lua`: {now, status of the one op, …}.
             match reply.as_deref() {
-                Ok([1, ..]) => t.ok += 1,
-                Ok([0, ..]) => t.denied += 1,
+                Ok([_, 1, ..]) => t.ok += 1,
+                Ok([_, 0, ..]) => t.denied += 1,
                 Ok(_) => t.other += 1,
                 Err(_) => t.errors += 1,
             }
@@ -919,15 +920,18 @@ fn reference_phase(opts: &Opts, redis: &Redis) -> Reference {
     let seconds = started.elapsed().as_secs_f64();
     let cpu = (cpu_ticks(&pid) - ticks) as f64 / TICKS_PER_SEC;
     let text = String::from_utf8_lossy(&out.stdout);
-    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",…
-    let row: Vec<f64> = text
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+    // "p99_latency_ms","max_latency_ms": the test name holds commas, so count from the end.
+    let fields: Vec<f64> = text
         .lines()
         .nth(1)
         .unwrap_or_default()
-        .split(',')
-        .skip(1)
-        .map(|v| v.trim_matches('"').parse().unwrap_or(0.0))
+        .rsplitn(8, ',')
+        .take(7)
+        .map(|v| v.trim().trim_matches('"').parse().unwrap_or(0.0))
         .collect();
+    // rsplitn yields from the end: max, p99, p95, p50, min, avg, rps.
+    let row: Vec<f64> = fields.into_iter().rev().collect();
     let r = Reference {
         calls_per_sec: row.first().copied().unwrap_or(0.0),
         p50_ms: row.get(3).copied().unwrap_or(0.0),

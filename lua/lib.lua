@@ -2,10 +2,11 @@
 -- It mirrors src/limits/window.rs and src/limits/period.rs; tests/lua_parity.rs keeps them
 -- equal step by step.
 --
--- All counters of one config live in one small Redis hash, one binary field per limit,
--- read with one HMGET and written with one HSET:
---   window ("r" requests, "t" tokens): sub-buckets (see below). Usage leaves the window
---     one window length after its bucket's last write, never earlier.
+-- All counters of one config live in one small Redis hash, read with one HMGET and
+-- written with one HSET:
+--   window ("r" requests, "t" tokens): sub-buckets (see below), a small hot field and a
+--     cold one read only when needed. Usage leaves the window one window length after its
+--     bucket's last write, never earlier.
 --   budget ("b:<budget id>"): two doubles, the start (ms) of the period the usage belongs
 --     to and the usage (nano-dollars).
 -- A config's limits travel as one ARGV: per limit, struct '<c1Bc0dddd': kind (r|t|b),
@@ -37,96 +38,140 @@ local function admits(used, cap, amount)
 end
 
 -- Sliding windows ----------------------------------------------------------------------
--- A window is a binary string: a header of two doubles (bucket width g in ms, total),
--- then one 24-byte record per sub-bucket, oldest first: index, count, and the time (ms)
--- of its last write, as doubles (exact below 2^53). A check reads the oldest and newest
--- records in place; a write builds the new string in one concatenation. (Lua interns
--- every string, so each string made costs more than its bytes.)
+-- A window is a list of sub-buckets, oldest first, each a count and the time (ms) of its
+-- last write; a bucket's index is floor(last / g), g the bucket width (every write keeps
+-- that true). It is stored in two hash fields, so that a check reads and writes little:
+--   hot  (the limit's field, 56 bytes): 7 doubles g, total, n (buckets), the oldest
+--        bucket's count and last write, the newest bucket's count and last write (with
+--        n = 1 the one bucket is the newest);
+--   cold (field .. ':c'): the n - 2 buckets in between, 16 bytes each (count, last).
+-- A check that adds to the newest bucket and evicts nothing, or only down to two buckets,
+-- never reads the cold field; it is read (one HGET) when a bucket starts or leaves with
+-- more than two live, about twice per bucket width, and on the rare paths (a denial's
+-- retry time, a refund). Data in the earlier one-field layout (16 + 24 bytes a bucket)
+-- is read, and rewritten in this one when written.
 
-local HDR, REC = 16, 24
+local HOT = 56
 
--- Logical records h..count-1. They come from w.bin, except that the newest one may live
--- in w.newest (changed or appended by this script) until the window is encoded.
-local function rec(w, k)
-  local nw = w.newest
-  if nw and k == w.count - 1 then return nw[1], nw[2], nw[3] end
-  return unpack_bin('ddd', w.bin, HDR + k * REC + 1)
+-- The cold buckets, read on first need.
+local function win_cold(w)
+  if w.cold == nil then
+    w.cold = (w.n > 2) and (redis.call('HGET', w.key, w.field .. ':c') or '') or ''
+  end
+  return w.cold
 end
 
--- A changed window length changes the bucket width: then all usage is folded into one
--- record at the newest write (it leaves a little late: safe).
-local function win_open(bin, len)
-  local w = { len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, h = 0, count = 0, bin = '' }
-  if type(bin) ~= 'string' or #bin < HDR + REC then return w end
-  local g, total = unpack_bin('dd', bin)
-  local n = (#bin - HDR) / REC
-  w.total = total
-  if g ~= w.g then
-    local _, _, newest = unpack_bin('ddd', bin, HDR + (n - 1) * REC + 1)
-    w.newest, w.count, w.fresh = { floor(newest / w.g), total, newest }, 1, true
-  else
-    w.bin, w.count = bin, n
+-- Every bucket as {count, last}, oldest first (for the rare paths).
+local function win_list(w)
+  if w.n == 0 then return {} end
+  if w.n == 1 then return { { w.nc, w.nl } } end
+  local recs, cold = { { w.oc, w.ol } }, win_cold(w)
+  for at = 1, #cold, 16 do
+    local c, l = unpack_bin('dd', cold, at)
+    recs[#recs + 1] = { c, l }
   end
+  recs[#recs + 1] = { w.nc, w.nl }
+  return recs
+end
+
+-- Replaces every bucket (the total stays as it is).
+local function win_set(w, recs)
+  local n = #recs
+  w.n = n
+  if n >= 1 then w.nc, w.nl = recs[n][1], recs[n][2] end
+  if n >= 2 then w.oc, w.ol = recs[1][1], recs[1][2] end
+  local parts = {}
+  for k = 2, n - 1 do parts[#parts + 1] = pack('dd', recs[k][1], recs[k][2]) end
+  w.cold, w.cold_dirty = table.concat(parts), true
+end
+
+-- Opens the window kept in `hot` (the field's value) of hash `key`.
+local function win_open(hot, len, key, field)
+  local w = { len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, n = 0, key = key, field = field }
+  if type(hot) ~= 'string' then return w end
+  local recs
+  if #hot == HOT then
+    local g, total, n, oc, ol, nc, nl = unpack_bin('ddddddd', hot)
+    w.total, w.n, w.oc, w.ol, w.nc, w.nl = total, n, oc, ol, nc, nl
+    if g == w.g or n == 0 then return w end
+    recs = { { total, nl } }
+  elseif #hot >= 40 then
+    -- The one-field layout: g, total, then (index, count, last) per bucket.
+    local g, total = unpack_bin('dd', hot)
+    local n = (#hot - 16) / 24
+    w.total, recs = total, {}
+    if g ~= w.g then
+      local _, _, nl = unpack_bin('ddd', hot, 16 + (n - 1) * 24 + 1)
+      recs[1] = { total, nl }
+    else
+      for k = 1, n do
+        local _, c, l = unpack_bin('ddd', hot, 16 + (k - 1) * 24 + 1)
+        recs[k] = { c, l }
+      end
+    end
+  else
+    return w
+  end
+  -- A changed window length changes the bucket width: then all usage is folded into one
+  -- bucket at the newest write (it leaves a little late: safe).
+  win_set(w, recs)
+  w.fresh = true
   return w
 end
 
-local function win_encode(w)
-  local head = pack('dd', w.g, w.total)
-  if w.h >= w.count then return head end
-  if not w.newest then
-    return head .. string.sub(w.bin, HDR + w.h * REC + 1)
+-- The hash fields and values that store the window (the cold one only when changed).
+local function win_fields(w, fields)
+  fields[#fields + 1] = w.field
+  fields[#fields + 1] = pack('ddddddd', w.g, w.total, w.n, w.oc or 0, w.ol or 0, w.nc or 0, w.nl or 0)
+  if w.cold_dirty then
+    fields[#fields + 1] = w.field .. ':c'
+    fields[#fields + 1] = w.cold
   end
-  local nw = w.newest
-  return head .. string.sub(w.bin, HDR + w.h * REC + 1, HDR + (w.count - 1) * REC) .. pack('ddd', nw[1], nw[2], nw[3])
-end
-
--- Puts every live record into w.bin (for the rare paths that edit more than the newest).
-local function win_flush(w)
-  w.bin = win_encode(w)
-  w.h, w.count, w.newest = 0, (#w.bin - HDR) / REC, nil
 end
 
 local function win_evict(w, now)
-  while w.h < w.count do
-    local _, c, l = rec(w, w.h)
-    if l > now - w.len then break end
-    w.total = max(0, w.total - c)
-    w.h = w.h + 1
+  local limit = now - w.len
+  while w.n > 0 do
+    local n = w.n
+    if n == 1 then
+      if w.nl > limit then return end
+      w.total, w.n = max(0, w.total - w.nc), 0
+    else
+      if w.ol > limit then return end
+      w.total = max(0, w.total - w.oc)
+      if n > 2 then
+        local cold = win_cold(w)
+        w.oc, w.ol = unpack_bin('dd', cold)
+        w.cold, w.cold_dirty = string.sub(cold, 17), true
+      end
+      w.n = n - 1
+    end
   end
 end
 
 -- Adds usage at now, never behind the newest bucket, so buckets stay in time order.
 local function win_add(w, now, amount)
   if amount <= 0 then return end
-  local i = floor(now / w.g)
+  local g = w.g
   w.total = clamp_used(w.total + amount)
-  if w.h < w.count then
-    local ni, nc, nl = rec(w, w.count - 1)
-    if ni >= i then
-      local nw = w.newest
-      if nw then
-        -- Already this script's own record: change it in place.
-        nw[2], nw[3] = clamp_used(nc + amount), max(nl, now)
-      else
-        w.newest = { ni, clamp_used(nc + amount), max(nl, now) }
-      end
-      return
-    end
+  local n = w.n
+  if n > 0 and floor(w.nl / g) >= floor(now / g) then
+    w.nc, w.nl = clamp_used(w.nc + amount), max(w.nl, now)
+    return
   end
-  if w.newest then win_flush(w) end
-  w.newest, w.count, w.fresh = { i, amount, now }, w.count + 1, true
+  if n == 1 then
+    w.oc, w.ol = w.nc, w.nl
+  elseif n > 1 then
+    w.cold, w.cold_dirty = win_cold(w) .. pack('dd', w.nc, w.nl), true
+  end
+  w.n, w.nc, w.nl, w.fresh = n + 1, amount, now, true
 end
 
--- Takes `take` out of live record k (after win_flush).
-local function win_take(w, k, take)
-  local i, c, l = unpack_bin('ddd', w.bin, HDR + k * REC + 1)
+-- Takes `take` out of bucket k of recs; an emptied oldest bucket goes.
+local function recs_take(w, recs, k, take)
+  recs[k][1] = recs[k][1] - take
   w.total = max(0, w.total - take)
-  if take == c and k == w.h then
-    w.h = w.h + 1
-  else
-    local at = HDR + k * REC
-    w.bin = string.sub(w.bin, 1, at) .. pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
-  end
+  if k == 1 and recs[1][1] == 0 then table.remove(recs, 1) end
 end
 
 -- Takes usage back, never below zero. With the reservation's time `at` (ms; 0 = not
@@ -135,43 +180,41 @@ end
 -- from newer usage would let more through than the limit). Without it, oldest first:
 -- what remains is counted as late as possible.
 local function win_refund(w, amount, at)
-  win_flush(w)
+  local recs = win_list(w)
   if at > 0 then
     local target = floor(at / w.g)
-    for k = w.h, w.count - 1 do
-      local i, c = unpack_bin('dd', w.bin, HDR + k * REC + 1)
+    for k = 1, #recs do
+      local i = floor(recs[k][2] / w.g)
       if i == target then
-        win_take(w, k, min(amount, c))
-        return
+        recs_take(w, recs, k, min(amount, recs[k][1]))
+        break
       end
-      if i > target then return end
+      if i > target then break end
     end
-    return
+  else
+    local left = amount
+    while left > 0 and #recs > 0 do
+      local take = min(left, recs[1][1])
+      left = left - take
+      recs_take(w, recs, 1, take)
+    end
   end
-  local left = amount
-  while left > 0 and w.h < w.count do
-    local _, c = unpack_bin('dd', w.bin, HDR + w.h * REC + 1)
-    local take = min(left, c)
-    left = left - take
-    win_take(w, w.h, take)
-  end
+  win_set(w, recs)
 end
 
 local function win_reset_after(w, now)
-  if w.h >= w.count then return 0 end
-  local _, _, l = rec(w, w.count - 1)
-  return max(0, l + w.len - now)
+  if w.n == 0 then return 0 end
+  return max(0, w.nl + w.len - now)
 end
 
 -- Time until amount fits, if nothing else is added; the full reset if it never fits.
 local function win_retry_after(w, now, cap, amount)
   if admits(w.total, cap, amount) then return 0 end
   local remaining = w.total
-  for k = w.h, w.count - 1 do
-    local _, c, l = rec(w, k)
-    remaining = remaining - c
+  for _, r in ipairs(win_list(w)) do
+    remaining = remaining - r[1]
     if admits(remaining, cap, amount) then
-      return max(0, l + w.len - now)
+      return max(0, r[2] + w.len - now)
     end
   end
   return win_reset_after(w, now)
@@ -257,7 +300,7 @@ local function open_config(key, packed, now)
     if lim.kind == 'b' then
       lim.state = budget_open(stored[j], now, lim.len, lim.mode, lim.param)
     else
-      lim.state = win_open(stored[j], lim.len)
+      lim.state = win_open(stored[j], lim.len, key, lim.field)
       win_evict(lim.state, now)
     end
   end
@@ -282,8 +325,12 @@ local function save_config(cfg, now)
       ttl = max(ttl, lim.len + lim.state.g)
     end
     if lim.written then
-      fields[#fields + 1] = lim.field
-      fields[#fields + 1] = (lim.kind == 'b') and budget_encode(lim.state) or win_encode(lim.state)
+      if lim.kind == 'b' then
+        fields[#fields + 1] = lim.field
+        fields[#fields + 1] = budget_encode(lim.state)
+      else
+        win_fields(lim.state, fields)
+      end
       extend = extend or lim.state.fresh
     end
   end
