@@ -55,7 +55,7 @@ local HOT = 56
 
 -- The cold buckets, read on first need.
 local function win_cold(w)
-  if w.cold == nil then
+  if w.cold == false then
     w.cold = (w.n > 2) and (redis.call('HGET', w.key, w.field .. ':c') or '') or ''
   end
   return w.cold
@@ -87,7 +87,12 @@ end
 
 -- Opens the window kept in `hot` (the field's value) of hash `key`.
 local function win_open(hot, len, key, field)
-  local w = { len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, n = 0, key = key, field = field }
+  -- Every field in the constructor: a table that grows field by field is rehashed each
+  -- time it doubles, which costs more than the window's arithmetic.
+  local w = {
+    len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, n = 0, key = key, field = field,
+    oc = 0, ol = 0, nc = 0, nl = 0, cold = false, cold_dirty = false, fresh = false,
+  }
   if type(hot) ~= 'string' then return w end
   local recs
   if #hot == HOT then
@@ -129,24 +134,41 @@ local function win_fields(w, fields)
   end
 end
 
+-- Drops the buckets whose last write is a window length ago or more, oldest first.
 local function win_evict(w, now)
+  local n = w.n
+  if n == 0 then return end
   local limit = now - w.len
-  while w.n > 0 do
-    local n = w.n
-    if n == 1 then
-      if w.nl > limit then return end
-      w.total, w.n = max(0, w.total - w.nc), 0
-    else
-      if w.ol > limit then return end
-      w.total = max(0, w.total - w.oc)
-      if n > 2 then
-        local cold = win_cold(w)
-        w.oc, w.ol = unpack_bin('dd', cold)
-        w.cold, w.cold_dirty = string.sub(cold, 17), true
-      end
-      w.n = n - 1
-    end
+  if w.nl <= limit then
+    -- Everything has left (the newest bucket goes last): no need to read the cold ones.
+    w.total, w.n = 0, 0
+    if n > 2 then w.cold, w.cold_dirty = '', true end
+    return
   end
+  if n == 1 or w.ol > limit then return end
+  w.total = max(0, w.total - w.oc)
+  if n == 2 then
+    w.n = 1
+    return
+  end
+  -- The oldest left; so may cold ones after it (never the newest, which stays).
+  local cold = win_cold(w)
+  local at, size = 1, #cold
+  local c, l = unpack_bin('dd', cold, at)
+  n = n - 1
+  while l <= limit do
+    w.total = max(0, w.total - c)
+    n, at = n - 1, at + 16
+    if at > size then break end
+    c, l = unpack_bin('dd', cold, at)
+  end
+  w.n = n
+  if at <= size then
+    w.oc, w.ol, w.cold = c, l, string.sub(cold, at + 16)
+  else
+    w.cold = ''
+  end
+  w.cold_dirty = true
 end
 
 -- Adds usage at now, never behind the newest bucket, so buckets stay in time order.
@@ -290,10 +312,14 @@ local function open_config(key, packed, now)
   local cfg = { key = key, limits = {} }
   local pos, fields = 1, {}
   while pos <= #packed do
-    local lim = { cfg = cfg }
-    lim.kind, lim.field, lim.max, lim.len, lim.mode, lim.param, pos = unpack_bin('<c1Bc0dddd', packed, pos)
-    cfg.limits[#cfg.limits + 1] = lim
-    fields[#fields + 1] = lim.field
+    local kind, field, cap, len, mode, param
+    kind, field, cap, len, mode, param, pos = unpack_bin('<c1Bc0dddd', packed, pos)
+    -- All fields at once (see win_open).
+    cfg.limits[#cfg.limits + 1] = {
+      kind = kind, field = field, max = cap, len = len, mode = mode, param = param,
+      state = false, ok = false, written = false,
+    }
+    fields[#fields + 1] = field
   end
   local stored = (#fields > 0) and redis.call('HMGET', key, unpack(fields)) or {}
   for j, lim in ipairs(cfg.limits) do
