@@ -39,7 +39,9 @@ end
 -- day keep each string short at any volume (a lookup reads two of them), and several
 -- fingerprints share a hash entry, so a marker costs ~10-30 bytes of Redis memory
 -- instead of a key of its own. A marker is found on the day it was written and the next,
--- so it is remembered at least 24 h; each day's hashes expire after that.
+-- so it is remembered at least 24 h; each day's hashes expire after that. The hashes are
+-- named here (the day is Redis's), not passed in KEYS: right for one Redis node; a
+-- cluster store (issue 12) has to pass both days' names as KEYS in one slot.
 
 local FP = 10
 
