@@ -6,22 +6,30 @@
 -- Appends to out: allowed (1|0), then per limit: used, reset_after_ms, and when denied
 -- also admitted (1|0) and retry_after_ms. Amounts are added only when every limit admits
 -- them.
+-- This runs once per check of a batch, so it is written for the interpreter: numeric
+-- loops, the admission rule (lib.lua's admits) and the reset time inlined.
 
 local function check_op(cfgs, amount, consume, now, out)
   local allowed = true
-  for _, cfg in ipairs(cfgs) do
-    for _, lim in ipairs(cfg.limits) do
-      lim.ok = admits(used_of(lim), lim.max, amount[lim.kind])
-      allowed = allowed and lim.ok
+  for c = 1, #cfgs do
+    local limits = cfgs[c].limits
+    for j = 1, #limits do
+      local lim = limits[j]
+      local used, cap = lim.state.total, lim.max
+      local ok = used < cap and used + amount[lim.kind] <= cap
+      lim.ok = ok
+      if not ok then allowed = false end
     end
   end
   if allowed and consume then
-    for _, cfg in ipairs(cfgs) do
-      for _, lim in ipairs(cfg.limits) do
+    for c = 1, #cfgs do
+      local limits = cfgs[c].limits
+      for j = 1, #limits do
+        local lim = limits[j]
         local a = amount[lim.kind]
         if a > 0 then
           if lim.kind == 'b' then
-            lim.state.used = clamp_used(lim.state.used + a)
+            lim.state.total = clamp_used(lim.state.total + a)
           else
             win_add(lim.state, now, a)
           end
@@ -32,28 +40,33 @@ local function check_op(cfgs, amount, consume, now, out)
   end
   -- An allowed check's limits all admitted with nothing to wait for: only used and
   -- reset go back (half the reply to encode); a denied check's say which and how long.
-  local n = #out
-  out[n + 1] = allowed and 1 or 0
-  n = n + 1
-  for _, cfg in ipairs(cfgs) do
-    for _, lim in ipairs(cfg.limits) do
+  local n = #out + 1
+  out[n] = allowed and 1 or 0
+  for c = 1, #cfgs do
+    local limits = cfgs[c].limits
+    for j = 1, #limits do
+      local lim = limits[j]
       local st = lim.state
+      local reset
       if lim.kind == 'b' then
-        out[n + 1] = st.used
-        out[n + 2] = st.fin - now
-        if not allowed then
-          out[n + 3] = lim.ok and 1 or 0
-          out[n + 4] = lim.ok and 0 or (st.fin - now)
-        end
+        reset = st.fin - now
       else
-        out[n + 1] = st.total
-        out[n + 2] = win_reset_after(st, now)
-        if not allowed then
-          out[n + 3] = lim.ok and 1 or 0
-          out[n + 4] = lim.ok and 0 or win_retry_after(st, now, lim.max, amount[lim.kind])
-        end
+        reset = (st.n == 0) and 0 or max(0, st.nl + st.len - now)
       end
-      n = n + (allowed and 2 or 4)
+      out[n + 1], out[n + 2] = st.total, reset
+      if allowed then
+        n = n + 2
+      else
+        out[n + 3] = lim.ok and 1 or 0
+        if lim.ok then
+          out[n + 4] = 0
+        elseif lim.kind == 'b' then
+          out[n + 4] = reset
+        else
+          out[n + 4] = win_retry_after(st, now, lim.max, amount[lim.kind])
+        end
+        n = n + 4
+      end
     end
   end
 end

@@ -292,16 +292,17 @@ end
 -- (the grid changed under an update) is kept.
 local function budget_open(bin, now, len, mode, param)
   local start, fin = period_bounds(now, len, mode, param)
-  local b = { start = start, fin = fin, used = 0, fresh = true }
+  -- `total` like a window's, so a check reads either the same way.
+  local b = { start = start, fin = fin, total = 0, fresh = true }
   if type(bin) == 'string' then
     local s, u = unpack_bin('dd', bin)
-    if s >= start then b.used, b.fresh = u, false end
+    if s >= start then b.total, b.fresh = u, false end
   end
   return b
 end
 
 local function budget_encode(b)
-  return pack('dd', b.start, b.used)
+  return pack('dd', b.start, b.total)
 end
 
 -- Configs ---------------------------------------------------------------------------------
@@ -334,7 +335,6 @@ local function open_config(key, packed, now)
 end
 
 local function used_of(lim)
-  if lim.kind == 'b' then return lim.state.used end
   return lim.state.total
 end
 

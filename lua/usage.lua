@@ -16,7 +16,7 @@ local function adjust_op(cfgs, delta, at, now)
         if lim.kind == 'b' then
           -- A refund of a reservation made in an earlier period has nothing left to return.
           if d > 0 or at == 0 or at >= lim.state.start then
-            lim.state.used = clamp_used(lim.state.used + d)
+            lim.state.total = clamp_used(lim.state.total + d)
             lim.written = true
           end
         elseif d > 0 then
