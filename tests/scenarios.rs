@@ -42,6 +42,7 @@ on_every_store!(
     sliding_window_returns_capacity,
     budget_period_resets,
     usage_settles_refunds_and_is_idempotent,
+    usage_request_ids_are_scoped_by_identity,
     late_refunds_return_only_what_their_reservation_holds,
     usage_reports_saturate_and_leave_nothing_behind,
     management_shows_live_usage,
@@ -1084,6 +1085,59 @@ async fn usage_settles_refunds_and_is_idempotent(b: Backend) {
         (a.status.as_u16(), a.body["matched_configs"].as_u64()),
         (200, Some(0))
     );
+}
+
+/// Two tenants' equal request ids never collide, and a report that matches no config
+/// leaves no marker behind (its id is not taken).
+async fn usage_request_ids_are_scoped_by_identity(b: Backend) {
+    let t = Tollgate::start(b).await;
+    let mut ids = Vec::new();
+    for vk in ["vk-1", "vk-2"] {
+        ids.push(
+            t.create(
+                json!({"model_name": "m", "scope": "virtual_key", "scope_id": vk,
+                            "rate_limit": {"token_max_limit": 1000, "token_reset_duration": "1h"}}),
+            )
+            .await,
+        );
+    }
+    let report = |vk: &str, user: Option<&str>| json!({"model": "m", "virtual_key": vk, "user": user, "tokens": 10, "request_id": "same"});
+    for (vk, user, duplicate) in [
+        ("vk-1", None, false),
+        ("vk-2", None, false),
+        ("vk-1", None, true),
+        // Another user of vk-1 is another identity: its "same" is its own.
+        ("vk-1", Some("u-9"), false),
+        ("vk-1", Some("u-9"), true),
+    ] {
+        let a = t.post("/v1/usage", &report(vk, user)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["duplicate"], duplicate, "{vk} {user:?}: {}", a.body);
+    }
+    assert_eq!(
+        t.config(&ids[0]).await["rate_limit"]["token_current_usage"],
+        20
+    );
+    assert_eq!(
+        t.config(&ids[1]).await["rate_limit"]["token_current_usage"],
+        10
+    );
+    // vk-3 has no config yet: its report records nothing, not even its id...
+    let a = t.post("/v1/usage", &report("vk-3", None)).await;
+    assert_eq!(
+        (a.status.as_u16(), a.body["duplicate"].clone()),
+        (200, json!(false))
+    );
+    let id = t
+        .create(
+            json!({"model_name": "m", "scope": "virtual_key", "scope_id": "vk-3",
+                        "rate_limit": {"token_max_limit": 1000, "token_reset_duration": "1h"}}),
+        )
+        .await;
+    // ...so once a config matches, the same report is applied, not taken for a retry.
+    let a = t.post("/v1/usage", &report("vk-3", None)).await;
+    assert_eq!(a.body["duplicate"], false, "{}", a.body);
+    assert_eq!(t.config(&id).await["rate_limit"]["token_current_usage"], 10);
 }
 
 async fn management_shows_live_usage(b: Backend) {

@@ -100,8 +100,16 @@ pub async fn record<S: Store>(
 ) -> Result<(UsageOutcome, usize), StoreError> {
     let (configs, _) = super::decide::matching(app, keys);
     let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
+    // Scoped by the report's identity: two tenants' equal ids never collide.
+    let scoped_id = request_id
+        .zip(keys.first())
+        .map(|(id, key)| crate::store::scoped_request_id(key, id));
     let result = if app.snapshot_loaded() {
-        timed("usage", app.store.record_usage(&refs, delta, request_id)).await
+        timed(
+            "usage",
+            app.store.record_usage(&refs, delta, scoped_id.as_deref()),
+        )
+        .await
     } else {
         Err(StoreError::Unavailable(NO_SNAPSHOT.to_string()))
     };

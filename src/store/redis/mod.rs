@@ -3,8 +3,10 @@
 //!
 //! One concept per file: `keys` (names), `scripts` (the Lua and how it is called),
 //! `clock` (Redis's clock from here), `decode` (replies), `config_plane` (configs),
-//! `hot_path` (checks and usage reports), `listener` (change notifications).
+//! `hot_path` (checks and usage reports), `ops` and `batching` (how they are coalesced
+//! into one script call), `listener` (change notifications).
 
+mod batching;
 mod clock;
 mod config_plane;
 mod config_sync;
@@ -13,14 +15,18 @@ mod health;
 mod hot_path;
 mod keys;
 mod listener;
+pub mod ops;
 pub mod scripts;
 
+pub use self::batching::MAX_BATCH;
 pub use self::health::{EvictionRisk, evicting_message, eviction_risk};
+
 pub use self::keys::Keys;
 
+use self::batching::Batcher;
 use self::clock::ClockOffset;
 use self::decode::{corrupt, unavailable};
-use self::scripts::Scripts;
+use self::scripts::{Lua, Scripts};
 use super::{
     Amounts, CheckOutcome, ConfigChanges, LimitUsage, ReseedOutcome, Store, StoreError, UsageDelta,
     UsageOutcome, WriteError, Written,
@@ -51,7 +57,8 @@ pub struct RedisOptions {
 
 pub struct RedisStore {
     conn: ConnectionManager,
-    clock: ClockOffset,
+    clock: Arc<ClockOffset>,
+    batcher: Batcher,
     keys: Keys,
     scripts: Scripts,
     timeout: Duration,
@@ -93,9 +100,18 @@ impl RedisStore {
             keys.channel.clone(),
             changes.clone(),
         ));
+        let clock = Arc::new(ClockOffset::new());
+        let batcher = Batcher::start(
+            conn.clone(),
+            Lua::new(scripts::BATCH),
+            keys.usage_markers(),
+            options.bulk_timeout,
+            clock.clone(),
+        );
         Ok(RedisStore {
             conn,
-            clock: ClockOffset::new(),
+            clock,
+            batcher,
             keys,
             scripts: Scripts::new(),
             timeout: options.timeout,
@@ -125,19 +141,6 @@ impl RedisStore {
         }
     }
 
-    /// Learns the clock offset from a hot-path reply (`{status, now_ms, …}`); a status of
-    /// -1 means Redis ran the script past its deadline and changed nothing.
-    fn observe_clock(&self, sent_ms: i64, reply: &[i64]) -> Result<(), StoreError> {
-        let (Some(&status), Some(&now)) = (reply.first(), reply.get(1)) else {
-            return Err(corrupt("script answered without its status and time"));
-        };
-        self.clock.observe(sent_ms, now, status == -1);
-        if status == -1 {
-            return Err(StoreError::Timeout(self.timeout));
-        }
-        Ok(())
-    }
-
     /// One counters key per config (`KEYS`), in order.
     fn counter_keys(&self, cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
@@ -148,7 +151,7 @@ impl RedisStore {
     /// Each config's limits (`ARGV`), as precompiled in the snapshot.
     fn limit_args(cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            cmd.arg(c.lua_limits.as_slice());
+            cmd.arg(&*c.lua_limits);
         }
     }
 }
