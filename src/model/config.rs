@@ -108,7 +108,7 @@ pub struct CreateModelConfig {
     /// Required unless the scope is global (ignored then); at most 256 characters.
     pub scope_id: Option<String>,
     pub calendar_aligned: Option<bool>,
-    #[schema(max_items = 16)]
+    /// At most 16, each with its own reset duration.
     pub budgets: Option<Vec<BudgetInput>>,
     /// Legacy single budget: accepted as a one-element `budgets`.
     pub budget: Option<BudgetInput>,
@@ -132,7 +132,7 @@ pub struct UpdateModelConfig {
     pub scope_id: Option<String>,
     pub calendar_aligned: Option<bool>,
     /// `[]`: remove all; a list replaces the set.
-    #[schema(max_items = 16)]
+    /// At most 16, each with its own reset duration.
     pub budgets: Option<Vec<BudgetInput>>,
     /// Legacy single budget (when `budgets` is not sent): updates the first budget's
     /// given fields, or creates it; `{}` removes the first budget.
