@@ -1,9 +1,8 @@
 //! The Bifrost-compatible model-config API under /api/governance/model-configs.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{AnyJsonBody, ConfigId};
-use super::list_query::ListQuery;
-use super::views::{ModelConfigView, view};
+use super::views::{ConfigFound, ConfigWritten, Deleted, ModelConfigView, view};
 use crate::app::{App, LocalChange, timed, timed_write};
 use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
@@ -11,11 +10,14 @@ use crate::model::config::{CreateModelConfig, UpdateModelConfig};
 use crate::model::validate::{create_config, update_config};
 use crate::store::{LimitUsage, Store, StoreError, WriteError};
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use axum::extract::State;
 use std::sync::Arc;
+
+/// The request body of the writes: JSON, whatever the `Content-Type` header says (as
+/// Bifrost), so `curl -d '{…}'` without `-H` works.
+const ANY_CONTENT_TYPE: &str = "A JSON object. The management API parses the body as JSON \
+whatever the `Content-Type` header says (as Bifrost does). Unknown fields are ignored; a field \
+that is absent or null is unset (create) or unchanged (update).";
 
 /// A write retries this often when the config keeps changing under it.
 const WRITE_ATTEMPTS: usize = 5;
@@ -25,7 +27,7 @@ fn compile(config: ModelConfig) -> Result<CompiledConfig, ApiError> {
 }
 
 /// Configs with their live usage read in one store call.
-async fn with_usage<S: Store>(
+pub(super) async fn with_usage<S: Store>(
     app: &App<S>,
     configs: Vec<Arc<CompiledConfig>>,
 ) -> Result<Vec<ModelConfigView>, ApiError> {
@@ -44,7 +46,7 @@ async fn with_usage<S: Store>(
 }
 
 /// A config with its usage as this replica last saw it: no store call.
-fn with_seen_usage(c: &CompiledConfig) -> ModelConfigView {
+pub fn with_seen_usage(c: &CompiledConfig) -> ModelConfigView {
     let now = chrono::Utc::now().timestamp_millis();
     let usage: Vec<LimitUsage> = c
         .seen
@@ -81,10 +83,25 @@ async fn after_write<S: Store>(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/governance/model-configs",
+    tag = "management",
+    request_body(content = CreateModelConfig, description = ANY_CONTENT_TYPE),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Created", body = ConfigWritten),
+        (status = 400, description = "Invalid config (the message names the field) or body not a JSON object", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "A config with this scope, scope_id, model_name and provider exists", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn create<S: Store>(
     State(app): State<Arc<App<S>>>,
     AnyJsonBody(req): AnyJsonBody<CreateModelConfig>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigWritten>, ApiError> {
     let now = timed("clock", app.store.clock()).await?;
     let config = create_config(req, now)?;
     let write = |epoch: Option<String>| {
@@ -101,28 +118,60 @@ pub async fn create<S: Store>(
     app.apply_local(&written, LocalChange::Upsert(&config))
         .await;
     let shown = after_write(&app, config).await?;
-    Ok(Json(
-        json!({"message": "Model config created successfully", "model_config": shown}),
-    ))
+    Ok(Json(ConfigWritten {
+        message: "Model config created successfully".into(),
+        model_config: shown,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/governance/model-configs/{mc_id}",
+    tag = "management",
+    params(("mc_id" = String, Path, description = "The config's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The config with its live usage", body = ConfigFound),
+        (status = 400, description = "Malformed id in the path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such config", body = ErrorBody),
+        (status = 503, description = "The store is unreachable", body = ErrorBody),
+    )
+)]
 pub async fn get<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigFound>, ApiError> {
     let config = timed("get_config", app.store.get_config(&id))
         .await?
         .ok_or_else(|| ApiError::config_not_found(&id))?;
-    Ok(Json(
-        json!({"model_config": one_with_usage(&app, config).await?}),
-    ))
+    Ok(Json(ConfigFound {
+        model_config: one_with_usage(&app, config).await?,
+    }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/governance/model-configs/{mc_id}",
+    tag = "management",
+    params(("mc_id" = String, Path, description = "The config's id")),
+    request_body(content = UpdateModelConfig, description = ANY_CONTENT_TYPE),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = ConfigWritten),
+        (status = 400, description = "Invalid change (the message names the field), an identity change, or body not a JSON object", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such config", body = ErrorBody),
+        (status = 409, description = "The change collides with another config, or the config kept changing concurrently", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn update<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
     AnyJsonBody(req): AnyJsonBody<UpdateModelConfig>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigWritten>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = timed("get_config", app.store.get_config(&id))
             .await?
@@ -144,9 +193,10 @@ pub async fn update<S: Store>(
             Ok(written) => {
                 app.apply_local(&written, LocalChange::Upsert(&next)).await;
                 let shown = after_write(&app, next).await?;
-                return Ok(Json(
-                    json!({"message": "Model config updated successfully", "model_config": shown}),
-                ));
+                return Ok(Json(ConfigWritten {
+                    message: "Model config updated successfully".into(),
+                    model_config: shown,
+                }));
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
@@ -156,10 +206,25 @@ pub async fn update<S: Store>(
     Err(WriteError::Stale.into())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/governance/model-configs/{mc_id}",
+    tag = "management",
+    params(("mc_id" = String, Path, description = "The config's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted, with its counters", body = Deleted),
+        (status = 400, description = "Malformed id in the path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such config", body = ErrorBody),
+        (status = 409, description = "The config kept changing concurrently", body = ErrorBody),
+        (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn delete<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = timed("get_config", app.store.get_config(&id))
             .await?
@@ -177,9 +242,9 @@ pub async fn delete<S: Store>(
         match app.fenced_write(write).await {
             Ok(written) => {
                 app.apply_local(&written, LocalChange::Delete(&id)).await;
-                return Ok(Json(
-                    json!({"message": "Model config deleted successfully"}),
-                ));
+                return Ok(Json(Deleted {
+                    message: "Model config deleted successfully".into(),
+                }));
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
@@ -187,32 +252,4 @@ pub async fn delete<S: Store>(
         }
     }
     Err(WriteError::Stale.into())
-}
-
-pub async fn list<S: Store>(
-    State(app): State<Arc<App<S>>>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(raw) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
-    let q = ListQuery::parse(&raw)?;
-    if !q.from_memory {
-        // One store call when nothing changed, O(changed) otherwise: the page below then
-        // comes from a snapshot as current as the store itself.
-        app.refresh().await?;
-    }
-    let snapshot = app.snapshot();
-    let (total_count, page) = q.page(snapshot.newest_first(), snapshot.len());
-    let views = if q.from_memory {
-        page.iter().map(|c| with_seen_usage(c)).collect()
-    } else {
-        with_usage(&app, page).await?
-    };
-    Ok(Json(json!({
-        "model_configs": views,
-        "count": views.len(),
-        "total_count": total_count,
-        "limit": q.limit,
-        "offset": q.offset,
-    })))
 }
