@@ -179,7 +179,7 @@ fn json_codec(c: &mut Criterion) {
         b.iter(|| {
             let limits: Vec<_> = matched
                 .iter()
-                .flat_map(|c| c.limits.iter())
+                .flat_map(|c| c.answer_limits().iter())
                 .map(|s| (s, outcome))
                 .collect();
             black_box(write_answer(

@@ -112,7 +112,7 @@ pub fn write_answer(
     let mut out = Vec::with_capacity(
         64 + limits
             .iter()
-            .map(|(s, _)| s.answer_head.len() + 64)
+            .map(|(s, _)| s.answer_head().len() + 64)
             .sum::<usize>(),
     );
     let _ = write!(out, "{{\"allowed\":{allowed},\"reason\":");
@@ -133,7 +133,7 @@ pub fn write_answer(
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(spec.answer_head.as_bytes());
+        out.extend_from_slice(spec.answer_head().as_bytes());
         out.extend_from_slice(b",\"used\":");
         let _ = serde_json::to_writer(&mut out, &spec.kind.quantity(o.used));
         out.extend_from_slice(b",\"remaining\":");
@@ -175,8 +175,8 @@ mod tests {
             retry_after_ms: 0,
         };
         let pairs = vec![
-            (&compiled.limits[0], outcome(990, false)),
-            (&compiled.limits[1], outcome(250_000_000, true)),
+            (&compiled.answer_limits()[0], outcome(990, false)),
+            (&compiled.answer_limits()[1], outcome(250_000_000, true)),
         ];
         let body = write_answer(false, Some("token_limited"), Some(1200), None, &pairs);
         let got: Value = serde_json::from_slice(&body).expect("valid JSON");
