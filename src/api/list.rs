@@ -71,7 +71,11 @@ pub async fn list<S: Store>(
         app.refresh().await?;
     }
     let snapshot = app.snapshot();
-    let (total_count, page) = q.page(snapshot.newest_first(), snapshot.len());
+    let (total_count, page) = match &q.scope_id {
+        // The filter operators use most pages from its own index, not from every config.
+        Some(sid) => q.page(snapshot.with_scope_id(sid), 0),
+        None => q.page(snapshot.newest_first(), snapshot.len()),
+    };
     let views = if q.from_memory {
         page.iter().map(|c| with_seen_usage(c)).collect()
     } else {

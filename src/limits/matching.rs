@@ -2,7 +2,7 @@
 
 use super::compiled::CompiledConfig;
 use crate::model::Scope;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 /// What a request is matched on.
@@ -19,25 +19,62 @@ pub struct MatchKey<'a> {
 /// change copies its group.
 type Group = Arc<Vec<Arc<CompiledConfig>>>;
 
-/// One persistent map from a hash of (scope, scope_id, model) to its group: a snapshot
-/// with one config changed shares everything else with its predecessor (a write costs
-/// O(log n) here), and a million virtual keys cost a million entries of one map, not a
-/// million small maps. Lookups hash borrowed strings (no allocation); a group is checked
-/// for the exact names, so a hash collision never matches a wrong config.
+/// Configs grouped under a 64-bit key, each group in list order: one persistent map, so
+/// a snapshot with one config changed shares everything else with its predecessor (a
+/// write costs O(log n)), and a million small groups cost a million entries of one map,
+/// not a million maps. Keys are hashes of names: readers check the names, so a hash
+/// collision never yields a wrong config.
 #[derive(Debug, Default, Clone)]
-pub struct ConfigIndex {
-    groups: imbl::HashMap<u64, Group>,
+pub struct Groups(imbl::HashMap<u64, Group>);
+
+impl Groups {
+    pub fn insert(&mut self, key: u64, c: &Arc<CompiledConfig>) {
+        let mut group: Vec<_> = self.0.get(&key).map_or_else(Vec::new, |g| g.to_vec());
+        let order = |x: &Arc<CompiledConfig>| (x.config.created_at, x.config.id.clone());
+        let at = group
+            .binary_search_by(|x| order(x).cmp(&order(c)))
+            .unwrap_or_else(|i| i);
+        group.insert(at, c.clone());
+        self.0.insert(key, Arc::new(group));
+    }
+
+    /// Removes `c`, dropping a group that becomes empty.
+    pub fn remove(&mut self, key: u64, c: &CompiledConfig) {
+        let Some(group) = self.0.get(&key) else {
+            return;
+        };
+        let rest: Vec<_> = group
+            .iter()
+            .filter(|x| x.config.id != c.config.id)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            self.0.remove(&key);
+        } else {
+            self.0.insert(key, Arc::new(rest));
+        }
+    }
+
+    /// The group under `key`, oldest first.
+    pub fn get(&self, key: u64) -> &[Arc<CompiledConfig>] {
+        self.0.get(&key).map_or(&[], |g| g.as_slice())
+    }
 }
 
-/// A fixed hasher: the same names give the same slot in every snapshot of a process.
+/// (scope, scope_id, model) → its configs.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigIndex {
+    groups: Groups,
+}
+
+/// A fixed hasher: the same names give the same key in every snapshot of a process.
+pub fn name_key(names: impl Hash) -> u64 {
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(names)
+}
+
 fn slot(scope: Scope, scope_id: &str, model: &str) -> u64 {
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
-    scope.hash(&mut h);
-    scope_id.hash(&mut h);
-    model.hash(&mut h);
-    h.finish()
+    name_key((scope, scope_id, model))
 }
 
 /// The scope id a config is indexed under: none for global configs (ignored there).
@@ -66,32 +103,12 @@ impl ConfigIndex {
     }
 
     pub fn insert(&mut self, c: &Arc<CompiledConfig>) {
-        let key = slot_of(c);
-        let mut group: Vec<_> = self.groups.get(&key).map_or_else(Vec::new, |g| g.to_vec());
-        let order = |x: &Arc<CompiledConfig>| (x.config.created_at, x.config.id.clone());
-        let at = group
-            .binary_search_by(|x| order(x).cmp(&order(c)))
-            .unwrap_or_else(|i| i);
-        group.insert(at, c.clone());
-        self.groups.insert(key, Arc::new(group));
+        self.groups.insert(slot_of(c), c);
     }
 
-    /// Removes `c` (as it was indexed), dropping a group that becomes empty.
+    /// Removes `c` (as it was indexed).
     pub fn remove(&mut self, c: &CompiledConfig) {
-        let key = slot_of(c);
-        let Some(group) = self.groups.get(&key) else {
-            return;
-        };
-        let rest: Vec<_> = group
-            .iter()
-            .filter(|x| x.config.id != c.config.id)
-            .cloned()
-            .collect();
-        if rest.is_empty() {
-            self.groups.remove(&key);
-        } else {
-            self.groups.insert(key, Arc::new(rest));
-        }
+        self.groups.remove(slot_of(c), c);
     }
 
     /// Every config that applies: global, the virtual key's and the user's; exact model
@@ -101,15 +118,14 @@ impl ConfigIndex {
         let mut collect = |scope: Scope, scope_id: Option<&str>| {
             let Some(scope_id) = scope_id else { return };
             for model in [key.model, "*"] {
-                if let Some(group) = self.groups.get(&slot(scope, scope_id, model)) {
-                    out.extend(group.iter().filter(|c| {
-                        is_in(c, scope, scope_id, model)
-                            && match &c.config.provider {
-                                None => true,
-                                Some(p) => key.provider == Some(p.as_str()),
-                            }
-                    }));
-                }
+                let group = self.groups.get(slot(scope, scope_id, model));
+                out.extend(group.iter().filter(|c| {
+                    is_in(c, scope, scope_id, model)
+                        && match &c.config.provider {
+                            None => true,
+                            Some(p) => key.provider == Some(p.as_str()),
+                        }
+                }));
                 if key.model == "*" {
                     break;
                 }

@@ -5,7 +5,7 @@
 //! holding a million configs applies another replica's write without copying them.
 
 use super::compiled::CompiledConfig;
-use super::matching::{ConfigIndex, MatchKey};
+use super::matching::{ConfigIndex, Groups, MatchKey, name_key};
 use crate::model::ModelConfig;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub struct Snapshot {
     by_id: imbl::HashMap<String, Arc<CompiledConfig>>,
     ordered: imbl::OrdMap<ListKey, Arc<CompiledConfig>>,
     index: ConfigIndex,
+    /// scope_id → its configs: the list filter operators use most pages from here.
+    by_scope_id: Groups,
 }
 
 fn list_key(c: &ModelConfig) -> ListKey {
@@ -36,6 +38,7 @@ impl Snapshot {
             by_id: imbl::HashMap::new(),
             ordered: imbl::OrdMap::new(),
             index: ConfigIndex::default(),
+            by_scope_id: Groups::default(),
         }
     }
 
@@ -85,6 +88,9 @@ impl Snapshot {
         self.remove(&config.id);
         if let Some(compiled) = compile_or_log(config) {
             self.index.insert(&compiled);
+            if let Some(sid) = &compiled.config.scope_id {
+                self.by_scope_id.insert(name_key(sid), &compiled);
+            }
             self.ordered
                 .insert(list_key(&compiled.config), compiled.clone());
             self.by_id.insert(compiled.config.id.clone(), compiled);
@@ -95,6 +101,9 @@ impl Snapshot {
         if let Some(old) = self.by_id.remove(id) {
             self.ordered.remove(&list_key(&old.config));
             self.index.remove(&old);
+            if let Some(sid) = &old.config.scope_id {
+                self.by_scope_id.remove(name_key(sid), &old);
+            }
         }
     }
 
@@ -119,6 +128,18 @@ impl Snapshot {
     /// Every config as stored, oldest first.
     pub fn configs(&self) -> impl Iterator<Item = &ModelConfig> {
         self.ordered.values().map(|c| &c.config)
+    }
+
+    /// The configs whose `scope_id` is `scope_id`, newest first: O(their number).
+    pub fn with_scope_id<'a>(
+        &'a self,
+        scope_id: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<CompiledConfig>> + 'a {
+        self.by_scope_id
+            .get(name_key(scope_id))
+            .iter()
+            .rev()
+            .filter(move |c| c.config.scope_id.as_deref() == Some(scope_id))
     }
 
     pub fn matching(&self, key: &MatchKey<'_>) -> Vec<&Arc<CompiledConfig>> {
