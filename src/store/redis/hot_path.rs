@@ -29,11 +29,14 @@ impl RedisStore {
                 .arg(deadline);
             Self::limit_args(cmd, configs);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let reply: Vec<i64> = self
             .bounded(self.timeout, invoke(&mut conn, &self.scripts.check, fill))
             .await?;
         self.observe_clock(sent, &reply)?;
+        if !dry_run && reply.first() == Some(&1) {
+            conn.wait_for_replicas().await?;
+        }
         let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
         if reply.len() != 2 + 4 * expected {
             return Err(corrupt(format_args!(
@@ -77,11 +80,14 @@ impl RedisStore {
                 .arg(delta.reserved_at_ms.unwrap_or(0));
             Self::limit_args(cmd, configs);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let reply: Vec<i64> = self
             .bounded(self.timeout, invoke(&mut conn, &self.scripts.usage, fill))
             .await?;
         self.observe_clock(sent, &reply)?;
+        if reply.first() == Some(&1) {
+            conn.wait_for_replicas().await?;
+        }
         match reply.first() {
             Some(1) => Ok(UsageOutcome::Applied),
             Some(0) => Ok(UsageOutcome::Duplicate),
@@ -101,7 +107,7 @@ impl RedisStore {
             self.counter_keys(cmd, configs);
             Self::limit_args(cmd, configs);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let reply: Vec<i64> = self
             .bounded(
                 self.bulk_timeout,
