@@ -333,3 +333,37 @@ async fn wait_replicas_loses_no_acknowledged_count() {
         "an admitted check waited for the replica ({median:?})"
     );
 }
+
+/// The binary refuses what it cannot do, saying why, from flags and from variables.
+#[test]
+fn refuses_cluster_mode_and_sentinel_without_a_master_name() {
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} {envs:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(
+        &[
+            "--redis-mode",
+            "cluster",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert!(err.contains("cluster is not yet supported"), "{err}");
+    let err = run(
+        &["--redis-url", "redis://127.0.0.1:1,redis://127.0.0.1:2"],
+        &[("TOLLGATE_REDIS_MODE", "sentinel")],
+    );
+    assert!(err.contains("--sentinel-master"), "{err}");
+    let err = run(
+        &["--redis-url", "redis://127.0.0.1:1,redis://127.0.0.1:2"],
+        &[("TOLLGATE_SENTINEL_MASTER", "m")],
+    );
+    assert!(err.contains("--redis-mode"), "{err}");
+}

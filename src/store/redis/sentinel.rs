@@ -284,3 +284,54 @@ pub(super) async fn watch_switches(master: Arc<Master>, sentinels: Arc<Sentinels
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentinels(urls: &[&str], user: Option<&str>, password: Option<&str>) -> Sentinels {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let (user, password) = (user.map(String::from), password.map(String::from));
+        Sentinels::parse(&urls, " m ", user, password, Duration::from_secs(1)).unwrap()
+    }
+
+    #[test]
+    fn the_master_is_reached_like_its_sentinel_unless_told_otherwise() {
+        let s = sentinels(
+            &["redis://u:spw@s1:26379/2", "rediss://s2:26379"],
+            None,
+            None,
+        );
+        assert_eq!(s.master_name, "m");
+        let plain = s.master_info(0, "10.0.0.5".into(), 6380);
+        assert_eq!(plain.addr().to_string(), "10.0.0.5:6380");
+        assert!(matches!(plain.addr(), ConnectionAddr::Tcp(..)));
+        let r = plain.redis_settings();
+        assert_eq!(
+            (r.username(), r.password(), r.db()),
+            (Some("u"), Some("spw"), 2)
+        );
+        let tls = s.master_info(1, "10.0.0.6".into(), 6381);
+        assert!(matches!(
+            tls.addr(),
+            ConnectionAddr::TcpTls { port: 6381, .. }
+        ));
+
+        let s = sentinels(&["redis://:spw@s1:26379"], Some(""), Some("mpw"));
+        let r = s.master_info(0, "h".into(), 1).redis_settings().clone();
+        assert_eq!((r.username(), r.password()), (None, Some("mpw")));
+        let s = sentinels(&["redis://:spw@s1:26379"], None, Some(""));
+        assert_eq!(
+            s.master_info(0, "h".into(), 1).redis_settings().password(),
+            None
+        );
+        let err = Sentinels::parse(
+            &["nonsense".into()],
+            "m",
+            None,
+            None,
+            Duration::from_secs(1),
+        );
+        assert!(err.is_err());
+    }
+}
