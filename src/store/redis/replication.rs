@@ -22,6 +22,10 @@ pub(super) struct ReplicaWaits {
     written: AtomicU64,
     /// The highest write number that a successful `WAIT` covered.
     covered: AtomicU64,
+    /// The highest write number that a failed `WAIT` would have covered: those queued
+    /// behind it fail with it instead of each blocking the connection for another
+    /// timeout (a replica that is down would otherwise stall every call in turn).
+    failed: AtomicU64,
     /// One `WAIT` at a time.
     sending: tokio::sync::Mutex<()>,
 }
@@ -33,6 +37,7 @@ impl ReplicaWaits {
             timeout,
             written: AtomicU64::new(0),
             covered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             sending: tokio::sync::Mutex::new(()),
         }
     }
@@ -55,24 +60,34 @@ impl ReplicaWaits {
             if self.covered.load(Ordering::SeqCst) >= mine {
                 return Ok(());
             }
+            if self.failed.load(Ordering::SeqCst) >= mine {
+                return Err(StoreError::Unavailable(format!(
+                    "replicas did not confirm the write (--redis-wait-replicas {})",
+                    self.replicas
+                )));
+            }
             // Every write numbered up to here had its reply before it was numbered, so
             // Redis ran it before the WAIT that follows on the same connection.
             let through = self.written.load(Ordering::SeqCst);
-            let acked: i64 = redis::cmd("WAIT")
+            let acked: redis::RedisResult<i64> = redis::cmd("WAIT")
                 .arg(self.replicas)
                 .arg(self.timeout.as_millis().max(1) as u64)
                 .query_async(conn)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            if acked < i64::from(self.replicas) {
-                return Err(StoreError::Unavailable(format!(
-                    "only {acked} of {} replicas confirmed the write within {:?} \
+                .await;
+            let error = match acked {
+                Ok(n) if n >= i64::from(self.replicas) => {
+                    self.covered.fetch_max(through, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Ok(n) => format!(
+                    "only {n} of {} replicas confirmed the write within {:?} \
                      (--redis-wait-replicas)",
                     self.replicas, self.timeout
-                )));
-            }
-            self.covered.fetch_max(through, Ordering::SeqCst);
-            Ok(())
+                ),
+                Err(e) => e.to_string(),
+            };
+            self.failed.fetch_max(through, Ordering::SeqCst);
+            Err(StoreError::Unavailable(error))
         };
         // Queueing behind other waits counts against the same bound as the WAIT itself;
         // a little slack lets Redis's own answer (fewer replicas) arrive first.

@@ -23,6 +23,10 @@ const RETRY: Duration = Duration::from_millis(100);
 /// A look even when nothing suggests a change: catches a switch whose message and
 /// errors were both missed (no traffic, subscription down).
 const VERIFY_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two discoveries that found the master where it was: a burst of
+/// failing calls (an overloaded master timing out) must not become a burst of new
+/// connections to it.
+const MIN_GAP: Duration = Duration::from_millis(250);
 /// How often the `+switch-master` subscription is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(2);
 
@@ -213,7 +217,7 @@ pub(super) async fn follow(
                     Err(_) => tracing::warn!(%addr, "connecting to the new master timed out"),
                 }
             }
-            Ok(_) => {}
+            Ok(_) => tokio::time::sleep(MIN_GAP).await,
             Err(error) => {
                 if let Some(more) = FAILED.allow(chrono::Utc::now().timestamp_millis()) {
                     tracing::warn!(%error, also_since_last_line = more, master = %sentinels.master_name,
