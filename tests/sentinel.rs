@@ -231,6 +231,7 @@ async fn follows_the_master_through_a_failover() {
         "no fallback once followed"
     );
     let total = acknowledged + after.admitted.load(Ordering::SeqCst);
+    eprintln!("limit {N}: {total} admitted in all through the failover ({lost} lost)");
     assert!(
         total <= N + lost,
         "{total} admitted for a limit of {N} (+{lost} lost)"
