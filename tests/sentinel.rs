@@ -257,6 +257,49 @@ async fn follows_the_master_through_a_failover() {
     );
 }
 
+/// A manual failover (`SENTINEL FAILOVER`) while no check runs: no call fails, and the
+/// old master still takes writes for seconds (until the sentinels demote it), so only
+/// `+switch-master` (or the periodic look) can move tollgate. It must, before the next
+/// checks, or their counts would land on the old master and be lost with its demotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follows_a_manual_failover() {
+    const N: u64 = 50;
+    let set = SentinelSet::start().await;
+    let (_running, t) = tollgate(&set, |s| s.store_timeout_ms = 1000).await;
+    let id = t.create(limited_config(N)).await;
+    for _ in 0..20 {
+        assert_eq!(outcome(&t.check(check()).await), Outcome::Admitted);
+    }
+    let asked = Instant::now();
+    let answer: String = set.sentinels[0].cmd(&["SENTINEL", "FAILOVER", MASTER_NAME]);
+    assert_eq!(answer, "OK");
+    // tollgate's change listener subscribes on whatever master it follows.
+    let channel = tollgate::store::redis::Keys::new("tollgate:").channel;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let numsub: Vec<(String, i64)> = set.replica.cmd(&["PUBSUB", "NUMSUB", &channel]);
+            numsub.first().is_some_and(|(_, n)| *n >= 1)
+        })
+        .await,
+        "tollgate moved to the promoted replica"
+    );
+    eprintln!("manual failover followed after {:?}", asked.elapsed());
+    assert_eq!(set.named_master_port(), Some(set.replica.port));
+    let after = hammer(&t, |t| t.limited.load(Ordering::SeqCst) >= 10).await;
+    assert_eq!(after.fallbacks.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        20 + after.admitted.load(Ordering::SeqCst),
+        N,
+        "the limit is filled exactly"
+    );
+    assert_eq!(request_usage(&t, &id).await, N);
+    let role: Vec<redis::Value> = set.replica.cmd(&["ROLE"]);
+    assert_eq!(
+        role.first(),
+        Some(&redis::Value::BulkString(b"master".to_vec()))
+    );
+}
+
 /// Kills the primary after `run_for` of checks with the replica `lag` behind; returns
 /// (acknowledged, held by the promoted replica, acknowledged within lag + 250 ms of the
 /// kill, median check latency).
