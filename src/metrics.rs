@@ -20,6 +20,7 @@ pub const STORE_DATA_LOSS: &str = "tollgate_store_data_loss_total";
 pub const CONFIG_RESEEDS: &str = "tollgate_config_reseeds_total";
 pub const STORE_WRITABLE: &str = "tollgate_store_writable";
 pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
+pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -39,6 +40,7 @@ pub const ALL: &[&str] = &[
     CONFIG_RESEEDS,
     STORE_WRITABLE,
     RLS_REQUESTS,
+    REDIS_MASTER_SWITCHES,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -127,6 +129,10 @@ fn describe() {
     describe_gauge!(
         STORE_WRITABLE,
         "1 while the store accepts writes, 0 while it rejects them (OOM, read-only, MISCONF) or evicts configs."
+    );
+    describe_counter!(
+        REDIS_MASTER_SWITCHES,
+        "Times this replica moved to a new Redis master named by the sentinels (failovers)."
     );
     describe_counter!(
         RLS_REQUESTS,

@@ -222,6 +222,18 @@ async fn follows_the_master_through_a_failover() {
         lost <= CONCURRENCY as u64,
         "at most the checks in flight at the crash are lost: {lost}"
     );
+    let metrics = reqwest::get(t.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tollgate_redis_master_switches_total ")),
+        "the switch is counted"
+    );
 
     // Limits hold on the new master: fill the rest, then only denials.
     let after = hammer(&t, |t| t.limited.load(Ordering::SeqCst) >= 20).await;

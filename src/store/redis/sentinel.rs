@@ -205,8 +205,12 @@ pub(super) async fn follow(
                         let was = master.addr();
                         master.install(addr.clone(), client, conn);
                         match was {
-                            Some(was) => tracing::warn!(from = %was, to = %addr,
-                                master = %sentinels.master_name, "Redis master moved; following it"),
+                            Some(was) => {
+                                metrics::counter!(crate::metrics::REDIS_MASTER_SWITCHES)
+                                    .increment(1);
+                                tracing::warn!(from = %was, to = %addr,
+                                    master = %sentinels.master_name, "Redis master moved; following it")
+                            }
                             None => tracing::info!(%addr, master = %sentinels.master_name,
                                 "Redis master found through the sentinels"),
                         }
