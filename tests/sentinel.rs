@@ -192,6 +192,22 @@ async fn sentinel_mode_serves_checks_and_management() {
     );
 }
 
+/// `rediss://` sentinels: the master they name is reached over TLS too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinels_and_master_over_tls() {
+    let set = SentinelSet::start_tls().await;
+    assert!(set.urls().starts_with("rediss://"));
+    let (_running, t) = tollgate(&set, |_| {}).await;
+    let ready = t.get("/ready").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let id = t.create(limited_config(2)).await;
+    for _ in 0..2 {
+        assert_eq!(outcome(&t.check(check()).await), Outcome::Admitted);
+    }
+    assert_eq!(outcome(&t.check(check()).await), Outcome::Limited);
+    assert_eq!(request_usage(&t, &id).await, 2);
+}
+
 /// The primary is killed while checks run: tollgate follows the promoted replica within
 /// the failover time, config changes are heard from the new master, and a limit of N
 /// admits at most N plus the README's failover loss (the checks in flight at the crash).

@@ -24,26 +24,43 @@ pub struct Node {
     pub port: u16,
     password: &'static str,
     sentinel: bool,
+    /// Reached over TLS only (`tls-port`, no plain port).
+    tls: bool,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
 
 impl Node {
     /// `conf` gets the port and returns the rest of the configuration file.
-    fn start(sentinel: bool, password: &'static str, conf: impl Fn(u16) -> String) -> Self {
+    fn start(
+        sentinel: bool,
+        password: &'static str,
+        tls: Option<&Tls>,
+        conf: impl Fn(u16) -> String,
+    ) -> Self {
         let mut node = Node {
             port: 0,
             password,
             sentinel,
+            tls: tls.is_some(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
         for _ in 0..20 {
             node.port = free_port();
             let path: PathBuf = node.dir.path().join("redis.conf");
+            let listen = match tls {
+                Some(tls) => format!(
+                    "port 0\ntls-port {}\ntls-replication yes\ntls-auth-clients no\n\
+                     tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {cert}",
+                    node.port,
+                    cert = tls.cert.display(),
+                    key = tls.key.display()
+                ),
+                None => format!("port {}", node.port),
+            };
             let text = format!(
-                "port {}\nbind 127.0.0.1\ndaemonize no\ndir {}\nrequirepass {password}\n{}\n",
-                node.port,
+                "{listen}\nbind 127.0.0.1\ndaemonize no\ndir {}\nrequirepass {password}\n{}\n",
                 node.dir.path().display(),
                 conf(node.port)
             );
@@ -89,7 +106,14 @@ impl Node {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://:{}@127.0.0.1:{}", self.password, self.port)
+        match self.tls {
+            // A throwaway self-signed certificate: no verification.
+            true => format!(
+                "rediss://:{}@127.0.0.1:{}/#insecure",
+                self.password, self.port
+            ),
+            false => format!("redis://:{}@127.0.0.1:{}", self.password, self.port),
+        }
     }
 
     pub fn try_cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> Option<T> {
@@ -139,6 +163,41 @@ pub struct SentinelSet {
     pub replica: Node,
     pub sentinels: Vec<Node>,
     _proxy: Option<LagProxy>,
+    _tls: Option<Tls>,
+}
+
+/// A throwaway self-signed certificate (`openssl`, which scripts/test.sh installs).
+pub struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tls {
+    fn make() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl is installed (scripts/test.sh installs it)");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        Tls {
+            cert,
+            key,
+            _dir: dir,
+        }
+    }
 }
 
 fn data_conf(replica_of: Option<u16>) -> String {
@@ -161,13 +220,24 @@ impl SentinelSet {
     /// late, and drops what it still holds when the master dies (as a master's unsent
     /// output buffer is lost with it).
     pub async fn start_lagging(lag: Option<Duration>) -> Self {
-        let primary = Node::start(false, MASTER_PASSWORD, |_| data_conf(None));
+        Self::start_with(lag, None).await
+    }
+
+    /// Every server (data and sentinels) reachable over TLS only, replication too.
+    pub async fn start_tls() -> Self {
+        Self::start_with(None, Some(Tls::make())).await
+    }
+
+    async fn start_with(lag: Option<Duration>, tls: Option<Tls>) -> Self {
+        let primary = Node::start(false, MASTER_PASSWORD, tls.as_ref(), |_| data_conf(None));
         let proxy = match lag {
             Some(lag) => Some(LagProxy::start(primary.port, lag).await),
             None => None,
         };
         let upstream = proxy.as_ref().map_or(primary.port, |p| p.port);
-        let replica = Node::start(false, MASTER_PASSWORD, |_| data_conf(Some(upstream)));
+        let replica = Node::start(false, MASTER_PASSWORD, tls.as_ref(), |_| {
+            data_conf(Some(upstream))
+        });
         // With a proxy, the replica points at the proxy's port; sentinels "correct" a
         // replica pointing elsewhere after failover-timeout, which must not happen
         // during the test.
@@ -175,7 +245,7 @@ impl SentinelSet {
         let master_port = primary.port;
         let sentinels = (0..3)
             .map(|_| {
-                Node::start(true, SENTINEL_PASSWORD, |_| {
+                Node::start(true, SENTINEL_PASSWORD, tls.as_ref(), |_| {
                     format!(
                         "sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                          sentinel auth-pass {MASTER_NAME} {MASTER_PASSWORD}\n\
@@ -191,6 +261,7 @@ impl SentinelSet {
             replica,
             sentinels,
             _proxy: proxy,
+            _tls: tls,
         };
         set.wait_ready().await;
         set

@@ -136,7 +136,9 @@ impl RedisStore {
                 let conn = client
                     .get_connection_manager_lazy(config)
                     .map_err(|e| format!("cannot set up redis connection: {e}"))?;
-                master.install(options.url.clone(), client, conn);
+                // host:port, never the URL: it may hold a password.
+                let addr = client.get_connection_info().addr().to_string();
+                master.install(addr, client, conn);
             }
             Topology::Sentinel {
                 master: name,
