@@ -215,10 +215,15 @@ pub(super) async fn follow(
                                 "Redis master found through the sentinels"),
                         }
                     }
-                    Ok(Err(e)) => {
-                        tracing::warn!(%addr, error = %e, "cannot connect to the new master")
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "timed out".to_string(),
+                        };
+                        tracing::warn!(%addr, %error, "cannot connect to the new master; asking again");
+                        tokio::time::sleep(RETRY).await;
+                        continue;
                     }
-                    Err(_) => tracing::warn!(%addr, "connecting to the new master timed out"),
                 }
             }
             Ok(_) => tokio::time::sleep(MIN_GAP).await,
