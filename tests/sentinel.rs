@@ -192,6 +192,34 @@ async fn sentinel_mode_serves_checks_and_management() {
     );
 }
 
+/// A master name the sentinels do not know, or a master password that is wrong: tollgate
+/// starts, not ready, and `/ready` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn not_ready_says_why_no_master_was_found() {
+    let set = SentinelSet::start().await;
+    let (unknown, wrong_password) = tokio::join!(
+        tollgate(&set, |s| s.sentinel_master = Some("nobody".into())),
+        tollgate(&set, |s| s.redis_master_password = Some("wrong".into())),
+    );
+    let ready = unknown.1.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready
+            .body
+            .to_string()
+            .contains("does not monitor a master named"),
+        "{}",
+        ready.body
+    );
+    let ready = wrong_password.1.get("/ready").await;
+    assert_eq!(ready.status, 503);
+    let why = ready.body.to_string();
+    assert!(
+        why.contains(&set.primary.port.to_string()) && why.matches("authentication").count() == 1,
+        "{why}"
+    );
+}
+
 /// `rediss://` sentinels: the master they name is reached over TLS too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sentinels_and_master_over_tls() {

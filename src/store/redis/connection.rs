@@ -25,6 +25,8 @@ pub(super) struct Master {
     /// Poked when a call suggests the master moved (connection lost, `READONLY`, a
     /// timeout): the sentinel follower looks again at once instead of at its next poll.
     suspect: Notify,
+    /// Why no master is known yet (sentinel mode), for `/ready` and check fallbacks.
+    not_found: parking_lot::Mutex<Option<String>>,
     /// How many replicas a budget-changing write waits for (0: none).
     wait_replicas: u32,
     wait_timeout: Duration,
@@ -45,6 +47,7 @@ impl Master {
             current: ArcSwapOption::empty(),
             generation: watch::Sender::new(0),
             suspect: Notify::new(),
+            not_found: parking_lot::Mutex::new(None),
             wait_replicas,
             wait_timeout,
         }
@@ -60,6 +63,12 @@ impl Master {
             waits,
         })));
         self.generation.send_modify(|g| *g += 1);
+        *self.not_found.lock() = None;
+    }
+
+    /// Records why discovery failed; shown while no master is known.
+    pub(super) fn not_found(&self, why: &str) {
+        *self.not_found.lock() = Some(why.to_string());
     }
 
     pub(super) fn addr(&self) -> Option<String> {
@@ -84,9 +93,11 @@ impl Master {
             }),
             None => {
                 self.suspect.notify_one();
-                Err(StoreError::Unavailable(
-                    "no Redis master known yet (asking the sentinels)".into(),
-                ))
+                let why = self.not_found.lock().clone();
+                Err(StoreError::Unavailable(format!(
+                    "no Redis master known yet (asking the sentinels): {}",
+                    why.as_deref().unwrap_or("no answer yet")
+                )))
             }
         }
     }

@@ -164,6 +164,9 @@ impl Sentinels {
                 Err(_) => errors.push(format!("sentinel {} timed out", self.nodes[i].addr())),
             }
         }
+        // Every sentinel naming the same unusable master says the same thing once.
+        errors.sort();
+        errors.dedup();
         Err(errors.join("; "))
     }
 
@@ -228,6 +231,7 @@ pub(super) async fn follow(
             }
             Ok(_) => tokio::time::sleep(MIN_GAP).await,
             Err(error) => {
+                master.not_found(&error);
                 if let Some(more) = FAILED.allow(chrono::Utc::now().timestamp_millis()) {
                     tracing::warn!(%error, also_since_last_line = more, master = %sentinels.master_name,
                         "no sentinel names a live master yet; asking again");
