@@ -52,7 +52,8 @@ pub enum Topology {
     /// `url` is the one Redis.
     #[default]
     Standalone,
-    /// `url` lists the sentinels (comma-separated); they name the master `master`.
+    /// `url` lists the sentinels (comma-separated); `master` is the name they know the
+    /// master by (`sentinel monitor <name> ...`).
     Sentinel {
         master: String,
         /// The master's credentials; None: those of the sentinel URL; empty: none.
