@@ -3,16 +3,15 @@
 //! - `matching/{10,1000,100000}`: finding the configs that apply to a request in a
 //!   snapshot of that many configs (3 of them match), as `api::check::check` does;
 //! - `duration/*`: the reset-duration grammar;
-//! - `script_args/*`: building the `check.lua` call for 3 matching configs and packing
-//!   it into the RESP bytes that go on the wire: the old way (a buffer per argument) and
-//!   the way `RedisStore::check` does it now (one command buffer);
+//! - `script_args/*`: building a check op for 3 matching configs, and the coalesced
+//!   `batch.lua` call of 1 or 32 such checks packed into the RESP bytes that go on the
+//!   wire (one command buffer, each config once);
 //! - `json/*`: parsing a check body and writing a check answer.
 //!
 //! Run: `cargo bench --bench hot_path`. Never run by CI; nothing here asserts on time.
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use redis::ToRedisArgs;
 use serde_json::{Value, json};
 use std::hint::black_box;
 use tollgate::api::check::{CheckRequest, write_answer};
@@ -22,6 +21,7 @@ use tollgate::model::ModelConfig;
 use tollgate::model::duration::parse_duration_ms;
 use tollgate::model::validate::create_config;
 use tollgate::store::LimitOutcome;
+use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, fill_batch};
 use tollgate::store::redis::{Keys, scripts};
 
 const CHECK_BODY: &[u8] =
@@ -104,51 +104,30 @@ fn duration(c: &mut Criterion) {
     group.finish();
 }
 
-/// How `RedisStore::check` built the call before `37931ce`: `Call::key`/`Call::arg`
-/// collected every key and argument as its own `Vec<u8>` (`ToRedisArgs::to_redis_args`),
-/// then `Call::cmd` copied them into an EVALSHA `Cmd`, which the connection packs. Kept
-/// as the baseline the current way is compared with.
-fn current_call(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
-    let mut keys_v: Vec<Vec<u8>> = Vec::new();
-    let mut args_v: Vec<Vec<u8>> = Vec::new();
-    args_v.extend("0".to_redis_args());
-    args_v.extend(1i64.to_redis_args());
-    args_v.extend(10i64.to_redis_args());
-    args_v.extend(1_000_000i64.to_redis_args());
-    args_v.extend(0i64.to_redis_args());
-    for c in matched {
-        keys_v.extend(keys.counters(&c.config.id).to_redis_args());
+/// One check op of 3 configs, as `RedisStore::check` builds it.
+fn check_op(keys: &Keys, matched: &[&CompiledConfig]) -> Op {
+    Op {
+        kind: OpKind::Check,
+        deadline: 0,
+        amounts: [1, 10, 1_000_000],
+        reserved_at: 0,
+        configs: matched
+            .iter()
+            .map(|c| ConfigRef {
+                key: keys.counters(&c.config.id),
+                limits: c.lua_limits.clone(),
+                n_limits: c.limits.len(),
+            })
+            .collect(),
+        marker: None,
     }
-    for c in matched {
-        args_v.extend(c.lua_limits.as_slice().to_redis_args());
-    }
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(keys_v.len());
-    for k in &keys_v {
-        cmd.arg(k.as_slice());
-    }
-    for a in &args_v {
-        cmd.arg(a.as_slice());
-    }
-    cmd.get_packed_command()
 }
 
-/// The same command written straight into one `Cmd` (no per-argument `Vec<u8>`), as
-/// `RedisStore::check` does since `37931ce`.
-fn direct_cmd(sha: &str, keys: &Keys, matched: &[&CompiledConfig]) -> Vec<u8> {
+/// The coalesced call's command, written straight into one `Cmd` and packed.
+fn batch_cmd(sha: &str, prefix: &str, ops: &[Op]) -> Vec<u8> {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(sha).arg(matched.len());
-    for c in matched {
-        cmd.arg(keys.counters(&c.config.id));
-    }
-    cmd.arg("0")
-        .arg(1i64)
-        .arg(10i64)
-        .arg(1_000_000i64)
-        .arg(0i64);
-    for c in matched {
-        cmd.arg(c.lua_limits.as_slice());
-    }
+    cmd.arg(sha);
+    fill_batch(&mut cmd, prefix, ops.iter());
     cmd.get_packed_command()
 }
 
@@ -160,40 +139,20 @@ fn script_args(c: &mut Criterion) {
         .map(|c| &**c)
         .collect();
     assert_eq!(matched.len(), 3);
-    let script = redis::Script::new(scripts::CHECK);
+    let script = redis::Script::new(scripts::BATCH);
     let keys = Keys::new("tollgate:");
+    let prefix = keys.usage_markers();
     let mut group = c.benchmark_group("script_args");
     let sha = script.get_hash();
-    // Both ways must put the same bytes on the wire.
-    assert_eq!(
-        current_call(sha, &keys, &matched),
-        direct_cmd(sha, &keys, &matched)
-    );
-    group.bench_function("current_call_and_pack_3_configs", |b| {
-        b.iter(|| current_call(sha, &keys, black_box(&matched)))
+    group.bench_function("op_build_3_configs", |b| {
+        b.iter(|| check_op(&keys, black_box(&matched)))
     });
-    group.bench_function("direct_cmd_and_pack_3_configs", |b| {
-        b.iter(|| direct_cmd(sha, &keys, black_box(&matched)))
-    });
-    // `redis::Script::prepare_invoke` (what the direct-script ceiling in `load` uses),
-    // without the packing, which is private to the redis crate there.
-    group.bench_function("script_prepare_invoke_3_configs", |b| {
-        b.iter(|| {
-            let mut inv = script.prepare_invoke();
-            for c in black_box(&matched) {
-                inv.key(keys.counters(&c.config.id));
-            }
-            inv.arg("0")
-                .arg(1i64)
-                .arg(10i64)
-                .arg(1_000_000i64)
-                .arg(0i64);
-            for c in &matched {
-                inv.arg(c.lua_limits.as_slice());
-            }
-            black_box(inv);
-        })
-    });
+    for n in [1usize, 32] {
+        let ops: Vec<Op> = (0..n).map(|_| check_op(&keys, &matched)).collect();
+        group.bench_function(format!("batch_cmd_and_pack_{n}_checks_3_configs"), |b| {
+            b.iter(|| batch_cmd(sha, &prefix, black_box(&ops)))
+        });
+    }
     group.finish();
 }
 

@@ -23,7 +23,11 @@
 //! Scenarios: `a` 1 matching config; `b` 3 matching configs (global + virtual key +
 //! user, each with request, token and budget limits); `c` like `b` with 10,000 configs
 //! loaded; `d` like `b` with two tollgate processes on one Redis, the load split across
-//! them. Flags: `--scenario a,b|all`, `--concurrency N`, `--duration S`, `--warmup S`,
+//! them; `e` like `b` with a fleet of `--fleet N` (8) tollgate processes, the connections
+//! spread over them (32 connections: 4 each), where little coalesces. After each
+//! scenario, the same-write-count reference of issue 11 (a script of 6 × INCRBY +
+//! PEXPIRE) runs from `redis-benchmark` on the same Redis at the same concurrency, and a
+//! last table puts Redis CPU per check (from `/proc` of redis-server) beside it. Flags: `--scenario a,b|all`, `--concurrency N`, `--duration S`, `--warmup S`,
 //! `--rate R` (open loop: R requests/s in all on a fixed schedule, latency measured from
 //! each request's scheduled time, instead of the default closed loop),
 //! `--prefill S` (before measuring, call the script directly for S seconds so every
@@ -56,14 +60,15 @@ use std::time::{Duration, Instant};
 use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
 use tollgate::model::validate::create_config;
 use tollgate::store::Store;
+use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
 
 const KEY_PREFIX: &str = "tollgate:";
 const CHECK_BODY: &str =
     r#"{"model":"gpt-4o","virtual_key":"vk-1","user":"u-1","tokens":10,"cost":0.001}"#;
-/// The amounts of `CHECK_BODY` as `check.lua` receives them: dry run, requests, tokens,
-/// cost in nano-dollars, then the deadline (0: none, the ceiling never gives up).
-const CHECK_AMOUNTS: [&str; 5] = ["0", "1", "10", "1000000", "0"];
+/// The amounts of `CHECK_BODY` as `batch.lua` receives them: requests, tokens, cost in
+/// nano-dollars (the direct calls carry no deadline: the ceiling never gives up).
+const CHECK_AMOUNTS: [i64; 3] = [1, 10, 1_000_000];
 
 // ---------------------------------------------------------------------------------------
 // Options
@@ -93,14 +98,16 @@ struct Opts {
     redis_bin: String,
     /// Extra `redis-server` arguments, e.g. `--hash-max-listpack-entries 64`.
     redis_args: Vec<String>,
-    /// Another version of `check.lua` (lib.lua prepended) to measure directly next to
-    /// the built-in one, on the same Redis and counters.
+    /// Another version of `batch.lua` (lib, check and usage prepended) to measure
+    /// directly next to the built-in one, on the same Redis and counters.
     alt_script: Option<PathBuf>,
+    /// Tollgate processes of scenario `e`.
+    fleet: usize,
 }
 
 fn usage(code: i32) -> ! {
     eprintln!(
-        "usage: cargo bench --bench load -- [--scenario a,b,c,d|all] [--concurrency 32] \
+        "usage: cargo bench --bench load -- [--scenario a,b,c,d,e|all] [--fleet 8] [--concurrency 32] \
          [--duration 10] [--warmup 2] [--prefill 65] [--rate R] [--client-threads 1] [--tollgate-threads N] \
          [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH] [--redis-arg 'NAME VALUE'] [--alt-script FILE]"
     );
@@ -109,7 +116,7 @@ fn usage(code: i32) -> ! {
 
 fn parse_opts() -> Opts {
     let mut o = Opts {
-        scenarios: vec!['a', 'b', 'c', 'd'],
+        scenarios: vec!['a', 'b', 'c', 'd', 'e'],
         concurrency: 32,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
@@ -127,6 +134,7 @@ fn parse_opts() -> Opts {
         redis_bin: std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
         redis_args: Vec::new(),
         alt_script: None,
+        fleet: 8,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -141,17 +149,18 @@ fn parse_opts() -> Opts {
             "--scenario" => {
                 let v = value();
                 o.scenarios = if v == "all" {
-                    vec!['a', 'b', 'c', 'd']
+                    vec!['a', 'b', 'c', 'd', 'e']
                 } else {
                     v.split(',')
                         .map(|s| match s.trim() {
-                            s @ ("a" | "b" | "c" | "d") => s.chars().next().unwrap(),
+                            s @ ("a" | "b" | "c" | "d" | "e") => s.chars().next().unwrap(),
                             _ => usage(2),
                         })
                         .collect()
                 }
             }
             "--concurrency" => o.concurrency = num(value()).max(1),
+            "--fleet" => o.fleet = num(value()).max(1),
             "--duration" => o.duration = secs(value()),
             "--warmup" => o.warmup = secs(value()),
             "--prefill" => o.prefill = secs(value()),
@@ -465,8 +474,9 @@ async fn ready_configs(addr: SocketAddr) -> u64 {
     .unwrap_or(0)
 }
 
-/// The KEYS and ARGV that tollgate sends for `CHECK_BODY`: the configs as tollgate loads
-/// them, matched by the same snapshot code, in the same order (mirrors `RedisStore::check`).
+/// The KEYS and ARGV that tollgate sends for `CHECK_BODY` when the check goes alone: the
+/// configs as tollgate loads them, matched by the same snapshot code, in the same order
+/// (mirrors `RedisStore::check`), as one op of `batch.lua`.
 async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
     let store = redis_store(url);
     let configs = tollgate::store::all_configs(&store).await.unwrap();
@@ -479,17 +489,22 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
     };
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
     let keys = Keys::new(KEY_PREFIX);
-    let key_names = matched
-        .iter()
-        .map(|c| keys.counters(&c.config.id))
-        .collect();
-    let mut args: Vec<Vec<u8>> = CHECK_AMOUNTS
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect();
-    for c in &matched {
-        args.push(c.lua_limits.clone());
-    }
+    let op = Op {
+        kind: OpKind::Check,
+        deadline: 0,
+        amounts: CHECK_AMOUNTS,
+        reserved_at: 0,
+        configs: matched
+            .iter()
+            .map(|c| ConfigRef {
+                key: keys.counters(&c.config.id),
+                limits: c.lua_limits.clone(),
+                n_limits: c.limits.len(),
+            })
+            .collect(),
+        marker: None,
+    };
+    let (key_names, args) = batch_parts(&keys.usage_markers(), &[op]);
     let limits = matched.iter().map(|c| c.limits.len()).sum();
     (key_names, args, limits)
 }
@@ -699,9 +714,10 @@ async fn script_loop<C: redis::aio::ConnectionLike + Send>(
         }
         let reply: redis::RedisResult<Vec<i64>> = inv.invoke_async(&mut conn).await;
         if t.record(started, &w) {
+            // `batch.lua`: {now, status of the one op, …}.
             match reply.as_deref() {
-                Ok([1, ..]) => t.ok += 1,
-                Ok([0, ..]) => t.denied += 1,
+                Ok([_, 1, ..]) => t.ok += 1,
+                Ok([_, 0, ..]) => t.denied += 1,
                 Ok(_) => t.other += 1,
                 Err(_) => t.errors += 1,
             }
@@ -871,6 +887,87 @@ struct Row {
     tollgate: Measured,
     direct_shared: Measured,
     direct_per_conn: Measured,
+    /// Mean ops per coalesced script call during the tollgate phase, all processes.
+    batch: f64,
+    reference: Reference,
+}
+
+/// The same-write-count reference script of issue 11, from `redis-benchmark`.
+const REFERENCE_SCRIPT: &str = "for i = 1, 6 do redis.call('INCRBY', KEYS[i], 1) end \
+     redis.call('PEXPIRE', KEYS[1], 60000) return 1";
+
+struct Reference {
+    calls_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    redis_us_per_call: f64,
+}
+
+/// Runs the reference script from `redis-benchmark` at the same concurrency, for about
+/// `--duration`, and reads Redis's CPU from `/proc` around it.
+fn reference_phase(opts: &Opts, redis: &Redis) -> Reference {
+    wait_until_quiet(opts.quiet, Duration::from_secs(opts.quiet_patience));
+    let n = (60_000.0 * opts.duration.as_secs_f64()).max(10_000.0) as u64;
+    let pid = redis.proc.pid().to_string();
+    let ticks = cpu_ticks(&pid);
+    let started = Instant::now();
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "-c",
+            &opts.concurrency.to_string(),
+        ])
+        .args(["-n", &n.to_string(), "--csv", "EVAL", REFERENCE_SCRIPT, "6"])
+        .args(["{r}1", "{r}2", "{r}3", "{r}4", "{r}5", "{r}6"])
+        .output()
+        .expect("redis-benchmark must be installed (it ships with redis-server)");
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(&pid) - ticks) as f64 / TICKS_PER_SEC;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+    // "p99_latency_ms","max_latency_ms": the test name holds commas, so count from the end.
+    let fields: Vec<f64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .rsplitn(8, ',')
+        .take(7)
+        .map(|v| v.trim().trim_matches('"').parse().unwrap_or(0.0))
+        .collect();
+    // rsplitn yields from the end: max, p99, p95, p50, min, avg, rps.
+    let row: Vec<f64> = fields.into_iter().rev().collect();
+    let r = Reference {
+        calls_per_sec: row.first().copied().unwrap_or(0.0),
+        p50_ms: row.get(3).copied().unwrap_or(0.0),
+        p99_ms: row.get(5).copied().unwrap_or(0.0),
+        redis_us_per_call: cpu * 1e6 / n as f64,
+    };
+    println!(
+        "  reference (6 × INCRBY + PEXPIRE, redis-benchmark, {} conns): {:.0} calls/s, p50 {:.3} ms, \
+         p99 {:.3} ms, redis {:.1} µs/call ({n} calls in {seconds:.1} s)",
+        opts.concurrency, r.calls_per_sec, r.p50_ms, r.p99_ms, r.redis_us_per_call
+    );
+    r
+}
+
+/// (script calls, ops carried) of `tollgate_store_batch_size` at one tollgate so far.
+async fn batch_counts(addr: SocketAddr) -> (f64, f64) {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+    };
+    (
+        value("tollgate_store_batch_size_count"),
+        value("tollgate_store_batch_size_sum"),
+    )
 }
 
 async fn run_scenario(opts: &Opts, scenario: char) -> Row {
@@ -878,7 +975,12 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         'a' => "(a) 1 matching config".to_string(),
         'b' => "(b) 3 matching configs".to_string(),
         'c' => format!("(c) {} configs, 3 matching", opts.filler_configs),
-        _ => "(d) 2 tollgates, 3 matching".to_string(),
+        'd' => "(d) 2 tollgates, 3 matching".to_string(),
+        _ => format!(
+            "(e) fleet: {} tollgates × {} conns, 3 matching",
+            opts.fleet,
+            opts.concurrency.div_ceil(opts.fleet)
+        ),
     };
     println!("\n## {title}");
     let redis = start_redis(&opts.redis_bin, &opts.redis_args);
@@ -894,7 +996,11 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
             t.elapsed().as_secs_f64()
         );
     }
-    let instances = if scenario == 'd' { 2 } else { 1 };
+    let instances = match scenario {
+        'd' => 2,
+        'e' => opts.fleet,
+        _ => 1,
+    };
     let mut tollgates = Vec::new();
     for i in 0..instances {
         tollgates.push(start_tollgate(opts, &url, logs.path(), i).await);
@@ -957,7 +1063,7 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         "direct call must evaluate the same limits"
     );
     let call = Arc::new((keys, args));
-    let script = Arc::new(redis::Script::new(scripts::CHECK));
+    let script = Arc::new(redis::Script::new(scripts::BATCH));
     let client = redis::Client::open(url.as_str()).unwrap();
     let shared = client.get_connection_manager().await.unwrap();
 
@@ -1023,6 +1129,11 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         )
     });
     let addrs: Vec<SocketAddr> = tollgates.iter().map(|t| t.addr).collect();
+    let mut batches_before = (0.0, 0.0);
+    for a in &addrs {
+        let (c, o) = batch_counts(*a).await;
+        batches_before = (batches_before.0 + c, batches_before.1 + o);
+    }
     let tollgate = phase(
         opts,
         &format!("tollgate, {} HTTP conns", opts.concurrency),
@@ -1041,6 +1152,16 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         },
     )
     .await;
+
+    let mut batches_after = (0.0, 0.0);
+    for a in &addrs {
+        let (c, o) = batch_counts(*a).await;
+        batches_after = (batches_after.0 + c, batches_after.1 + o);
+    }
+    // Over warm-up and measured phase (the counters are cumulative).
+    let batch =
+        (batches_after.1 - batches_before.1) / (batches_after.0 - batches_before.0).max(1.0);
+    println!("  mean batch: {batch:.2} ops per script call");
 
     if tollgate.tally.fallback > 0 {
         for i in 0..instances {
@@ -1104,12 +1225,15 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         }
     }
     drop(tollgates);
+    let reference = tokio::task::block_in_place(|| reference_phase(opts, &redis));
     drop(redis);
     Row {
         scenario: title,
         tollgate,
         direct_shared,
         direct_per_conn,
+        batch,
+        reference,
     }
 }
 
@@ -1188,6 +1312,32 @@ fn main() {
             r.direct_shared.cpu_per_call(|n| n == "redis"),
             r.direct_per_conn.cpu_per_call(|n| n == "redis"),
             r.tollgate.cpu_per_call(|n| n == "load generator"),
+        );
+    }
+
+    println!(
+        "\nRedis CPU per check (issue 11), against the same-write-count reference \
+         (6 × INCRBY + PEXPIRE from redis-benchmark, {c} conns):\n\n| scenario | checks/s | p50 ms | \
+         p99 ms | redis µs/check | mean batch | reference calls/s | reference p50 / p99 ms | \
+         reference redis µs/call | checks/s ÷ reference |",
+        c = opts.concurrency
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let f = &r.reference;
+        println!(
+            "| {} | {:.0} | {:.3} | {:.3} | {:.1} | {:.1} | {:.0} | {:.3} / {:.3} | {:.1} | {:.2} |",
+            r.scenario,
+            r.tollgate.rate(),
+            r.tollgate.pct(0.5),
+            r.tollgate.pct(0.99),
+            r.tollgate.cpu_per_call(|n| n == "redis"),
+            r.batch,
+            f.calls_per_sec,
+            f.p50_ms,
+            f.p99_ms,
+            f.redis_us_per_call,
+            r.tollgate.rate() / f.calls_per_sec.max(1e-9),
         );
     }
 }

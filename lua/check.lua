@@ -1,53 +1,72 @@
--- check.lua: atomic check-and-consume over every limit of every matching config.
--- KEYS[k]  counters hash of the k-th matching config (see lib.lua)
--- ARGV[1]  dry run (1) or consume (0)
--- ARGV[2]  requests   ARGV[3] tokens   ARGV[4] cost in nano-dollars
--- ARGV[5]  deadline (ms, Redis clock; 0 = none): past it the caller has answered by its
---          store-error policy, so this check must change nothing
--- ARGV[6…] per key: its limits, packed (see lib.lua)
--- Returns {allowed, now_ms, then per limit: admitted, used, reset_after_ms, retry_after_ms},
--- or {-1, now_ms} past the deadline.
--- All or nothing: amounts are added only when every limit admits them.
+-- check.lua: one check-and-consume, all or nothing, over every limit of its configs.
+-- Run by batch.lua (which holds KEYS/ARGV), once per check op, in arrival order.
+-- cfgs    the opened configs of this check (see open_config in lib.lua)
+-- amount  { r = requests, t = tokens, b = cost in nano-dollars }
+-- consume false for a dry run
+-- Appends to out: allowed (1|0), then per limit: used, reset_after_ms, and when denied
+-- also admitted (1|0) and retry_after_ms. Amounts are added only when every limit admits
+-- them.
+-- This runs once per check of a batch, so it is written for the interpreter: numeric
+-- loops, the admission rule (lib.lua's admits) and the reset time inlined.
 
-local amount = { r = tonumber(ARGV[2]), t = tonumber(ARGV[3]), b = tonumber(ARGV[4]) }
-local now = now_ms()
-if past_deadline(now, ARGV[5]) then return { -1, now } end
-local configs, limits = open_configs(1, 6, now)
-
-local allowed = true
-for _, lim in ipairs(limits) do
-  lim.amount = amount[lim.kind]
-  lim.ok = admits(used_of(lim), lim.max, lim.amount)
-  allowed = allowed and lim.ok
-end
-
-if allowed and ARGV[1] ~= '1' then
-  for _, lim in ipairs(limits) do
-    if lim.amount > 0 then
-      if lim.kind == 'b' then
-        lim.state.used = lim.state.used + lim.amount
-      else
-        win_add(lim.state, now, lim.amount)
-      end
-      lim.written = true
+local function check_op(cfgs, amount, consume, now, out)
+  local allowed = true
+  for c = 1, #cfgs do
+    local limits = cfgs[c].limits
+    for j = 1, #limits do
+      local lim = limits[j]
+      local used, cap = lim.state.total, lim.max
+      local ok = used < cap and used + amount[lim.kind] <= cap
+      lim.ok = ok
+      if not ok then allowed = false end
     end
   end
-  save_written(configs, now)
-end
-
-local out = { allowed and 1 or 0, now }
-for _, lim in ipairs(limits) do
-  local reset, retry
-  if lim.kind == 'b' then
-    reset = lim.state.fin - now
-    retry = lim.ok and 0 or reset
-  else
-    reset = win_reset_after(lim.state, now)
-    retry = lim.ok and 0 or win_retry_after(lim.state, now, lim.max, lim.amount)
+  if allowed and consume then
+    for c = 1, #cfgs do
+      local limits = cfgs[c].limits
+      for j = 1, #limits do
+        local lim = limits[j]
+        local a = amount[lim.kind]
+        if a > 0 then
+          if lim.kind == 'b' then
+            lim.state.total = clamp_used(lim.state.total + a)
+          else
+            win_add(lim.state, now, a)
+          end
+          lim.written = true
+        end
+      end
+    end
   end
-  out[#out + 1] = lim.ok and 1 or 0
-  out[#out + 1] = used_of(lim)
-  out[#out + 1] = reset
-  out[#out + 1] = retry
+  -- An allowed check's limits all admitted with nothing to wait for: only used and
+  -- reset go back (half the reply to encode); a denied check's say which and how long.
+  local n = #out + 1
+  out[n] = allowed and 1 or 0
+  for c = 1, #cfgs do
+    local limits = cfgs[c].limits
+    for j = 1, #limits do
+      local lim = limits[j]
+      local st = lim.state
+      local reset
+      if lim.kind == 'b' then
+        reset = st.fin - now
+      else
+        reset = (st.n == 0) and 0 or max(0, st.nl + st.len - now)
+      end
+      out[n + 1], out[n + 2] = st.total, reset
+      if allowed then
+        n = n + 2
+      else
+        out[n + 3] = lim.ok and 1 or 0
+        if lim.ok then
+          out[n + 4] = 0
+        elseif lim.kind == 'b' then
+          out[n + 4] = reset
+        else
+          out[n + 4] = win_retry_after(st, now, lim.max, amount[lim.kind])
+        end
+        n = n + 4
+      end
+    end
+  end
 end
-return out

@@ -1,29 +1,28 @@
--- lib.lua: counters shared by check.lua, usage.lua and read_usage.lua (prepended to each).
+-- lib.lua: counters shared by check.lua, usage.lua, batch.lua and read_usage.lua (prepended).
 -- It mirrors src/limits/window.rs and src/limits/period.rs; tests/lua_parity.rs keeps them
 -- equal step by step.
 --
--- All counters of one config live in one small Redis hash, one binary field per limit,
--- read with one HMGET and written with one HSET:
---   window ("r" requests, "t" tokens): sub-buckets (see below). Usage leaves the window
---     one window length after its bucket's last write, never earlier.
+-- All counters of one config live in one small Redis hash, read with one HMGET and
+-- written with one HSET:
+--   window ("r" requests, "t" tokens): sub-buckets (see below), a small hot field and a
+--     cold one read only when needed. Usage leaves the window one window length after its
+--     bucket's last write, never earlier.
 --   budget ("b:<budget id>"): two doubles, the start (ms) of the period the usage belongs
 --     to and the usage (nano-dollars).
 -- A config's limits travel as one ARGV: per limit, struct '<c1Bc0dddd': kind (r|t|b),
 -- field, max, length (ms), and for budgets the period grid: mode (0 fixed from anchor,
 -- 1 months, 2 years) and param (the anchor in ms, or n). src/limits/compiled.rs packs it.
 
+-- Library functions as locals: a global lookup per call adds up over nine limits.
+local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min
+local pack, unpack_bin = struct.pack, struct.unpack
+
 local SUB_BUCKETS = 30
 local DAY_MS = 86400000
 
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- A deadline (ms on Redis's clock) of 0 means none.
-local function past_deadline(now, deadline)
-  local d = tonumber(deadline)
-  return d > 0 and now > d
+  return tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
 
 -- Usage saturates here (above any max; exact in a double; fits Redis's integer reply),
@@ -31,98 +30,170 @@ end
 local MAX_USED = 2 ^ 62
 
 local function clamp_used(x)
-  return math.max(0, math.min(x, MAX_USED))
+  return max(0, min(x, MAX_USED))
 end
 
-local function admits(used, max, amount)
-  return used < max and used + amount <= max
+local function admits(used, cap, amount)
+  return used < cap and used + amount <= cap
 end
 
 -- Sliding windows ----------------------------------------------------------------------
--- A window is a binary string: a header of two doubles (bucket width g in ms, total),
--- then one 24-byte record per sub-bucket, oldest first: index, count, and the time (ms)
--- of its last write, as doubles (exact below 2^53). A check reads the oldest and newest
--- records in place; a write builds the new string in one concatenation. (Lua interns
--- every string, so each string made costs more than its bytes.)
+-- A window is a list of sub-buckets, oldest first, each a count and the time (ms) of its
+-- last write; a bucket's index is floor(last / g), g the bucket width (every write keeps
+-- that true). It is stored in two hash fields, so that a check reads and writes little:
+--   hot  (the limit's field, 56 bytes): 7 doubles g, total, n (buckets), the oldest
+--        bucket's count and last write, the newest bucket's count and last write (with
+--        n = 1 the one bucket is the newest);
+--   cold (field .. ':c'): the n - 2 buckets in between, 16 bytes each (count, last).
+-- A check that adds to the newest bucket and evicts nothing, or only down to two buckets,
+-- never reads the cold field; it is read (one HGET) when a bucket starts or leaves with
+-- more than two live, about twice per bucket width, and on the rare paths (a denial's
+-- retry time, a refund). Data in the earlier one-field layout (16 + 24 bytes a bucket)
+-- is read, and rewritten in this one when written.
 
-local HDR, REC = 16, 24
+local HOT = 56
 
--- Logical records h..count-1. They come from w.bin, except that the newest one may live
--- in w.newest (changed or appended by this script) until the window is encoded.
-local function rec(w, k)
-  local nw = w.newest
-  if nw and k == w.count - 1 then return nw[1], nw[2], nw[3] end
-  return struct.unpack('ddd', w.bin, HDR + k * REC + 1)
+-- The cold buckets, read on first need.
+local function win_cold(w)
+  if w.cold == false then
+    w.cold = (w.n > 2) and (redis.call('HGET', w.key, w.field .. ':c') or '') or ''
+  end
+  return w.cold
 end
 
--- A changed window length changes the bucket width: then all usage is folded into one
--- record at the newest write (it leaves a little late: safe).
-local function win_open(bin, len)
-  local w = { len = len, g = math.max(1, math.ceil(len / SUB_BUCKETS)), total = 0, h = 0, count = 0, bin = '' }
-  if type(bin) ~= 'string' or #bin < HDR + REC then return w end
-  local g, total = struct.unpack('dd', bin)
-  local n = (#bin - HDR) / REC
-  w.total = total
-  if g ~= w.g then
-    local _, _, newest = struct.unpack('ddd', bin, HDR + (n - 1) * REC + 1)
-    w.newest, w.count, w.fresh = { math.floor(newest / w.g), total, newest }, 1, true
-  else
-    w.bin, w.count = bin, n
+-- Every bucket as {count, last}, oldest first (for the rare paths).
+local function win_list(w)
+  if w.n == 0 then return {} end
+  if w.n == 1 then return { { w.nc, w.nl } } end
+  local recs, cold = { { w.oc, w.ol } }, win_cold(w)
+  for at = 1, #cold, 16 do
+    local c, l = unpack_bin('dd', cold, at)
+    recs[#recs + 1] = { c, l }
   end
+  recs[#recs + 1] = { w.nc, w.nl }
+  return recs
+end
+
+-- Replaces every bucket (the total stays as it is).
+local function win_set(w, recs)
+  local n = #recs
+  w.n = n
+  if n >= 1 then w.nc, w.nl = recs[n][1], recs[n][2] end
+  if n >= 2 then w.oc, w.ol = recs[1][1], recs[1][2] end
+  local parts = {}
+  for k = 2, n - 1 do parts[#parts + 1] = pack('dd', recs[k][1], recs[k][2]) end
+  w.cold, w.cold_dirty = table.concat(parts), true
+end
+
+-- Opens the window kept in `hot` (the field's value) of hash `key`.
+local function win_open(hot, len, key, field)
+  -- Every field in the constructor: a table that grows field by field is rehashed each
+  -- time it doubles, which costs more than the window's arithmetic.
+  local w = {
+    len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, n = 0, key = key, field = field,
+    oc = 0, ol = 0, nc = 0, nl = 0, cold = false, cold_dirty = false, fresh = false,
+  }
+  if type(hot) ~= 'string' then return w end
+  local recs
+  if #hot == HOT then
+    local g, total, n, oc, ol, nc, nl = unpack_bin('ddddddd', hot)
+    w.total, w.n, w.oc, w.ol, w.nc, w.nl = total, n, oc, ol, nc, nl
+    if g == w.g or n == 0 then return w end
+    recs = { { total, nl } }
+  elseif #hot >= 40 then
+    -- The one-field layout: g, total, then (index, count, last) per bucket.
+    local g, total = unpack_bin('dd', hot)
+    local n = (#hot - 16) / 24
+    w.total, recs = total, {}
+    if g ~= w.g then
+      local _, _, nl = unpack_bin('ddd', hot, 16 + (n - 1) * 24 + 1)
+      recs[1] = { total, nl }
+    else
+      for k = 1, n do
+        local _, c, l = unpack_bin('ddd', hot, 16 + (k - 1) * 24 + 1)
+        recs[k] = { c, l }
+      end
+    end
+  else
+    return w
+  end
+  -- A changed window length changes the bucket width: then all usage is folded into one
+  -- bucket at the newest write (it leaves a little late: safe).
+  win_set(w, recs)
+  w.fresh = true
   return w
 end
 
-local function win_encode(w)
-  local head = struct.pack('dd', w.g, w.total)
-  if w.h >= w.count then return head end
-  if not w.newest then
-    return head .. string.sub(w.bin, HDR + w.h * REC + 1)
+-- The hash fields and values that store the window (the cold one only when changed).
+local function win_fields(w, fields)
+  fields[#fields + 1] = w.field
+  fields[#fields + 1] = pack('ddddddd', w.g, w.total, w.n, w.oc or 0, w.ol or 0, w.nc or 0, w.nl or 0)
+  if w.cold_dirty then
+    fields[#fields + 1] = w.field .. ':c'
+    fields[#fields + 1] = w.cold
   end
-  local nw = w.newest
-  return head .. string.sub(w.bin, HDR + w.h * REC + 1, HDR + (w.count - 1) * REC) .. struct.pack('ddd', nw[1], nw[2], nw[3])
 end
 
--- Puts every live record into w.bin (for the rare paths that edit more than the newest).
-local function win_flush(w)
-  w.bin = win_encode(w)
-  w.h, w.count, w.newest = 0, (#w.bin - HDR) / REC, nil
-end
-
+-- Drops the buckets whose last write is a window length ago or more, oldest first.
 local function win_evict(w, now)
-  while w.h < w.count do
-    local _, c, l = rec(w, w.h)
-    if l > now - w.len then break end
-    w.total = math.max(0, w.total - c)
-    w.h = w.h + 1
+  local n = w.n
+  if n == 0 then return end
+  local limit = now - w.len
+  if w.nl <= limit then
+    -- Everything has left (the newest bucket goes last): no need to read the cold ones.
+    w.total, w.n = 0, 0
+    if n > 2 then w.cold, w.cold_dirty = '', true end
+    return
   end
+  if n == 1 or w.ol > limit then return end
+  w.total = max(0, w.total - w.oc)
+  if n == 2 then
+    w.n = 1
+    return
+  end
+  -- The oldest left; so may cold ones after it (never the newest, which stays).
+  local cold = win_cold(w)
+  local at, size = 1, #cold
+  local c, l = unpack_bin('dd', cold, at)
+  n = n - 1
+  while l <= limit do
+    w.total = max(0, w.total - c)
+    n, at = n - 1, at + 16
+    if at > size then break end
+    c, l = unpack_bin('dd', cold, at)
+  end
+  w.n = n
+  if at <= size then
+    w.oc, w.ol, w.cold = c, l, string.sub(cold, at + 16)
+  else
+    w.cold = ''
+  end
+  w.cold_dirty = true
 end
 
 -- Adds usage at now, never behind the newest bucket, so buckets stay in time order.
 local function win_add(w, now, amount)
   if amount <= 0 then return end
-  local i = math.floor(now / w.g)
+  local g = w.g
   w.total = clamp_used(w.total + amount)
-  if w.h < w.count then
-    local ni, nc, nl = rec(w, w.count - 1)
-    if ni >= i then
-      w.newest = { ni, clamp_used(nc + amount), math.max(nl, now) }
-      return
-    end
+  local n = w.n
+  if n > 0 and floor(w.nl / g) >= floor(now / g) then
+    w.nc, w.nl = clamp_used(w.nc + amount), max(w.nl, now)
+    return
   end
-  if w.newest then win_flush(w) end
-  w.newest, w.count, w.fresh = { i, amount, now }, w.count + 1, true
+  if n == 1 then
+    w.oc, w.ol = w.nc, w.nl
+  elseif n > 1 then
+    w.cold, w.cold_dirty = win_cold(w) .. pack('dd', w.nc, w.nl), true
+  end
+  w.n, w.nc, w.nl, w.fresh = n + 1, amount, now, true
 end
 
--- Takes `take` out of live record k (after win_flush).
-local function win_take(w, k, take)
-  local i, c, l = struct.unpack('ddd', w.bin, HDR + k * REC + 1)
-  w.total = math.max(0, w.total - take)
-  if take == c and k == w.h then
-    w.h = w.h + 1
-  else
-    local at = HDR + k * REC
-    w.bin = string.sub(w.bin, 1, at) .. struct.pack('ddd', i, c - take, l) .. string.sub(w.bin, at + REC + 1)
-  end
+-- Takes `take` out of bucket k of recs; an emptied oldest bucket goes.
+local function recs_take(w, recs, k, take)
+  recs[k][1] = recs[k][1] - take
+  w.total = max(0, w.total - take)
+  if k == 1 and recs[1][1] == 0 then table.remove(recs, 1) end
 end
 
 -- Takes usage back, never below zero. With the reservation's time `at` (ms; 0 = not
@@ -131,43 +202,41 @@ end
 -- from newer usage would let more through than the limit). Without it, oldest first:
 -- what remains is counted as late as possible.
 local function win_refund(w, amount, at)
-  win_flush(w)
+  local recs = win_list(w)
   if at > 0 then
-    local target = math.floor(at / w.g)
-    for k = w.h, w.count - 1 do
-      local i, c = struct.unpack('dd', w.bin, HDR + k * REC + 1)
+    local target = floor(at / w.g)
+    for k = 1, #recs do
+      local i = floor(recs[k][2] / w.g)
       if i == target then
-        win_take(w, k, math.min(amount, c))
-        return
+        recs_take(w, recs, k, min(amount, recs[k][1]))
+        break
       end
-      if i > target then return end
+      if i > target then break end
     end
-    return
+  else
+    local left = amount
+    while left > 0 and #recs > 0 do
+      local take = min(left, recs[1][1])
+      left = left - take
+      recs_take(w, recs, 1, take)
+    end
   end
-  local left = amount
-  while left > 0 and w.h < w.count do
-    local _, c = struct.unpack('dd', w.bin, HDR + w.h * REC + 1)
-    local take = math.min(left, c)
-    left = left - take
-    win_take(w, w.h, take)
-  end
+  win_set(w, recs)
 end
 
 local function win_reset_after(w, now)
-  if w.h >= w.count then return 0 end
-  local _, _, l = rec(w, w.count - 1)
-  return math.max(0, l + w.len - now)
+  if w.n == 0 then return 0 end
+  return max(0, w.nl + w.len - now)
 end
 
 -- Time until amount fits, if nothing else is added; the full reset if it never fits.
-local function win_retry_after(w, now, max, amount)
-  if admits(w.total, max, amount) then return 0 end
+local function win_retry_after(w, now, cap, amount)
+  if admits(w.total, cap, amount) then return 0 end
   local remaining = w.total
-  for k = w.h, w.count - 1 do
-    local _, c, l = rec(w, k)
-    remaining = remaining - c
-    if admits(remaining, max, amount) then
-      return math.max(0, l + w.len - now)
+  for _, r in ipairs(win_list(w)) do
+    remaining = remaining - r[1]
+    if admits(remaining, cap, amount) then
+      return max(0, r[2] + w.len - now)
     end
   end
   return win_reset_after(w, now)
@@ -178,21 +247,21 @@ end
 -- Days since 1970-01-01 of a civil date, and back (H. Hinnant's algorithms).
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
+  local era = floor(y / 400)
   local yoe = y - era * 400
   local mp = (m > 2) and (m - 3) or (m + 9)
-  local doy = math.floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
   return era * 146097 + doe - 719468
 end
 
 local function civil_from_days(z)
   z = z + 719468
-  local era = math.floor(z / 146097)
+  local era = floor(z / 146097)
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
   local m = (mp < 10) and (mp + 3) or (mp - 9)
   local y = yoe + era * 400
   if m <= 2 then y = y + 1 end
@@ -201,21 +270,21 @@ end
 
 -- Start (ms) of month index i = year * 12 + zero-based month.
 local function month_start(i)
-  local y = math.floor(i / 12)
+  local y = floor(i / 12)
   return days_from_civil(y, i - y * 12 + 1, 1) * DAY_MS
 end
 
 local function period_bounds(now, len, mode, param)
   if mode == 0 then
-    local start = param + math.floor((now - param) / len) * len
+    local start = param + floor((now - param) / len) * len
     return start, start + len
   end
-  local y, m = civil_from_days(math.floor(now / DAY_MS))
+  local y, m = civil_from_days(floor(now / DAY_MS))
   if mode == 1 then
-    local i = math.floor((y * 12 + m - 1) / param) * param
+    local i = floor((y * 12 + m - 1) / param) * param
     return month_start(i), month_start(i + param)
   end
-  local y0 = math.floor(y / param) * param
+  local y0 = floor(y / param) * param
   return month_start(y0 * 12), month_start((y0 + param) * 12)
 end
 
@@ -223,52 +292,49 @@ end
 -- (the grid changed under an update) is kept.
 local function budget_open(bin, now, len, mode, param)
   local start, fin = period_bounds(now, len, mode, param)
-  local b = { start = start, fin = fin, used = 0, fresh = true }
+  -- `total` like a window's, so a check reads either the same way.
+  local b = { start = start, fin = fin, total = 0, fresh = true }
   if type(bin) == 'string' then
-    local s, u = struct.unpack('dd', bin)
-    if s >= start then b.used, b.fresh = u, false end
+    local s, u = unpack_bin('dd', bin)
+    if s >= start then b.total, b.fresh = u, false end
   end
   return b
 end
 
 local function budget_encode(b)
-  return struct.pack('dd', b.start, b.used)
+  return pack('dd', b.start, b.total)
 end
 
 -- Configs ---------------------------------------------------------------------------------
 
--- Reads the limits of KEYS[first..] (one packed ARGV per key, from position a) and
--- each key's counters (one HMGET per key). Windows are evicted up to now.
-local function open_configs(first, a, now)
-  local configs, limits = {}, {}
-  for k = first, #KEYS do
-    local cfg = { key = KEYS[k], limits = {} }
-    local packed, pos, fields = ARGV[a + k - first], 1, {}
-    while pos <= #packed do
-      local lim = { cfg = cfg }
-      local mode, param
-      lim.kind, lim.field, lim.max, lim.len, mode, param, pos = struct.unpack('<c1Bc0dddd', packed, pos)
-      lim.mode, lim.param = mode, param
-      cfg.limits[#cfg.limits + 1] = lim
-      fields[#fields + 1] = lim.field
-    end
-    local stored = (#fields > 0) and redis.call('HMGET', cfg.key, unpack(fields)) or {}
-    for j, lim in ipairs(cfg.limits) do
-      if lim.kind == 'b' then
-        lim.state = budget_open(stored[j], now, lim.len, lim.mode, lim.param)
-      else
-        lim.state = win_open(stored[j], lim.len)
-        win_evict(lim.state, now)
-      end
-      limits[#limits + 1] = lim
-    end
-    configs[#configs + 1] = cfg
+-- Opens the counters of one config: its hash `key` (one HMGET) and its limits, packed as
+-- described at the top. Windows are evicted up to now. A batch opens each config once.
+local function open_config(key, packed, now)
+  local cfg = { key = key, limits = {} }
+  local pos, fields = 1, {}
+  while pos <= #packed do
+    local kind, field, cap, len, mode, param
+    kind, field, cap, len, mode, param, pos = unpack_bin('<c1Bc0dddd', packed, pos)
+    -- All fields at once (see win_open).
+    cfg.limits[#cfg.limits + 1] = {
+      kind = kind, field = field, max = cap, len = len, mode = mode, param = param,
+      state = false, ok = false, written = false,
+    }
+    fields[#fields + 1] = field
   end
-  return configs, limits
+  local stored = (#fields > 0) and redis.call('HMGET', key, unpack(fields)) or {}
+  for j, lim in ipairs(cfg.limits) do
+    if lim.kind == 'b' then
+      lim.state = budget_open(stored[j], now, lim.len, lim.mode, lim.param)
+    else
+      lim.state = win_open(stored[j], lim.len, key, lim.field)
+      win_evict(lim.state, now)
+    end
+  end
+  return cfg
 end
 
 local function used_of(lim)
-  if lim.kind == 'b' then return lim.state.used end
   return lim.state.total
 end
 
@@ -276,26 +342,28 @@ end
 -- a write starts a new sub-bucket or budget period, its TTL becomes the longest need of
 -- any of its limits (a window: its length plus a bucket, from the bucket's start; a
 -- budget: to its period's end). Writes inside a bucket or period need no new TTL.
-local function save_written(configs, now)
-  for _, cfg in ipairs(configs) do
-    local fields, extend, ttl = {}, false, 0
-    for _, lim in ipairs(cfg.limits) do
-      if lim.kind == 'b' then
-        ttl = math.max(ttl, lim.state.fin - now)
-      else
-        ttl = math.max(ttl, lim.len + lim.state.g)
-      end
-      if lim.written then
-        fields[#fields + 1] = lim.field
-        fields[#fields + 1] = (lim.kind == 'b') and budget_encode(lim.state) or win_encode(lim.state)
-        extend = extend or lim.state.fresh
-      end
+local function save_config(cfg, now)
+  local fields, extend, ttl = {}, false, 0
+  for _, lim in ipairs(cfg.limits) do
+    if lim.kind == 'b' then
+      ttl = max(ttl, lim.state.fin - now)
+    else
+      ttl = max(ttl, lim.len + lim.state.g)
     end
-    if #fields > 0 then
-      redis.call('HSET', cfg.key, unpack(fields))
-      if extend then
-        redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
+    if lim.written then
+      if lim.kind == 'b' then
+        fields[#fields + 1] = lim.field
+        fields[#fields + 1] = budget_encode(lim.state)
+      else
+        win_fields(lim.state, fields)
       end
+      extend = extend or lim.state.fresh
+    end
+  end
+  if #fields > 0 then
+    redis.call('HSET', cfg.key, unpack(fields))
+    if extend then
+      redis.call('PEXPIRE', cfg.key, string.format('%.0f', ttl + 1000))
     end
   end
 end

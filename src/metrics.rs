@@ -21,6 +21,8 @@ pub const CONFIG_RESEEDS: &str = "tollgate_config_reseeds_total";
 pub const STORE_WRITABLE: &str = "tollgate_store_writable";
 pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
 pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
+pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
+pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -41,6 +43,8 @@ pub const ALL: &[&str] = &[
     STORE_WRITABLE,
     RLS_REQUESTS,
     REDIS_MASTER_SWITCHES,
+    STORE_BATCH_SIZE,
+    STORE_GIVE_BACKS,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -49,6 +53,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Ops per coalesced script call (at most `store::redis::MAX_BATCH`).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 /// The process-wide recorder (metrics macros are global), installed on first use.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -56,6 +63,8 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full(STORE_BATCH_SIZE.into()), BATCH_BUCKETS)
                 .expect("buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -105,6 +114,14 @@ fn describe() {
     describe_counter!(
         SNAPSHOT_RELOADS,
         "Config snapshot reloads, by result (ok|error)."
+    );
+    describe_histogram!(
+        STORE_BATCH_SIZE,
+        "Checks and usage reports carried by one coalesced Redis script call."
+    );
+    describe_counter!(
+        STORE_GIVE_BACKS,
+        "Checks answered by --on-store-error that Redis had run and charged, given back."
     );
     describe_counter!(
         HTTP_REQUESTS,

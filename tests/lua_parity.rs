@@ -14,19 +14,21 @@ use tollgate::limits::window::SlidingWindow;
 use tollgate::model::duration::{DAY_MS, MONTH_MS, WEEK_MS, YEAR_MS};
 use tollgate::store::redis::scripts::LIB;
 
-/// Runs one window operation at an explicit time, keeps the window in field `w` of the
-/// hash KEYS[1] the way the scripts keep it, and reports its state.
+/// Runs one window operation at an explicit time, keeps the window in field `w` (and its
+/// cold buckets in `w:c`) of the hash KEYS[1] the way the scripts keep them, and reports
+/// its state: total, reset, retry, number of sub-buckets.
 /// ARGV: op (add|refund|peek), window length, now, amount, max, reservation time of a
 /// refund (0 = not known)
 const WINDOW_HARNESS: &str = r#"
-local w = win_open(redis.call('HGET', KEYS[1], 'w'), tonumber(ARGV[2]))
+local w = win_open(redis.call('HGET', KEYS[1], 'w'), tonumber(ARGV[2]), KEYS[1], 'w')
 local now, amount, max = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 win_evict(w, now)
 if ARGV[1] == 'add' then win_add(w, now, amount) end
 if ARGV[1] == 'refund' then win_refund(w, amount, tonumber(ARGV[6])) end
-local stored = win_encode(w)
-redis.call('HSET', KEYS[1], 'w', stored)
-return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount), #stored }
+local fields = {}
+win_fields(w, fields)
+redis.call('HSET', KEYS[1], unpack(fields))
+return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount), w.n }
 "#;
 
 /// KEYS none   ARGV: now, length, mode, param → {start, end}
@@ -125,7 +127,7 @@ fn sliding_window_matches_rust() {
                         rust.used(),
                         rust.reset_after_ms(now, window_ms),
                         rust.retry_after_ms(now, window_ms, max, amount),
-                        16 + 24 * rust.bucket_count() as i64,
+                        rust.bucket_count() as i64,
                     ];
                     let got: Vec<i64> = script
                         .key(&key)
@@ -249,4 +251,66 @@ fn budget_periods_match_rust() {
             check(grid, now)
         })
         .unwrap();
+}
+
+/// Windows written in the earlier one-field layout (g, total, then index, count, last per
+/// bucket) are read as they were, and rewritten in the hot/cold layout.
+#[test]
+fn windows_in_the_one_field_layout_are_read() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let script = redis::Script::new(&format!("{LIB}\n{WINDOW_HARNESS}"));
+    let window = 3_000i64; // 100 ms buckets
+    let t0 = 1_795_000_000_000i64;
+    let adds = [(0, 2), (250, 3), (520, 4), (900, 1), (1_400, 5)];
+    let mut rust = SlidingWindow::default();
+    let mut old = Vec::new();
+    for v in [100.0f64, 15.0] {
+        old.extend_from_slice(&v.to_le_bytes());
+    }
+    for (dt, amount) in adds {
+        let at = t0 + dt;
+        rust.evict(at, window);
+        rust.add(at, amount);
+        for v in [(at / 100) as f64, amount as f64, at as f64] {
+            old.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let _: () = redis::cmd("HSET")
+        .arg("old")
+        .arg("w")
+        .arg(old)
+        .query(&mut conn)
+        .unwrap();
+    for (step, now) in [t0 + 1_500, t0 + 3_100, t0 + 3_600, t0 + 4_450]
+        .into_iter()
+        .enumerate()
+    {
+        let op = if step == 1 { "add" } else { "peek" };
+        rust.evict(now, window);
+        if op == "add" {
+            rust.add(now, 1);
+        }
+        let got: Vec<i64> = script
+            .key("old")
+            .arg(op)
+            .arg(window)
+            .arg(now)
+            .arg(1)
+            .arg(20)
+            .arg(0)
+            .invoke(&mut conn)
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                rust.used(),
+                rust.reset_after_ms(now, window),
+                rust.retry_after_ms(now, window, 20, 1),
+                rust.bucket_count() as i64
+            ],
+            "at +{}",
+            now - t0
+        );
+    }
 }

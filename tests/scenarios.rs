@@ -42,9 +42,11 @@ on_every_store!(
     sliding_window_returns_capacity,
     budget_period_resets,
     usage_settles_refunds_and_is_idempotent,
+    usage_request_ids_are_scoped_by_identity,
     late_refunds_return_only_what_their_reservation_holds,
     usage_reports_saturate_and_leave_nothing_behind,
     management_shows_live_usage,
+    from_memory_lists_usage_as_last_seen,
     config_changes_apply_to_checks_at_once,
     lengthened_limits_keep_usage_past_the_old_expiry,
     bad_check_and_usage_input_is_a_clear_400,
@@ -1085,6 +1087,59 @@ async fn usage_settles_refunds_and_is_idempotent(b: Backend) {
     );
 }
 
+/// Two tenants' equal request ids never collide, and a report that matches no config
+/// leaves no marker behind (its id is not taken).
+async fn usage_request_ids_are_scoped_by_identity(b: Backend) {
+    let t = Tollgate::start(b).await;
+    let mut ids = Vec::new();
+    for vk in ["vk-1", "vk-2"] {
+        ids.push(
+            t.create(
+                json!({"model_name": "m", "scope": "virtual_key", "scope_id": vk,
+                            "rate_limit": {"token_max_limit": 1000, "token_reset_duration": "1h"}}),
+            )
+            .await,
+        );
+    }
+    let report = |vk: &str, user: Option<&str>| json!({"model": "m", "virtual_key": vk, "user": user, "tokens": 10, "request_id": "same"});
+    for (vk, user, duplicate) in [
+        ("vk-1", None, false),
+        ("vk-2", None, false),
+        ("vk-1", None, true),
+        // Another user of vk-1 is another identity: its "same" is its own.
+        ("vk-1", Some("u-9"), false),
+        ("vk-1", Some("u-9"), true),
+    ] {
+        let a = t.post("/v1/usage", &report(vk, user)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["duplicate"], duplicate, "{vk} {user:?}: {}", a.body);
+    }
+    assert_eq!(
+        t.config(&ids[0]).await["rate_limit"]["token_current_usage"],
+        20
+    );
+    assert_eq!(
+        t.config(&ids[1]).await["rate_limit"]["token_current_usage"],
+        10
+    );
+    // vk-3 has no config yet: its report records nothing, not even its id...
+    let a = t.post("/v1/usage", &report("vk-3", None)).await;
+    assert_eq!(
+        (a.status.as_u16(), a.body["duplicate"].clone()),
+        (200, json!(false))
+    );
+    let id = t
+        .create(
+            json!({"model_name": "m", "scope": "virtual_key", "scope_id": "vk-3",
+                        "rate_limit": {"token_max_limit": 1000, "token_reset_duration": "1h"}}),
+        )
+        .await;
+    // ...so once a config matches, the same report is applied, not taken for a retry.
+    let a = t.post("/v1/usage", &report("vk-3", None)).await;
+    assert_eq!(a.body["duplicate"], false, "{}", a.body);
+    assert_eq!(t.config(&id).await["rate_limit"]["token_current_usage"], 10);
+}
+
 async fn management_shows_live_usage(b: Backend) {
     let t = Tollgate::start(b).await;
     let id = t
@@ -1118,6 +1173,51 @@ async fn management_shows_live_usage(b: Backend) {
         (1500..3500).contains(&age),
         "the window started ~2s ago: {age}ms"
     );
+}
+
+/// Bifrost's UI reads every usage field of a list item unconditionally: `from_memory`
+/// items carry them all, as this replica last saw them (no store call).
+async fn from_memory_lists_usage_as_last_seen(b: Backend) {
+    let t = Tollgate::start(b).await;
+    t.create(json!({"model_name": "m",
+        "rate_limit": {"request_max_limit": 5, "request_reset_duration": "1h",
+                       "token_max_limit": 1000, "token_reset_duration": "1h"},
+        "budgets": [{"max_limit": 10, "reset_duration": "1d"}]}))
+        .await;
+    let listed = || async {
+        let list = t.get(&format!("{CONFIGS}?from_memory=true")).await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        list.body["model_configs"][0].clone()
+    };
+    let fresh = listed().await;
+    for (path, value) in [
+        ("/rate_limit/request_current_usage", json!(0)),
+        ("/rate_limit/token_current_usage", json!(0)),
+        ("/budgets/0/current_usage", json!(0.0)),
+    ] {
+        assert_eq!(fresh.pointer(path), Some(&value), "{path}: {fresh}");
+    }
+    for path in [
+        "/rate_limit/request_last_reset",
+        "/rate_limit/token_last_reset",
+        "/budgets/0/last_reset",
+    ] {
+        assert!(
+            fresh.pointer(path).is_some_and(|v| v.is_string()),
+            "{path}: {fresh}"
+        );
+    }
+    for _ in 0..2 {
+        let a = t
+            .check(json!({"model": "m", "tokens": 10, "cost": 0.5}))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let seen = listed().await;
+    assert_eq!(seen["rate_limit"]["request_current_usage"], 2, "{seen}");
+    assert_eq!(seen["rate_limit"]["token_current_usage"], 20, "{seen}");
+    assert_eq!(seen["budgets"][0]["current_usage"], 1.0, "{seen}");
+    assert!(seen["budgets"][0]["last_reset"].is_string(), "{seen}");
 }
 
 async fn config_changes_apply_to_checks_at_once(b: Backend) {

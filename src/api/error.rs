@@ -8,7 +8,8 @@ use crate::store::{StoreError, WriteError};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -41,14 +42,38 @@ impl ApiError {
     }
 }
 
+/// Every 4xx/5xx answer of the HTTP API (Bifrost's error envelope).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`: the error is tollgate's, not an upstream provider's.
+    pub is_bifrost_error: bool,
+    /// The HTTP status, repeated.
+    pub status_code: u16,
+    pub error: ErrorMessage,
+    /// Always `{}`.
+    pub extra_fields: ExtraFields,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorMessage {
+    /// What is wrong, naming the field or parameter.
+    pub message: String,
+}
+
+/// Always empty; present because Bifrost's clients expect the key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExtraFields {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "is_bifrost_error": false,
-            "status_code": self.status.as_u16(),
-            "error": {"message": self.message},
-            "extra_fields": {},
-        });
+        let body = ErrorBody {
+            is_bifrost_error: false,
+            status_code: self.status.as_u16(),
+            error: ErrorMessage {
+                message: self.message,
+            },
+            extra_fields: ExtraFields {},
+        };
         (self.status, Json(body)).into_response()
     }
 }

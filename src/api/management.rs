@@ -1,20 +1,23 @@
 //! The Bifrost-compatible model-config API under /api/governance/model-configs.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{AnyJsonBody, ConfigId};
-use super::views::{ModelConfigView, view};
+use super::views::{ConfigFound, ConfigWritten, Deleted, ModelConfigView, view};
 use crate::app::{App, LocalChange, timed, timed_write};
 use crate::limits::CompiledConfig;
+use crate::model::ModelConfig;
 use crate::model::config::{CreateModelConfig, UpdateModelConfig};
 use crate::model::validate::{create_config, update_config};
-use crate::model::{ModelConfig, Scope};
-use crate::store::{Store, StoreError, WriteError};
+use crate::store::{LimitUsage, Store, StoreError, WriteError};
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use axum::extract::State;
 use std::sync::Arc;
+
+/// The request body of the writes: JSON, whatever the `Content-Type` header says (as
+/// Bifrost), so `curl -d '{…}'` without `-H` works.
+const ANY_CONTENT_TYPE: &str = "A JSON object. The management API parses the body as JSON \
+whatever the `Content-Type` header says (as Bifrost does). Unknown fields are ignored; a field \
+that is absent or null is unset (create) or unchanged (update).";
 
 /// A write retries this often when the config keeps changing under it.
 const WRITE_ATTEMPTS: usize = 5;
@@ -24,17 +27,34 @@ fn compile(config: ModelConfig) -> Result<CompiledConfig, ApiError> {
 }
 
 /// Configs with their live usage read in one store call.
-async fn with_usage<S: Store>(
+pub(super) async fn with_usage<S: Store>(
     app: &App<S>,
     configs: Vec<Arc<CompiledConfig>>,
 ) -> Result<Vec<ModelConfigView>, ApiError> {
     let refs: Vec<&CompiledConfig> = configs.iter().map(|c| c.as_ref()).collect();
-    let (_, usage) = timed("read_usage", app.store.read_usage(&refs)).await?;
+    let (now, usage) = timed("read_usage", app.store.read_usage(&refs)).await?;
     Ok(configs
         .iter()
         .zip(&usage)
-        .map(|(c, u)| view(c, Some(u)))
+        .map(|(c, u)| {
+            for (i, limit) in u.iter().enumerate() {
+                c.seen.record(i, limit.used, now);
+            }
+            view(c, Some(u))
+        })
         .collect())
+}
+
+/// A config with its usage as this replica last saw it: no store call.
+pub fn with_seen_usage(c: &CompiledConfig) -> ModelConfigView {
+    let now = chrono::Utc::now().timestamp_millis();
+    let usage: Vec<LimitUsage> = c
+        .seen
+        .usage(&c.limits, now)
+        .into_iter()
+        .map(|(used, start_ms)| LimitUsage { used, start_ms })
+        .collect();
+    view(c, Some(&usage))
 }
 
 async fn one_with_usage<S: Store>(
@@ -63,10 +83,25 @@ async fn after_write<S: Store>(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/governance/model-configs",
+    tag = "management",
+    request_body(content = CreateModelConfig, description = ANY_CONTENT_TYPE),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Created", body = ConfigWritten),
+        (status = 400, description = "Invalid config (the message names the field) or body not a JSON object", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "A config with this scope, scope_id, model_name and provider exists", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn create<S: Store>(
     State(app): State<Arc<App<S>>>,
     AnyJsonBody(req): AnyJsonBody<CreateModelConfig>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigWritten>, ApiError> {
     let now = timed("clock", app.store.clock()).await?;
     let config = create_config(req, now)?;
     let write = |epoch: Option<String>| {
@@ -83,28 +118,60 @@ pub async fn create<S: Store>(
     app.apply_local(&written, LocalChange::Upsert(&config))
         .await;
     let shown = after_write(&app, config).await?;
-    Ok(Json(
-        json!({"message": "Model config created successfully", "model_config": shown}),
-    ))
+    Ok(Json(ConfigWritten {
+        message: "Model config created successfully".into(),
+        model_config: shown,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/governance/model-configs/{mc_id}",
+    tag = "management",
+    params(("mc_id" = String, Path, description = "The config's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The config with its live usage", body = ConfigFound),
+        (status = 400, description = "Malformed id in the path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such config", body = ErrorBody),
+        (status = 503, description = "The store is unreachable", body = ErrorBody),
+    )
+)]
 pub async fn get<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigFound>, ApiError> {
     let config = timed("get_config", app.store.get_config(&id))
         .await?
         .ok_or_else(|| ApiError::config_not_found(&id))?;
-    Ok(Json(
-        json!({"model_config": one_with_usage(&app, config).await?}),
-    ))
+    Ok(Json(ConfigFound {
+        model_config: one_with_usage(&app, config).await?,
+    }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/governance/model-configs/{mc_id}",
+    tag = "management",
+    params(("mc_id" = String, Path, description = "The config's id")),
+    request_body(content = UpdateModelConfig, description = ANY_CONTENT_TYPE),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated", body = ConfigWritten),
+        (status = 400, description = "Invalid change (the message names the field), an identity change, or body not a JSON object", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such config", body = ErrorBody),
+        (status = 409, description = "The change collides with another config, or the config kept changing concurrently", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn update<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
     AnyJsonBody(req): AnyJsonBody<UpdateModelConfig>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigWritten>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = timed("get_config", app.store.get_config(&id))
             .await?
@@ -126,9 +193,10 @@ pub async fn update<S: Store>(
             Ok(written) => {
                 app.apply_local(&written, LocalChange::Upsert(&next)).await;
                 let shown = after_write(&app, next).await?;
-                return Ok(Json(
-                    json!({"message": "Model config updated successfully", "model_config": shown}),
-                ));
+                return Ok(Json(ConfigWritten {
+                    message: "Model config updated successfully".into(),
+                    model_config: shown,
+                }));
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
@@ -138,10 +206,25 @@ pub async fn update<S: Store>(
     Err(WriteError::Stale.into())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/governance/model-configs/{mc_id}",
+    tag = "management",
+    params(("mc_id" = String, Path, description = "The config's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Deleted, with its counters", body = Deleted),
+        (status = 400, description = "Malformed id in the path", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such config", body = ErrorBody),
+        (status = 409, description = "The config kept changing concurrently", body = ErrorBody),
+        (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
+    )
+)]
 pub async fn delete<S: Store>(
     State(app): State<Arc<App<S>>>,
     ConfigId(id): ConfigId,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let current = timed("get_config", app.store.get_config(&id))
             .await?
@@ -159,9 +242,9 @@ pub async fn delete<S: Store>(
         match app.fenced_write(write).await {
             Ok(written) => {
                 app.apply_local(&written, LocalChange::Delete(&id)).await;
-                return Ok(Json(
-                    json!({"message": "Model config deleted successfully"}),
-                ));
+                return Ok(Json(Deleted {
+                    message: "Model config deleted successfully".into(),
+                }));
             }
             Err(WriteError::Stale) => continue,
             Err(WriteError::NotFound) => return Err(ApiError::config_not_found(&id)),
@@ -169,223 +252,4 @@ pub async fn delete<S: Store>(
         }
     }
     Err(WriteError::Stale.into())
-}
-
-/// The list's `scope` filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScopeFilter {
-    Any,
-    Only(Scope),
-    /// A value that names no scope (e.g. `team`): matches nothing, as Bifrost's
-    /// `WHERE scope = ?` does (an empty page, not a 400).
-    Unknown,
-}
-
-/// Query of the list endpoint, validated.
-#[derive(Debug)]
-pub struct ListQuery {
-    pub limit: usize,
-    pub offset: usize,
-    pub search: Option<String>,
-    pub scope: ScopeFilter,
-    pub scope_id: Option<String>,
-    pub provider: Option<String>,
-    pub from_memory: bool,
-}
-
-/// Default page size, and the largest (Bifrost's `ClampPaginationParams`).
-pub const DEFAULT_LIMIT: usize = 25;
-pub const MAX_LIMIT: usize = 100;
-
-/// A non-negative integer query value; negative or non-numeric is a 400.
-fn non_negative(name: &str, v: &str) -> Result<usize, ApiError> {
-    let t = v.trim();
-    match t.parse::<u64>() {
-        Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        // All digits, just too many: as large as it gets (clamped or past the end).
-        Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => Ok(usize::MAX),
-        Err(_) => Err(ApiError::bad_request(format!(
-            "{name} must be an integer >= 0 (got {v:?})"
-        ))),
-    }
-}
-
-impl ListQuery {
-    /// As Bifrost's `ClampPaginationParams`: `limit` above 100 is 100, `0` is the default
-    /// (25); only `from_memory=true` selects memory. Negative or non-numeric
-    /// `limit`/`offset` stay a 400 (Bifrost's `strconv.Atoi` check).
-    pub fn parse(q: &HashMap<String, String>) -> Result<Self, ApiError> {
-        let limit = match q.get("limit") {
-            None => DEFAULT_LIMIT,
-            Some(v) => match non_negative("limit", v)? {
-                0 => DEFAULT_LIMIT,
-                n => n.min(MAX_LIMIT),
-            },
-        };
-        let offset = match q.get("offset") {
-            None => 0,
-            Some(v) => non_negative("offset", v)?,
-        };
-        let scope = match q.get("scope").map(|s| s.trim()).filter(|s| !s.is_empty()) {
-            None => ScopeFilter::Any,
-            Some(s) => Scope::parse(s).map_or(ScopeFilter::Unknown, ScopeFilter::Only),
-        };
-        let from_memory = q
-            .get("from_memory")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let non_empty = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
-        Ok(ListQuery {
-            limit,
-            offset,
-            search: non_empty("search").map(|s| s.to_lowercase()),
-            scope,
-            scope_id: non_empty("scope_id"),
-            provider: non_empty("provider"),
-            from_memory,
-        })
-    }
-
-    /// The page of `configs` (in list order, `len` of them) this query selects, and how
-    /// many match in all. Without filters, O(offset + limit).
-    pub fn page<'a>(
-        &self,
-        configs: impl Iterator<Item = &'a Arc<CompiledConfig>>,
-        len: usize,
-    ) -> (usize, Vec<Arc<CompiledConfig>>) {
-        let unfiltered = self.search.is_none()
-            && matches!(self.scope, ScopeFilter::Any)
-            && self.scope_id.is_none()
-            && self.provider.is_none();
-        if unfiltered {
-            let page = configs
-                .skip(self.offset)
-                .take(self.limit)
-                .cloned()
-                .collect();
-            return (len, page);
-        }
-        let mut total = 0;
-        let mut page = Vec::new();
-        for c in configs.filter(|c| self.matches(&c.config)) {
-            if total >= self.offset && page.len() < self.limit {
-                page.push(c.clone());
-            }
-            total += 1;
-        }
-        (total, page)
-    }
-
-    pub fn matches(&self, c: &ModelConfig) -> bool {
-        let scope_ok = match self.scope {
-            ScopeFilter::Any => true,
-            ScopeFilter::Only(s) => c.scope == s,
-            ScopeFilter::Unknown => false,
-        };
-        scope_ok
-            && self
-                .search
-                .as_ref()
-                .is_none_or(|s| c.model_name.to_lowercase().contains(s))
-            && self
-                .scope_id
-                .as_ref()
-                .is_none_or(|s| c.scope_id.as_ref() == Some(s))
-            && self
-                .provider
-                .as_ref()
-                .is_none_or(|p| c.provider.as_ref() == Some(p))
-    }
-}
-
-pub async fn list<S: Store>(
-    State(app): State<Arc<App<S>>>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(raw) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
-    let q = ListQuery::parse(&raw)?;
-    if !q.from_memory {
-        // One store call when nothing changed, O(changed) otherwise: the page below then
-        // comes from a snapshot as current as the store itself.
-        app.refresh().await?;
-    }
-    let snapshot = app.snapshot();
-    let (total_count, page) = q.page(snapshot.newest_first(), snapshot.len());
-    let views = if q.from_memory {
-        page.iter().map(|c| view(c, None)).collect()
-    } else {
-        with_usage(&app, page).await?
-    };
-    Ok(Json(json!({
-        "model_configs": views,
-        "count": views.len(),
-        "total_count": total_count,
-        "limit": q.limit,
-        "offset": q.offset,
-    })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn q(pairs: &[(&str, &str)]) -> Result<ListQuery, ApiError> {
-        ListQuery::parse(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
-    }
-
-    #[test]
-    fn list_query_bounds() {
-        let d = q(&[]).unwrap();
-        assert_eq!((d.limit, d.offset, d.from_memory), (25, 0, false));
-        assert_eq!(d.scope, ScopeFilter::Any);
-        let limit = |v: &str| q(&[("limit", v)]).map(|x| x.limit);
-        assert_eq!(limit("0"), Ok(25), "0 is the default");
-        assert_eq!(limit("101"), Ok(100), "clamped");
-        assert_eq!(limit("500"), Ok(100));
-        assert_eq!(limit("99999999999999999999999"), Ok(100));
-        assert_eq!(limit(" 7 "), Ok(7));
-        for bad in ["abc", "-1", "1.5", "", "+"] {
-            assert!(limit(bad).is_err(), "limit={bad:?}");
-        }
-        assert!(q(&[("offset", "-1")]).is_err());
-        assert!(q(&[("offset", "x")]).is_err());
-        assert_eq!(
-            q(&[("limit", "100"), ("offset", "7")]).map(|x| (x.limit, x.offset)),
-            Ok((100, 7))
-        );
-    }
-
-    #[test]
-    fn unknown_scope_matches_nothing_and_only_true_selects_memory() {
-        let team = q(&[("scope", "team")]).unwrap();
-        assert_eq!(team.scope, ScopeFilter::Unknown);
-        let c = crate::model::validate::create_config(
-            serde_json::from_value(json!({"model_name": "m"})).unwrap(),
-            chrono::Utc::now(),
-        )
-        .unwrap();
-        assert!(!team.matches(&c));
-        assert!(q(&[("scope", "global")]).unwrap().matches(&c));
-        assert!(q(&[("scope", "")]).unwrap().matches(&c));
-        for (v, memory) in [
-            ("true", true),
-            ("TRUE", true),
-            ("True", true),
-            ("yes", false),
-            ("1", false),
-            ("false", false),
-            ("", false),
-        ] {
-            assert_eq!(
-                q(&[("from_memory", v)]).unwrap().from_memory,
-                memory,
-                "{v:?}"
-            );
-        }
-    }
 }

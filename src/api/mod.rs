@@ -5,7 +5,10 @@ pub mod check;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod list;
+pub mod list_query;
 pub mod management;
+pub mod openapi;
 pub mod rls;
 pub mod views;
 
@@ -26,7 +29,7 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route(
             "/governance/model-configs",
-            get(management::list::<S>).post(management::create::<S>),
+            get(list::list::<S>).post(management::create::<S>),
         )
         .route(
             "/governance/model-configs/{mc_id}",
@@ -43,6 +46,7 @@ pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready::<S>))
         .route("/metrics", get(health::metrics::<S>))
+        .route("/openapi.json", get(openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -128,13 +132,15 @@ async fn require_api_key<S: Store>(
     }
 }
 
-/// Route templates, as label values (the raw path never is one).
+/// Route templates, as label values (the raw path never is one). The OpenAPI document
+/// lists exactly these (`openapi::tests`).
 const ROUTES: &[&str] = &[
     "/v1/check",
     "/v1/usage",
     "/health",
     "/ready",
     "/metrics",
+    "/openapi.json",
     "/api/governance/model-configs",
     "/api/governance/model-configs/{mc_id}",
 ];

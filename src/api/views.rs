@@ -6,8 +6,40 @@ use crate::model::{ModelConfig, Scope, nanos_to_dollars};
 use crate::store::LimitUsage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+/// `POST` and `PUT` answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigWritten {
+    pub message: String,
+    pub model_config: ModelConfigView,
+}
+
+/// `GET /api/governance/model-configs/{mc_id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigFound {
+    pub model_config: ModelConfigView,
+}
+
+/// `DELETE` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub message: String,
+}
+
+/// `GET /api/governance/model-configs`: one page, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigList {
+    pub model_configs: Vec<ModelConfigView>,
+    /// Items on this page.
+    pub count: usize,
+    /// Configs matching the filters, on all pages.
+    pub total_count: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelConfigView {
     pub id: String,
     pub model_name: String,
@@ -18,6 +50,7 @@ pub struct ModelConfigView {
     pub budgets: Vec<BudgetView>,
     /// Legacy single-budget field: the first budget.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub budget: Option<BudgetView>,
     pub rate_limit: Option<RateLimitView>,
     /// Stable hash of identity and limits (`model::hash`), for config-sync tools.
@@ -26,7 +59,7 @@ pub struct ModelConfigView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BudgetView {
     pub id: String,
     pub max_limit: f64,
@@ -42,7 +75,7 @@ pub struct BudgetView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RateLimitView {
     pub id: String,
     pub token_max_limit: Option<u64>,

@@ -108,7 +108,10 @@ pub struct CompiledConfig {
     /// The limits as the Lua scripts read them: one binary argument per config, per limit
     /// `struct.pack('<c1Bc0dddd', kind, field, max, length, grid mode, grid param)` (see
     /// `lua/lib.lua`). Built once per snapshot, so a check only adds its amounts.
-    pub lua_limits: Vec<u8>,
+    /// Shared, so a coalesced call can carry it without copying.
+    pub lua_limits: std::sync::Arc<[u8]>,
+    /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
+    pub seen: super::seen::SeenUsage,
 }
 
 impl CompiledConfig {
@@ -187,9 +190,10 @@ impl CompiledConfig {
         for spec in &mut limits {
             spec.answer_head = answer_head(&config, spec);
         }
-        let lua_limits = lua_limits(&limits);
+        let lua_limits = lua_limits(&limits).into();
         Ok(CompiledConfig {
             config,
+            seen: super::seen::SeenUsage::new(limits.len()),
             limits,
             lua_limits,
         })

@@ -2,6 +2,7 @@
 
 use super::compiled::CompiledConfig;
 use crate::model::Scope;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// What a request is matched on.
@@ -13,19 +14,46 @@ pub struct MatchKey<'a> {
     pub user: Option<&'a str>,
 }
 
-/// Configs of one (scope, scope_id, model), in list order (`created_at`, then `id`).
-type Group = imbl::OrdMap<(chrono::DateTime<chrono::Utc>, String), Arc<CompiledConfig>>;
+/// The configs of one (scope, scope_id, model), in list order (`created_at`, then `id`).
+/// Groups are tiny (one config per virtual key and model is the common case), so a
+/// change copies its group.
+type Group = Arc<Vec<Arc<CompiledConfig>>>;
 
-/// model name → its configs.
-type ByModel = imbl::HashMap<String, Group>;
-
-/// Persistent maps: a snapshot with one config changed shares everything else with its
-/// predecessor, so a config write costs O(log n) here, not a rebuild of the index.
+/// One persistent map from a hash of (scope, scope_id, model) to its group: a snapshot
+/// with one config changed shares everything else with its predecessor (a write costs
+/// O(log n) here), and a million virtual keys cost a million entries of one map, not a
+/// million small maps. Lookups hash borrowed strings (no allocation); a group is checked
+/// for the exact names, so a hash collision never matches a wrong config.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigIndex {
-    global: ByModel,
-    virtual_key: imbl::HashMap<String, ByModel>,
-    user: imbl::HashMap<String, ByModel>,
+    groups: imbl::HashMap<u64, Group>,
+}
+
+/// A fixed hasher: the same names give the same slot in every snapshot of a process.
+fn slot(scope: Scope, scope_id: &str, model: &str) -> u64 {
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    scope.hash(&mut h);
+    scope_id.hash(&mut h);
+    model.hash(&mut h);
+    h.finish()
+}
+
+/// The scope id a config is indexed under: none for global configs (ignored there).
+fn scope_id_of(c: &CompiledConfig) -> &str {
+    match c.config.scope {
+        Scope::Global => "",
+        _ => c.config.scope_id.as_deref().unwrap_or_default(),
+    }
+}
+
+fn slot_of(c: &CompiledConfig) -> u64 {
+    slot(c.config.scope, scope_id_of(c), &c.config.model_name)
+}
+
+fn is_in(c: &CompiledConfig, scope: Scope, scope_id: &str, model: &str) -> bool {
+    c.config.scope == scope && scope_id_of(c) == scope_id && c.config.model_name == model
 }
 
 impl ConfigIndex {
@@ -37,48 +65,32 @@ impl ConfigIndex {
         index
     }
 
-    fn by_model_mut(&mut self, scope: Scope, scope_id: Option<&str>) -> &mut ByModel {
-        let scope_id = scope_id.unwrap_or_default();
-        match scope {
-            Scope::Global => &mut self.global,
-            Scope::VirtualKey => self.virtual_key.entry(scope_id.to_string()).or_default(),
-            Scope::User => self.user.entry(scope_id.to_string()).or_default(),
-        }
-    }
-
     pub fn insert(&mut self, c: &Arc<CompiledConfig>) {
-        let cfg = &c.config;
-        self.by_model_mut(cfg.scope, cfg.scope_id.as_deref())
-            .entry(cfg.model_name.clone())
-            .or_default()
-            .insert((cfg.created_at, cfg.id.clone()), c.clone());
+        let key = slot_of(c);
+        let mut group: Vec<_> = self.groups.get(&key).map_or_else(Vec::new, |g| g.to_vec());
+        let order = |x: &Arc<CompiledConfig>| (x.config.created_at, x.config.id.clone());
+        let at = group
+            .binary_search_by(|x| order(x).cmp(&order(c)))
+            .unwrap_or_else(|i| i);
+        group.insert(at, c.clone());
+        self.groups.insert(key, Arc::new(group));
     }
 
-    /// Removes `c` (as it was indexed), dropping groups that become empty.
+    /// Removes `c` (as it was indexed), dropping a group that becomes empty.
     pub fn remove(&mut self, c: &CompiledConfig) {
-        let cfg = &c.config;
-        let scope_id = cfg.scope_id.clone().unwrap_or_default();
-        let by_model = self.by_model_mut(cfg.scope, cfg.scope_id.as_deref());
-        let now_empty = match by_model.get_mut(&cfg.model_name) {
-            Some(group) => {
-                group.remove(&(cfg.created_at, cfg.id.clone()));
-                group.is_empty()
-            }
-            None => false,
+        let key = slot_of(c);
+        let Some(group) = self.groups.get(&key) else {
+            return;
         };
-        if now_empty {
-            by_model.remove(&cfg.model_name);
-        }
-        if by_model.is_empty() {
-            match cfg.scope {
-                Scope::Global => {}
-                Scope::VirtualKey => {
-                    self.virtual_key.remove(&scope_id);
-                }
-                Scope::User => {
-                    self.user.remove(&scope_id);
-                }
-            }
+        let rest: Vec<_> = group
+            .iter()
+            .filter(|x| x.config.id != c.config.id)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            self.groups.remove(&key);
+        } else {
+            self.groups.insert(key, Arc::new(rest));
         }
     }
 
@@ -86,13 +98,16 @@ impl ConfigIndex {
     /// or `*`; the request's provider or any provider.
     pub fn matching<'a>(&'a self, key: &MatchKey<'_>) -> Vec<&'a Arc<CompiledConfig>> {
         let mut out = Vec::new();
-        let mut collect = |by_model: Option<&'a ByModel>| {
-            let Some(by_model) = by_model else { return };
+        let mut collect = |scope: Scope, scope_id: Option<&str>| {
+            let Some(scope_id) = scope_id else { return };
             for model in [key.model, "*"] {
-                if let Some(group) = by_model.get(model) {
-                    out.extend(group.values().filter(|c| match &c.config.provider {
-                        None => true,
-                        Some(p) => key.provider == Some(p.as_str()),
+                if let Some(group) = self.groups.get(&slot(scope, scope_id, model)) {
+                    out.extend(group.iter().filter(|c| {
+                        is_in(c, scope, scope_id, model)
+                            && match &c.config.provider {
+                                None => true,
+                                Some(p) => key.provider == Some(p.as_str()),
+                            }
                     }));
                 }
                 if key.model == "*" {
@@ -100,9 +115,9 @@ impl ConfigIndex {
                 }
             }
         };
-        collect(Some(&self.global));
-        collect(key.virtual_key.and_then(|vk| self.virtual_key.get(vk)));
-        collect(key.user.and_then(|u| self.user.get(u)));
+        collect(Scope::Global, Some(""));
+        collect(Scope::VirtualKey, key.virtual_key);
+        collect(Scope::User, key.user);
         out
     }
 }

@@ -3,6 +3,7 @@
 pub mod compiled;
 pub mod matching;
 pub mod period;
+pub mod seen;
 pub mod snapshot;
 pub mod window;
 

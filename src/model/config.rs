@@ -2,8 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Global,
@@ -81,8 +84,10 @@ pub struct Budget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub id: String,
+    #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub token_max_limit: Option<u64>,
     pub token_reset_duration: Option<String>,
+    #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub request_max_limit: Option<u64>,
     pub request_reset_duration: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -90,13 +95,20 @@ pub struct RateLimit {
 }
 
 /// `POST /api/governance/model-configs`. Unknown fields are ignored (wire compatibility).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct CreateModelConfig {
+    /// The model, or `"*"` for all models. No surrounding whitespace.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 256)]
     pub model_name: Option<String>,
+    /// Absent or null: all providers. `""` is a 400 here (on update it clears).
+    #[schema(min_length = 1, max_length = 256)]
     pub provider: Option<String>,
+    #[schema(schema_with = crate::model::schema::scope_input)]
     pub scope: Option<String>,
+    /// Required unless the scope is global (ignored then); at most 256 characters.
     pub scope_id: Option<String>,
     pub calendar_aligned: Option<bool>,
+    /// At most 16, each with its own reset duration.
     pub budgets: Option<Vec<BudgetInput>>,
     /// Legacy single budget: accepted as a one-element `budgets`.
     pub budget: Option<BudgetInput>,
@@ -106,16 +118,21 @@ pub struct CreateModelConfig {
 /// `PUT /api/governance/model-configs/{id}`. A field that is absent **or null** is left
 /// unchanged: Go clients serialize every unset pointer field as `null`, so `null` cannot
 /// mean "remove" without silently dropping limits a client never meant to touch.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct UpdateModelConfig {
+    #[schema(min_length = 1, max_length = 256)]
     pub model_name: Option<String>,
     /// A string: that provider; `""`: all providers.
+    #[schema(max_length = 256)]
     pub provider: Option<String>,
     /// Identity: must equal the config's (`""` counts as not sent).
+    #[schema(schema_with = crate::model::schema::scope_input)]
     pub scope: Option<String>,
+    /// Identity: must equal the config's (ignored for a global config).
     pub scope_id: Option<String>,
     pub calendar_aligned: Option<bool>,
     /// `[]`: remove all; a list replaces the set.
+    /// At most 16, each with its own reset duration.
     pub budgets: Option<Vec<BudgetInput>>,
     /// Legacy single budget (when `budgets` is not sent): updates the first budget's
     /// given fields, or creates it; `{}` removes the first budget.
@@ -124,17 +141,28 @@ pub struct UpdateModelConfig {
     pub rate_limit: Option<RateLimitInput>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A budget as sent. On create both fields are required; on update an entry may name an
+/// existing budget by `id` (it keeps its usage).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct BudgetInput {
     pub id: Option<String>,
+    /// Dollars.
+    #[schema(minimum = 0.0, maximum = 1e9)]
     pub max_limit: Option<f64>,
+    #[schema(schema_with = crate::model::schema::duration_or_null)]
     pub reset_duration: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A rate limit as sent: each max needs its duration; `{}` or both maxes null means no
+/// rate limit (on update: removes it).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct RateLimitInput {
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
     pub token_max_limit: Option<u64>,
+    #[schema(schema_with = crate::model::schema::duration_or_null)]
     pub token_reset_duration: Option<String>,
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)]
     pub request_max_limit: Option<u64>,
+    #[schema(schema_with = crate::model::schema::duration_or_null)]
     pub request_reset_duration: Option<String>,
 }

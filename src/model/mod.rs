@@ -3,6 +3,8 @@
 pub mod config;
 pub mod duration;
 pub mod hash;
+pub mod json_int;
+pub mod schema;
 pub mod validate;
 
 pub use config::{ModelConfig, Scope};

@@ -427,6 +427,9 @@ impl Store for MemoryStore {
         delta: UsageDelta,
         request_id: Option<&str>,
     ) -> Result<UsageOutcome, StoreError> {
+        if configs.is_empty() {
+            return Ok(UsageOutcome::Applied);
+        }
         let now = now_ms();
         let mut counters = self.counters.lock();
         Self::sweep(&mut counters, now);

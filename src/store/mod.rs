@@ -122,6 +122,28 @@ pub struct LimitUsage {
     pub start_ms: i64,
 }
 
+/// A usage report's `request_id` scoped by the report's identity (model, provider,
+/// virtual key, user), so that two tenants' equal ids never collide. What the stores'
+/// `record_usage` takes as its request id. Each part is length-prefixed (absent parts
+/// marked), so no two identities give the same string.
+pub fn scoped_request_id(key: &crate::limits::MatchKey<'_>, request_id: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(64 + request_id.len());
+    for part in [
+        Some(key.model),
+        key.provider,
+        key.virtual_key,
+        key.user,
+        Some(request_id),
+    ] {
+        match part {
+            Some(p) => write!(out, "{}:{p}|", p.len()).expect("writing to a String"),
+            None => out.push_str("-|"),
+        }
+    }
+    out
+}
+
 /// How long a usage report's request id is remembered.
 pub const USAGE_ID_TTL: Duration = Duration::from_secs(25 * 3600);
 
@@ -191,7 +213,9 @@ pub trait Store: Send + Sync + 'static {
         dry_run: bool,
     ) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
 
-    /// Adds a settlement to the token windows and budgets of `configs`, once per request id.
+    /// Adds a settlement to the token windows and budgets of `configs`, once per request id
+    /// (scoped by the report's identity: `scoped_request_id`). With no configs it writes
+    /// nothing, not even the request id.
     fn record_usage(
         &self,
         configs: &[&CompiledConfig],

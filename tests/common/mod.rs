@@ -372,8 +372,11 @@ impl Process {
         };
         // Its own process group, so a wrapper's children (faketime forks) die with it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        cmd.args(["--listen", &listen, "--config-poll-ms", "100"])
-            .args(args)
+        cmd.args(["--listen", &listen]);
+        if !args.contains(&"--config-poll-ms") {
+            cmd.args(["--config-poll-ms", "100"]);
+        }
+        cmd.args(args)
             .envs(envs.iter().copied())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());

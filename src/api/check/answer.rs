@@ -2,7 +2,80 @@
 
 use crate::limits::LimitSpec;
 use crate::store::LimitOutcome;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The answer of `POST /v1/check`, as documented. Answers are written by `write_answer`
+/// (with limits) and `CheckResponse` (without); the tests parse every kind into this
+/// type, which refuses unknown fields, so the document cannot drift from them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckAnswer {
+    pub allowed: bool,
+    /// Why it was denied; null when allowed.
+    pub reason: Option<DenyReason>,
+    /// When to retry (denied only).
+    pub retry_after_ms: Option<i64>,
+    /// Every limit of every matching config; empty when none matched.
+    pub limits: Vec<LimitAnswer>,
+    /// When the check consumed (the store's clock), to pass back in `/v1/usage`.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub reserved_at_ms: Option<i64>,
+    /// Present only when the store failed and `--on-store-error` decided.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub fallback: Option<FallbackAnswer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    RequestLimited,
+    TokenLimited,
+    BudgetExceeded,
+    /// The store failed and `--on-store-error deny` decided.
+    StoreUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKindAnswer {
+    Requests,
+    Tokens,
+    Budget,
+}
+
+/// One limit of a matching config, with its counts after this check.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitAnswer {
+    pub config_id: String,
+    pub scope: crate::model::Scope,
+    pub scope_id: Option<String>,
+    pub model_name: String,
+    pub provider: Option<String>,
+    pub kind: LimitKindAnswer,
+    /// The budget's id (budgets only).
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub budget_id: Option<String>,
+    pub reset_duration: String,
+    /// Requests, tokens, or dollars for a budget.
+    pub max: f64,
+    pub used: f64,
+    pub remaining: f64,
+    pub reset_after_ms: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackAnswer {
+    /// `allow` or `deny`.
+    pub policy: String,
+    /// What failed.
+    pub error: String,
+}
 
 /// An answer without limits: no config matched, or the store failed. (Answers with
 /// limits are written by `write_answer`.)
@@ -119,6 +192,9 @@ mod tests {
             ]
         });
         assert_eq!(got, expected);
+        let parsed: CheckAnswer = serde_json::from_slice(&body).expect("documented shape");
+        assert_eq!(parsed.reason, Some(DenyReason::TokenLimited));
+        assert_eq!(parsed.limits[1].kind, LimitKindAnswer::Budget);
         let allowed: Value = serde_json::from_slice(&write_answer(
             true,
             None,
@@ -127,6 +203,7 @@ mod tests {
             &pairs[..1],
         ))
         .unwrap();
+        serde_json::from_value::<CheckAnswer>(allowed.clone()).expect("documented shape");
         assert_eq!(
             (allowed["reason"].clone(), allowed["retry_after_ms"].clone()),
             (Value::Null, Value::Null)
@@ -152,5 +229,19 @@ mod tests {
             body,
             json!({"allowed": true, "reason": null, "retry_after_ms": null, "limits": []})
         );
+        let fallback = serde_json::to_value(CheckResponse {
+            allowed: false,
+            reason: Some("store_unavailable"),
+            retry_after_ms: Some(1000),
+            limits: [],
+            fallback: Some(Fallback {
+                policy: "deny",
+                error: "down".into(),
+            }),
+        })
+        .unwrap();
+        for answer in [body, fallback] {
+            serde_json::from_value::<CheckAnswer>(answer).expect("documented shape");
+        }
     }
 }

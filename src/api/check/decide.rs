@@ -86,6 +86,7 @@ pub async fn decide<S: Store>(
         Ok(o) => o,
         Err(e) => return store_failed(app, started, e.to_string()),
     };
+    remember_usage(&configs, &outcome);
     let mut checked = Checked {
         configs,
         per_key,
@@ -114,6 +115,18 @@ pub async fn decide<S: Store>(
     checked.reason = reason;
     checked.retry_after_ms = retry_after_ms;
     Decision::Checked(checked)
+}
+
+/// What the check saw of each limit, for `from_memory=true` lists.
+fn remember_usage(configs: &[Arc<CompiledConfig>], outcome: &CheckOutcome) {
+    let mut limits = outcome.limits.iter();
+    for c in configs {
+        for i in 0..c.limits.len() {
+            if let Some(o) = limits.next() {
+                c.seen.record(i, o.used, outcome.now_ms);
+            }
+        }
+    }
 }
 
 /// The configs matching any of `keys`, each once, and which of them each key matched.

@@ -7,10 +7,10 @@ pub mod decide;
 pub mod headers;
 pub mod usage;
 
-pub use answer::{CheckResponse, Fallback, write_answer};
-pub use usage::{UsageRequest, usage};
+pub use answer::{CheckAnswer, CheckResponse, Fallback, write_answer};
+pub use usage::{UsageAnswer, UsageRequest, usage};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::app::App;
 use crate::limits::MatchKey;
@@ -26,6 +26,7 @@ use decide::{Checked, Decision, decide};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::ToSchema;
 
 /// Until the first snapshot load, no config is known, so "nothing matches" cannot be
 /// concluded: the store has been unreachable since start.
@@ -36,15 +37,35 @@ pub const NO_SNAPSHOT: &str =
 const MAX_COST_DOLLARS: f64 = 1e6;
 pub const MAX_ID_LEN: usize = 256;
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/check`. Unknown fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CheckRequest {
+    /// The model; not blank, at most 256 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     pub model: String,
+    /// Absent, null or `""`: none.
+    #[schema(max_length = 256)]
     pub provider: Option<String>,
+    #[schema(max_length = 256)]
     pub virtual_key: Option<String>,
+    #[schema(max_length = 256)]
     pub user: Option<String>,
+    /// Requests to charge (default 1).
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub requests: Option<u64>,
+    /// Tokens to charge or reserve (default 0).
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub tokens: Option<u64>,
+    /// Dollars to charge or reserve (default 0).
+    #[schema(minimum = 0.0, maximum = 1e6)]
     pub cost: Option<f64>,
+    /// Evaluate without consuming.
     #[serde(default)]
     pub dry_run: Option<bool>,
 }
@@ -53,12 +74,17 @@ pub fn check_model(model: &str) -> Result<(), ApiError> {
     if model.trim().is_empty() {
         return Err(ApiError::bad_request("model must not be empty"));
     }
-    if model.len() > MAX_ID_LEN {
+    if too_long(model) {
         return Err(ApiError::bad_request(format!(
-            "model must be at most {MAX_ID_LEN} bytes"
+            "model must be at most {MAX_ID_LEN} characters"
         )));
     }
     Ok(())
+}
+
+/// Longer than `MAX_ID_LEN` characters (as JSON Schema's `maxLength` counts).
+pub fn too_long(s: &str) -> bool {
+    s.len() > MAX_ID_LEN && s.chars().count() > MAX_ID_LEN
 }
 
 pub fn count(field: &str, value: Option<u64>, default: u64) -> Result<i64, ApiError> {
@@ -89,14 +115,41 @@ pub fn dollars(field: &str, value: Option<f64>) -> Result<i64, ApiError> {
 /// Empty or over-long identifiers: empty counts as absent, over-long is refused.
 pub fn ident<'a>(field: &str, v: &'a Option<String>) -> Result<Option<&'a str>, ApiError> {
     match v.as_deref() {
-        Some(s) if s.len() > MAX_ID_LEN => Err(ApiError::bad_request(format!(
-            "{field} must be at most {MAX_ID_LEN} bytes"
+        Some(s) if too_long(s) => Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_ID_LEN} characters"
         ))),
         Some("") | None => Ok(None),
         Some(s) => Ok(Some(s)),
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/check",
+    tag = "hot path",
+    request_body(content = CheckRequest, content_type = "application/json",
+        description = "Must be sent as `application/json` (or `application/*+json`); otherwise 415."),
+    responses(
+        (status = 200, description = "Allowed (and consumed unless `dry_run`)", body = CheckAnswer, headers(
+            ("RateLimit-Policy" = String, description = "IETF draft: the most restrictive limit's policy"),
+            ("RateLimit" = String, description = "IETF draft: its remaining quota and reset"),
+            ("x-ratelimit-limit-requests" = String, description = "OpenAI style: the most restrictive request limit"),
+            ("x-ratelimit-remaining-requests" = String),
+            ("x-ratelimit-reset-requests" = String, description = "A duration such as `6m0s` or `1s`"),
+            ("x-ratelimit-limit-tokens" = String),
+            ("x-ratelimit-remaining-tokens" = String),
+            ("x-ratelimit-reset-tokens" = String),
+        )),
+        (status = 429, description = "Denied; nothing consumed", body = CheckAnswer, headers(
+            ("Retry-After" = String, description = "Seconds, rounded up"),
+            ("RateLimit-Policy" = String),
+            ("RateLimit" = String),
+        )),
+        (status = 400, description = "Invalid field (the message names it) or body not a JSON object", body = ErrorBody),
+        (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+    )
+)]
 pub async fn check<S: Store>(
     State(app): State<Arc<App<S>>>,
     JsonBody(req): JsonBody<CheckRequest>,

@@ -1,97 +1,80 @@
-//! The calls a check and a usage report make: one script call each.
+//! Checks and usage reports: ops of the coalesced `batch.lua` call (see `batching`), and
+//! the management API's live usage (one `read_usage.lua` call).
 
 use super::RedisStore;
-use super::clock::local_ms;
 use super::decode::corrupt;
+use super::ops::{ConfigRef, Marker, Op, OpAnswer, OpKind};
 use super::scripts::invoke;
 use crate::limits::CompiledConfig;
-use crate::store::{
-    Amounts, CheckOutcome, LimitOutcome, LimitUsage, StoreError, USAGE_ID_TTL, UsageDelta,
-    UsageOutcome,
-};
+use crate::store::{Amounts, CheckOutcome, LimitUsage, StoreError, UsageDelta, UsageOutcome};
 
 impl RedisStore {
+    fn config_refs(&self, configs: &[&CompiledConfig]) -> Vec<ConfigRef> {
+        configs
+            .iter()
+            .map(|c| ConfigRef {
+                key: self.keys.counters(&c.config.id),
+                limits: c.lua_limits.clone(),
+                n_limits: c.limits.len(),
+            })
+            .collect()
+    }
+
+    /// Sends `op` with a deadline on Redis's clock, past which it changes nothing.
+    async fn run_op(&self, mut op: Op) -> Result<OpAnswer, StoreError> {
+        op.deadline = self.clock.deadline(super::clock::local_ms(), self.timeout);
+        match self.batcher.run(op, self.timeout).await? {
+            OpAnswer::Late => Err(StoreError::Timeout(self.timeout)),
+            answer => Ok(answer),
+        }
+    }
+
     pub(super) async fn run_check(
         &self,
         configs: &[&CompiledConfig],
         amounts: Amounts,
         dry_run: bool,
     ) -> Result<CheckOutcome, StoreError> {
-        let sent = local_ms();
-        let deadline = self.clock.deadline(sent, self.timeout);
-        let fill = |cmd: &mut redis::Cmd| {
-            cmd.arg(configs.len());
-            self.counter_keys(cmd, configs);
-            cmd.arg(if dry_run { "1" } else { "0" })
-                .arg(amounts.requests)
-                .arg(amounts.tokens)
-                .arg(amounts.cost_nanos)
-                .arg(deadline);
-            Self::limit_args(cmd, configs);
+        let op = Op {
+            kind: if dry_run {
+                OpKind::DryRun
+            } else {
+                OpKind::Check
+            },
+            deadline: 0,
+            amounts: [amounts.requests, amounts.tokens, amounts.cost_nanos],
+            reserved_at: 0,
+            configs: self.config_refs(configs),
+            marker: None,
         };
-        let mut conn = self.connection()?;
-        let reply: Vec<i64> = self
-            .bounded(self.timeout, invoke(&mut conn, &self.scripts.check, fill))
-            .await?;
-        self.observe_clock(sent, &reply)?;
-        if !dry_run && reply.first() == Some(&1) {
-            conn.wait_for_replicas().await?;
+        match self.run_op(op).await? {
+            OpAnswer::Check(outcome) => Ok(outcome),
+            other => Err(corrupt(format_args!("a check answered {other:?}"))),
         }
-        let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
-        if reply.len() != 2 + 4 * expected {
-            return Err(corrupt(format_args!(
-                "check answered {} values for {expected} limits",
-                reply.len()
-            )));
-        }
-        let limits = reply[2..]
-            .chunks_exact(4)
-            .map(|c| LimitOutcome {
-                admitted: c[0] == 1,
-                used: c[1],
-                reset_after_ms: c[2],
-                retry_after_ms: c[3],
-            })
-            .collect();
-        Ok(CheckOutcome {
-            allowed: reply[0] == 1,
-            limits,
-            now_ms: reply[1],
-        })
     }
 
+    /// `request_id` is already scoped by the report's identity
+    /// (`store::scoped_request_id`). A report that matches no config writes nothing.
     pub(super) async fn run_usage(
         &self,
         configs: &[&CompiledConfig],
         delta: UsageDelta,
         request_id: Option<&str>,
     ) -> Result<UsageOutcome, StoreError> {
-        let marker = self.keys.usage_id(request_id.unwrap_or(""));
-        let sent = local_ms();
-        let deadline = self.clock.deadline(sent, self.timeout);
-        let fill = |cmd: &mut redis::Cmd| {
-            cmd.arg(1 + configs.len()).arg(&marker);
-            self.counter_keys(cmd, configs);
-            cmd.arg(if request_id.is_some() { "1" } else { "0" })
-                .arg(USAGE_ID_TTL.as_millis() as u64)
-                .arg(delta.tokens)
-                .arg(delta.cost_nanos)
-                .arg(deadline)
-                .arg(delta.reserved_at_ms.unwrap_or(0));
-            Self::limit_args(cmd, configs);
-        };
-        let mut conn = self.connection()?;
-        let reply: Vec<i64> = self
-            .bounded(self.timeout, invoke(&mut conn, &self.scripts.usage, fill))
-            .await?;
-        self.observe_clock(sent, &reply)?;
-        if reply.first() == Some(&1) {
-            conn.wait_for_replicas().await?;
+        if configs.is_empty() {
+            return Ok(UsageOutcome::Applied);
         }
-        match reply.first() {
-            Some(1) => Ok(UsageOutcome::Applied),
-            Some(0) => Ok(UsageOutcome::Duplicate),
-            _ => Err(corrupt("malformed usage answer")),
+        let op = Op {
+            kind: OpKind::Usage,
+            deadline: 0,
+            amounts: [0, delta.tokens, delta.cost_nanos],
+            reserved_at: delta.reserved_at_ms.unwrap_or(0),
+            configs: self.config_refs(configs),
+            marker: request_id.map(Marker::of),
+        };
+        match self.run_op(op).await? {
+            OpAnswer::Usage(outcome) => Ok(outcome),
+            other => Err(corrupt(format_args!("a usage report answered {other:?}"))),
         }
     }
 

@@ -49,7 +49,9 @@ impl Keys {
         ]
     }
 
-    pub fn usage_id(&self, request_id: &str) -> String {
-        format!("{}u:{request_id}", self.prefix)
+    /// Prefix of the hashes that hold usage-report markers (`lua/usage.lua` appends the
+    /// day and the hash number).
+    pub fn usage_markers(&self) -> String {
+        format!("{}u:", self.prefix)
     }
 }

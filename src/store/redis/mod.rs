@@ -3,10 +3,12 @@
 //!
 //! One concept per file: `keys` (names), `scripts` (the Lua and how it is called),
 //! `clock` (Redis's clock from here), `decode` (replies), `config_plane` (configs),
-//! `hot_path` (checks and usage reports), `listener` (change notifications),
-//! `connection` (the master in use, swappable), `sentinel` (finding and following it),
-//! `replication` (`WAIT` for replicas after budget-changing writes).
+//! `hot_path` (checks and usage reports), `ops` and `batching` (how they are coalesced
+//! into one script call), `listener` (change notifications), `connection` (the master
+//! in use, swappable), `sentinel` (finding and following it), `replication` (`WAIT` for
+//! replicas after budget-changing writes).
 
+mod batching;
 mod clock;
 mod config_plane;
 mod config_sync;
@@ -16,19 +18,23 @@ mod health;
 mod hot_path;
 mod keys;
 mod listener;
+pub mod ops;
 mod replication;
 pub mod scripts;
 mod sentinel;
 
 pub use self::connection::MasterConnection;
 
+pub use self::batching::MAX_BATCH;
 pub use self::health::{EvictionRisk, evicting_message, eviction_risk};
+
 pub use self::keys::Keys;
 
+use self::batching::Batcher;
 use self::clock::ClockOffset;
 use self::connection::Master;
 use self::decode::{corrupt, unavailable};
-use self::scripts::Scripts;
+use self::scripts::{Lua, Scripts};
 use self::sentinel::Sentinels;
 use super::{
     Amounts, CheckOutcome, ConfigChanges, LimitUsage, ReseedOutcome, Store, StoreError, UsageDelta,
@@ -94,7 +100,8 @@ impl RedisOptions {
 
 pub struct RedisStore {
     master: Arc<Master>,
-    clock: ClockOffset,
+    clock: Arc<ClockOffset>,
+    batcher: Batcher,
     keys: Keys,
     scripts: Scripts,
     timeout: Duration,
@@ -177,9 +184,20 @@ impl RedisStore {
             keys.channel.clone(),
             changes.clone(),
         )));
+        let clock = Arc::new(ClockOffset::new());
+        // Takes the current master's connection for each call: after a failover,
+        // batches go to the new master.
+        let batcher = Batcher::start(
+            master.clone(),
+            Lua::new(scripts::BATCH),
+            keys.usage_markers(),
+            options.bulk_timeout,
+            clock.clone(),
+        );
         Ok(RedisStore {
             master,
-            clock: ClockOffset::new(),
+            clock,
+            batcher,
             keys,
             scripts: Scripts::new(),
             timeout: options.timeout,
@@ -216,19 +234,6 @@ impl RedisStore {
         }
     }
 
-    /// Learns the clock offset from a hot-path reply (`{status, now_ms, …}`); a status of
-    /// -1 means Redis ran the script past its deadline and changed nothing.
-    fn observe_clock(&self, sent_ms: i64, reply: &[i64]) -> Result<(), StoreError> {
-        let (Some(&status), Some(&now)) = (reply.first(), reply.get(1)) else {
-            return Err(corrupt("script answered without its status and time"));
-        };
-        self.clock.observe(sent_ms, now, status == -1);
-        if status == -1 {
-            return Err(StoreError::Timeout(self.timeout));
-        }
-        Ok(())
-    }
-
     /// One counters key per config (`KEYS`), in order.
     fn counter_keys(&self, cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
@@ -239,7 +244,7 @@ impl RedisStore {
     /// Each config's limits (`ARGV`), as precompiled in the snapshot.
     fn limit_args(cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            cmd.arg(c.lua_limits.as_slice());
+            cmd.arg(&*c.lua_limits);
         }
     }
 }

@@ -15,8 +15,16 @@ macro_rules! lua {
 }
 
 // Source of every script, for tests and benchmarks that call them directly.
-pub const CHECK: &str = lua!("lib.lua", "check.lua");
-pub const USAGE: &str = lua!("lib.lua", "usage.lua");
+/// Checks and usage reports, coalesced: `lib.lua`, the two operations, and the entry.
+pub const BATCH: &str = concat!(
+    include_str!("../../../lua/lib.lua"),
+    "\n",
+    include_str!("../../../lua/check.lua"),
+    "\n",
+    include_str!("../../../lua/usage.lua"),
+    "\n",
+    include_str!("../../../lua/batch.lua")
+);
 pub const READ_USAGE: &str = lua!("lib.lua", "read_usage.lua");
 pub const LIB: &str = include_str!("../../../lua/lib.lua");
 pub const CONFIG_CREATE: &str = lua!("config_lib.lua", "config_create.lua");
@@ -40,7 +48,7 @@ pub(super) struct Lua {
 }
 
 impl Lua {
-    fn new(source: &'static str) -> Self {
+    pub(super) fn new(source: &'static str) -> Self {
         Lua {
             source,
             script: Script::new(source),
@@ -49,8 +57,7 @@ impl Lua {
 }
 
 pub(super) struct Scripts {
-    pub(super) check: Lua,
-    pub(super) usage: Lua,
+    pub(super) batch: Lua,
     pub(super) read_usage: Lua,
     pub(super) create: Lua,
     pub(super) update: Lua,
@@ -64,8 +71,7 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         Scripts {
-            check: Lua::new(CHECK),
-            usage: Lua::new(USAGE),
+            batch: Lua::new(BATCH),
             read_usage: Lua::new(READ_USAGE),
             create: Lua::new(CONFIG_CREATE),
             update: Lua::new(CONFIG_UPDATE),
@@ -77,14 +83,13 @@ impl Scripts {
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 10] {
+    pub(super) fn all(&self) -> [&Script; 9] {
         [
             &self.sync.script,
             &self.reseed_begin.script,
             &self.reseed_chunk.script,
             &self.reseed_end.script,
-            &self.check.script,
-            &self.usage.script,
+            &self.batch.script,
             &self.read_usage.script,
             &self.create.script,
             &self.update.script,

@@ -1,0 +1,60 @@
+//! The usage of each limit as this replica last saw it (in a check answer or a usage
+//! read): what `from_memory=true` lists show without a store call (SPEC §2), lagging the
+//! store by at most the time since this replica last touched the limit.
+
+use super::compiled::LimitSpec;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Per limit: the count seen and when (Unix ms; 0 = never).
+#[derive(Debug, Default)]
+pub struct SeenUsage(Vec<[AtomicI64; 2]>);
+
+impl Clone for SeenUsage {
+    fn clone(&self) -> Self {
+        SeenUsage(
+            self.0
+                .iter()
+                .map(|[used, at]| {
+                    [
+                        AtomicI64::new(used.load(Ordering::Relaxed)),
+                        AtomicI64::new(at.load(Ordering::Relaxed)),
+                    ]
+                })
+                .collect(),
+        )
+    }
+}
+
+impl SeenUsage {
+    pub fn new(limits: usize) -> Self {
+        SeenUsage((0..limits).map(|_| Default::default()).collect())
+    }
+
+    /// Limit `i` had `used` at `at_ms` (the store's clock).
+    pub fn record(&self, i: usize, used: i64, at_ms: i64) {
+        if let Some([u, at]) = self.0.get(i) {
+            u.store(used, Ordering::Relaxed);
+            at.store(at_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// (used, start of its window or period) of each of `limits`, as last seen; a limit
+    /// never seen shows 0 in the window or period of `now_ms`.
+    pub fn usage(&self, limits: &[LimitSpec], now_ms: i64) -> Vec<(i64, i64)> {
+        limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let (used, at) = self.0.get(i).map_or((0, 0), |[u, at]| {
+                    (u.load(Ordering::Relaxed), at.load(Ordering::Relaxed))
+                });
+                let (used, at) = if at == 0 { (0, now_ms) } else { (used, at) };
+                let start = match &l.grid {
+                    Some(grid) => grid.bounds(at).0,
+                    None => at - l.len_ms,
+                };
+                (used, start)
+            })
+            .collect()
+    }
+}
