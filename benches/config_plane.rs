@@ -82,6 +82,8 @@ async fn seed(url: &str, n: usize) -> Duration {
         timeout: Duration::from_secs(30),
         bulk_timeout: Duration::from_secs(120),
         allow_evicting: false,
+        topology: tollgate::store::redis::Topology::Standalone,
+        wait_replicas: 0,
     })
     .unwrap();
     let now = chrono::Utc::now();

@@ -421,11 +421,8 @@ fn filler_body(i: usize) -> Value {
 
 fn redis_store(url: &str) -> RedisStore {
     RedisStore::connect(RedisOptions {
-        url: url.into(),
-        key_prefix: KEY_PREFIX.into(),
-        timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(60),
-        allow_evicting: false,
+        ..RedisOptions::standalone(url, KEY_PREFIX, Duration::from_secs(5))
     })
     .unwrap()
 }

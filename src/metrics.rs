@@ -20,6 +20,7 @@ pub const STORE_DATA_LOSS: &str = "tollgate_store_data_loss_total";
 pub const CONFIG_RESEEDS: &str = "tollgate_config_reseeds_total";
 pub const STORE_WRITABLE: &str = "tollgate_store_writable";
 pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
+pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
 pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 
@@ -41,6 +42,7 @@ pub const ALL: &[&str] = &[
     CONFIG_RESEEDS,
     STORE_WRITABLE,
     RLS_REQUESTS,
+    REDIS_MASTER_SWITCHES,
     STORE_BATCH_SIZE,
     STORE_GIVE_BACKS,
 ];
@@ -144,6 +146,10 @@ fn describe() {
     describe_gauge!(
         STORE_WRITABLE,
         "1 while the store accepts writes, 0 while it rejects them (OOM, read-only, MISCONF) or evicts configs."
+    );
+    describe_counter!(
+        REDIS_MASTER_SWITCHES,
+        "Times this replica moved to a new Redis master named by the sentinels (failovers)."
     );
     describe_counter!(
         RLS_REQUESTS,

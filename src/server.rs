@@ -2,8 +2,8 @@
 
 use crate::api::rls::{Rls, RlsOptions};
 use crate::app::App;
-use crate::settings::Settings;
-use crate::store::redis::RedisOptions;
+use crate::settings::{RedisMode, Settings};
+use crate::store::redis::{RedisOptions, Topology};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,13 +87,33 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     match &settings.redis_url {
         Some(url) => {
             let timeout = Duration::from_millis(settings.store_timeout_ms);
+            let topology = match settings.redis_mode {
+                RedisMode::Sentinel => Topology::Sentinel {
+                    master: settings.sentinel_master.clone().unwrap_or_default(),
+                    master_username: settings.redis_master_username.clone(),
+                    master_password: settings.redis_master_password.clone(),
+                },
+                // Refused by validate().
+                RedisMode::Standalone | RedisMode::Cluster => Topology::Standalone,
+            };
             let store = RedisStore::connect(RedisOptions {
                 url: url.clone(),
+                topology,
                 key_prefix: settings.key_prefix.clone(),
                 timeout,
                 bulk_timeout: (timeout * 20).max(Duration::from_secs(5)),
                 allow_evicting: settings.allow_evicting_redis,
+                wait_replicas: settings.redis_wait_replicas,
             })?;
+            // Sentinel mode: give the first discovery a moment, so that the first config
+            // load goes to the master; if the sentinels are down, start not ready anyway.
+            if settings.redis_mode == RedisMode::Sentinel
+                && !store.wait_for_master(Duration::from_secs(5)).await
+            {
+                tracing::warn!(
+                    "no master found through the sentinels yet; starting not ready, still asking"
+                );
+            }
             // Refuse now what would silently lose configs; a Redis that is down is checked
             // by /ready once it is up.
             match store.check_eviction_policy().await {

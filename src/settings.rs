@@ -12,6 +12,17 @@ pub enum StoreErrorPolicy {
     Deny,
 }
 
+/// How tollgate finds the Redis that holds its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    /// One Redis at --redis-url.
+    Standalone,
+    /// Redis Cluster; --redis-url lists seed nodes (not yet supported).
+    Cluster,
+    /// Redis Sentinel; --redis-url lists the sentinels, --sentinel-master names the master.
+    Sentinel,
+}
+
 impl StoreErrorPolicy {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,9 +48,40 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// redis:// or rediss:// URL. Absent: the embedded in-memory store.
+    /// redis:// or rediss:// URL. Absent: the embedded in-memory store. With
+    /// --redis-mode sentinel: the sentinels, comma-separated, each with its own
+    /// credentials (`redis://:password@host:26379`).
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// standalone (one Redis), sentinel (follow the master the sentinels name through
+    /// failovers) or cluster (not yet supported).
+    #[arg(long, env = "TOLLGATE_REDIS_MODE", value_enum, default_value_t = RedisMode::Standalone)]
+    pub redis_mode: RedisMode,
+
+    /// With --redis-mode sentinel: the name of the master, as in the sentinels'
+    /// `sentinel monitor <name> ...`.
+    #[arg(long, env = "TOLLGATE_SENTINEL_MASTER")]
+    pub sentinel_master: Option<String>,
+
+    /// With --redis-mode sentinel: the master's password (its `requirepass`). Absent:
+    /// the password of the sentinel URL the master was learnt from; empty: none.
+    #[arg(long, env = "TOLLGATE_REDIS_MASTER_PASSWORD", hide_env_values = true)]
+    pub redis_master_password: Option<String>,
+
+    /// With --redis-mode sentinel: the master's ACL user name. Absent: the user name of
+    /// the sentinel URL; empty: none (the default user).
+    #[arg(long, env = "TOLLGATE_REDIS_MASTER_USERNAME")]
+    pub redis_master_username: Option<String>,
+
+    /// After each check or usage report that changed counters, wait (Redis `WAIT`) until
+    /// this many replicas have it, so that a master failover cannot lose it; a check whose
+    /// write is not replicated within --store-timeout-ms is answered by --on-store-error.
+    /// 0 (the default) does not wait: counts acknowledged within the replication lag
+    /// before a master crash are lost (README, "Failover loss").
+    #[arg(long, env = "TOLLGATE_REDIS_WAIT_REPLICAS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub redis_wait_replicas: u32,
 
     /// Bearer key for /api/*; repeat the flag or separate keys with commas.
     #[arg(
@@ -162,16 +204,7 @@ impl Settings {
                 self.listen
             ));
         }
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://")
-                || url.starts_with("redis+unix://"))
-        {
-            return Err(format!(
-                "--redis-url must start with redis:// or rediss:// (got {url:?})"
-            ));
-        }
+        self.validate_redis()?;
         let keys = [
             ("--rls-model-key", &self.rls_model_key),
             ("--rls-provider-key", &self.rls_provider_key),
@@ -189,11 +222,68 @@ impl Settings {
         Ok(())
     }
 
+    /// The --redis-url list, blanks removed.
+    pub fn redis_urls(&self) -> Vec<String> {
+        self.redis_url
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    fn validate_redis(&self) -> Result<(), String> {
+        let urls = self.redis_urls();
+        for url in &urls {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://")
+                || url.starts_with("redis+unix://"))
+            {
+                return Err(format!(
+                    "--redis-url must start with redis:// or rediss:// (got {url:?})"
+                ));
+            }
+        }
+        let master = self.sentinel_master.as_deref().map(str::trim);
+        match self.redis_mode {
+            RedisMode::Standalone if urls.len() > 1 => Err(format!(
+                "--redis-url lists {} URLs, but --redis-mode standalone takes one; \
+                 for sentinels pass --redis-mode sentinel and --sentinel-master NAME",
+                urls.len()
+            )),
+            RedisMode::Standalone | RedisMode::Cluster if master.is_some() => Err(
+                "--sentinel-master is only for --redis-mode sentinel (set TOLLGATE_REDIS_MODE=sentinel)"
+                    .into(),
+            ),
+            RedisMode::Cluster => Err(
+                "--redis-mode cluster is not yet supported; use standalone or sentinel".into(),
+            ),
+            RedisMode::Sentinel if urls.is_empty() => Err(
+                "--redis-mode sentinel needs --redis-url listing the sentinels \
+                 (redis://host:26379,redis://host2:26379,...)"
+                    .into(),
+            ),
+            RedisMode::Sentinel if master.is_none_or(str::is_empty) => Err(
+                "--redis-mode sentinel needs --sentinel-master NAME (the name in the \
+                 sentinels' `sentinel monitor NAME ...`; env TOLLGATE_SENTINEL_MASTER)"
+                    .into(),
+            ),
+            RedisMode::Sentinel if urls.iter().any(|u| u.contains("unix://")) => {
+                Err("sentinels are reached over TCP: redis:// or rediss:// URLs".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Settings for tests and embedding: loopback, random port, memory store.
     pub fn for_tests() -> Self {
         Settings::parse_from(["tollgate", "--listen", "127.0.0.1:0"])
     }
 }
+
+#[cfg(test)]
+mod redis_mode_tests;
 
 #[cfg(test)]
 mod tests {

@@ -51,6 +51,8 @@ async fn one_call_carries_several_checks_each_all_or_nothing() {
         timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(10),
         allow_evicting: false,
+        topology: tollgate::store::redis::Topology::Standalone,
+        wait_replicas: 0,
     })
     .unwrap();
     let cfg = compiled(json!({"model_name": "m", "rate_limit": {

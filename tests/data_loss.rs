@@ -407,11 +407,8 @@ async fn incremental_sync_applies_only_what_changed() {
 async fn seed(url: &str, n: usize) {
     use tollgate::store::Store;
     let store = tollgate::store::RedisStore::connect(tollgate::store::redis::RedisOptions {
-        url: url.into(),
-        key_prefix: "tollgate:".into(),
-        timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(60),
-        allow_evicting: false,
+        ..tollgate::store::redis::RedisOptions::standalone(url, "tollgate:", Duration::from_secs(5))
     })
     .unwrap();
     let now = chrono::Utc::now();

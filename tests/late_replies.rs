@@ -65,6 +65,8 @@ fn store(url: String, timeout_ms: u64) -> RedisStore {
         timeout: Duration::from_millis(timeout_ms),
         bulk_timeout: Duration::from_secs(5),
         allow_evicting: false,
+        topology: tollgate::store::redis::Topology::Standalone,
+        wait_replicas: 0,
     })
     .unwrap()
 }

@@ -32,6 +32,8 @@ async fn a_marker_costs_at_most_48_bytes_and_is_remembered() {
         timeout: Duration::from_secs(10),
         bulk_timeout: Duration::from_secs(30),
         allow_evicting: false,
+        topology: tollgate::store::redis::Topology::Standalone,
+        wait_replicas: 0,
     })
     .unwrap();
     let req = serde_json::from_value(json!({"model_name": "m",

@@ -2,6 +2,8 @@
 //! separate processes, and a small JSON client. Never a mocked Redis.
 #![allow(dead_code)]
 
+pub mod sentinel;
+
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;

@@ -9,19 +9,27 @@
 //! exactly as if sent alone.
 //!
 //! One `Batcher` serves one Redis node (one connection); a cluster store (issue 12) runs
-//! one per shard.
+//! one per shard. In sentinel mode that node is whatever master is current: each call
+//! takes the connection of the master in use (`Master::connection`), so after a
+//! failover the next call goes to the new master, and a call failing the way a failover
+//! makes calls fail (connection lost, `READONLY`, timeout) makes the follower look again.
+//!
+//! With `--redis-wait-replicas N`, a call that admitted a check or applied a usage report
+//! is followed by one `WAIT` on the same connection before those ops are answered; if it
+//! fails, they fail (answered by `--on-store-error`), and the checks among them are
+//! given back like any check answered by the fallback.
 //!
 //! A check whose caller stopped waiting (it answered by `--on-store-error`) but that
 //! Redis ran in time and admitted is given back here, by its reservation time, in the
 //! next call: a check answered by the fallback is never charged (SPEC §5).
 
 use super::clock::{ClockOffset, local_ms};
+use super::connection::Master;
 use super::decode::unavailable;
 use super::ops::{Op, OpAnswer, OpKind, decode_batch, fill_batch};
 use super::scripts::{Lua, invoke};
 use crate::metrics as m;
-use crate::store::StoreError;
-use redis::aio::ConnectionManager;
+use crate::store::{StoreError, UsageOutcome};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +52,7 @@ pub(super) struct Batcher {
 
 /// What the batching task needs; it lives as long as some `Batcher` handle does.
 struct Worker {
-    conn: ConnectionManager,
+    master: Arc<Master>,
     lua: Lua,
     marker_prefix: String,
     call_timeout: Duration,
@@ -55,7 +63,7 @@ struct Worker {
 
 impl Batcher {
     pub(super) fn start(
-        conn: ConnectionManager,
+        master: Arc<Master>,
         lua: Lua,
         marker_prefix: String,
         call_timeout: Duration,
@@ -63,7 +71,7 @@ impl Batcher {
     ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let worker = Worker {
-            conn,
+            master,
             lua,
             marker_prefix,
             call_timeout,
@@ -126,40 +134,67 @@ impl Worker {
 
     async fn call(&mut self, batch: &mut Vec<Pending>) {
         metrics::histogram!(m::STORE_BATCH_SIZE).record(batch.len() as f64);
+        // The current master's connection, taken per call: after a failover the next
+        // call goes to the new master.
+        let mut conn = match self.master.connection() {
+            Ok(conn) => conn,
+            Err(e) => return fail_all(batch, &e),
+        };
         let sent = local_ms();
         let fill = |cmd: &mut redis::Cmd| {
             fill_batch(cmd, &self.marker_prefix, batch.iter().map(|p| &p.op));
         };
-        let mut conn = self.conn.clone();
         let result: Result<Vec<i64>, StoreError> =
             match tokio::time::timeout(self.call_timeout, invoke(&mut conn, &self.lua, fill)).await
             {
                 Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(self.call_timeout)),
-                Ok(Err(e)) => Err(unavailable(e)),
-                Err(_) => Err(StoreError::Timeout(self.call_timeout)),
+                Ok(Err(e)) => {
+                    // A failed call is the first sign of a failover: the follower looks
+                    // again (connection lost, READONLY, MASTERDOWN, timeout).
+                    self.master.observe(&e);
+                    if e.is_timeout() {
+                        Err(StoreError::Timeout(self.call_timeout))
+                    } else {
+                        Err(unavailable(e))
+                    }
+                }
+                Err(_) => {
+                    self.master.suspect();
+                    Err(StoreError::Timeout(self.call_timeout))
+                }
             };
         let decoded = result.and_then(|reply| decode_batch(&reply, batch.iter().map(|p| &p.op)));
         let (now, answers) = match decoded {
             Ok(d) => d,
-            Err(e) => {
-                for p in batch.drain(..) {
-                    if let Some(reply) = p.reply {
-                        let _ = reply.send(Err(e.clone()));
-                    } else {
-                        give_back_failed(&e);
-                    }
-                }
-                return;
-            }
+            Err(e) => return fail_all(batch, &e),
         };
         let late = answers.contains(&OpAnswer::Late);
         self.clock.observe(sent, now, late);
+        // --redis-wait-replicas: one WAIT, on the connection the call went over, covers
+        // every counter this call changed; the ops that changed some are answered after
+        // it (without the option it returns at once).
+        let changed = |op: &Op, answer: &OpAnswer| match (op.kind, answer) {
+            (OpKind::Check, OpAnswer::Check(o)) => o.allowed,
+            (OpKind::Usage, OpAnswer::Usage(u)) => *u == UsageOutcome::Applied,
+            _ => false,
+        };
+        let replicated = if batch.iter().zip(&answers).any(|(p, a)| changed(&p.op, a)) {
+            conn.wait_for_replicas().await
+        } else {
+            Ok(())
+        };
         for (p, answer) in batch.drain(..).zip(answers) {
             let consumed =
                 p.op.kind == OpKind::Check && matches!(&answer, OpAnswer::Check(o) if o.allowed);
             let Some(reply) = p.reply else { continue };
-            if reply.send(Ok(answer)).is_err() && consumed {
+            let answer = match &replicated {
+                Err(e) if changed(&p.op, &answer) => Err(e.clone()),
+                _ => Ok(answer),
+            };
+            let failed = answer.is_err();
+            // A check that failed its WAIT is answered by the fallback: like one whose
+            // caller stopped waiting, it must not stay charged (SPEC §5).
+            if (reply.send(answer).is_err() || failed) && consumed {
                 // The caller answered by policy; Redis charged it anyway.
                 metrics::counter!(m::STORE_GIVE_BACKS).increment(1);
                 self.carried.push_back(Pending {
@@ -167,6 +202,17 @@ impl Worker {
                     reply: None,
                 });
             }
+        }
+    }
+}
+
+/// Answers every op of a call that failed with `e`.
+fn fail_all(batch: &mut Vec<Pending>, e: &StoreError) {
+    for p in batch.drain(..) {
+        if let Some(reply) = p.reply {
+            let _ = reply.send(Err(e.clone()));
+        } else {
+            give_back_failed(e);
         }
     }
 }

@@ -15,7 +15,7 @@ use redis::{AsyncCommands, Value};
 
 impl RedisStore {
     pub(super) async fn read_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let raw: Option<String> = self
             .bounded(self.timeout, conn.hget(&self.keys.configs, id))
             .await?;
@@ -89,7 +89,7 @@ impl RedisStore {
         epoch: Option<&str>,
         args: impl Fn(&mut redis::Cmd),
     ) -> Result<Written, WriteError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let (secs, micros): (u64, u64) = self
             .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
             .await?;

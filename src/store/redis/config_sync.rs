@@ -34,7 +34,7 @@ impl RedisStore {
         let fill = |cmd: &mut redis::Cmd| {
             cmd.arg(keys.len()).arg(&keys).arg(since).arg(limit.max(1));
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         // The sync loop may wait longer than a check: its first call may also establish
         // the connection (a TLS handshake can take longer than a check may).
         let reply: Vec<Value> = self
@@ -81,7 +81,7 @@ impl RedisStore {
         &self,
         cursor: u64,
     ) -> Result<(u64, Vec<ModelConfig>), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let (next, fields): (u64, Vec<(String, String)>) = self
             .bounded(
                 self.bulk_timeout,
@@ -112,7 +112,7 @@ impl RedisStore {
         let keys = self.keys.config_plane();
         let epoch = uuid::Uuid::new_v4().to_string();
         let lease = RESEED_LEASE.as_millis() as u64;
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let begin = |cmd: &mut redis::Cmd| {
             cmd.arg(keys.len())
                 .arg(&keys)

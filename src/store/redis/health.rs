@@ -37,7 +37,7 @@ pub fn evicting_message(policy: &str) -> String {
 impl RedisStore {
     /// `maxmemory-policy`, or None when Redis does not say (`CONFIG` renamed or denied).
     pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let reply: redis::RedisResult<Vec<String>> = match tokio::time::timeout(
             self.timeout,
             redis::cmd("CONFIG")
@@ -89,7 +89,7 @@ impl RedisStore {
     /// A tiny write that fails while Redis rejects writes (OOM at maxmemory with
     /// noeviction, a read-only replica, MISCONF after a failed snapshot).
     pub async fn probe_writes(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let reply: Result<(), StoreError> = self
             .bounded(
                 self.timeout,

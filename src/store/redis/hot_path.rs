@@ -90,7 +90,7 @@ impl RedisStore {
             self.counter_keys(cmd, configs);
             Self::limit_args(cmd, configs);
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let reply: Vec<i64> = self
             .bounded(
                 self.bulk_timeout,

@@ -1,5 +1,6 @@
-//! Config-change notifications over pub/sub.
+//! Config-change notifications over pub/sub, on whichever master is current.
 
+use super::connection::Master;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +14,18 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pokes `changes` on every config change announced on the channel, and after every
 /// (re)subscription, since changes may have been missed while disconnected. The
-/// periodic version poll covers the rest.
-pub(super) async fn listen_for_changes(
-    client: redis::Client,
-    channel: String,
-    changes: Arc<Notify>,
-) {
-    loop {
+/// periodic version poll covers the rest. When the master changes (sentinel failover)
+/// it subscribes on the new one: the old one may be dead, or a replica that no longer
+/// hears the writes.
+pub(super) async fn listen_for_changes(master: Arc<Master>, channel: String, changes: Arc<Notify>) {
+    let mut moved = master.changes();
+    'follow: loop {
+        moved.borrow_and_update();
+        let Some(client) = master.client() else {
+            // Sentinel mode before the first discovery.
+            let _ = tokio::time::timeout(PING_EVERY, moved.changed()).await;
+            continue;
+        };
         match tokio::time::timeout(PING_EVERY, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => {
                 let (mut sink, mut messages) = pubsub.split();
@@ -38,6 +44,10 @@ pub(super) async fn listen_for_changes(
                                     if !matches!(ping.await, Ok(Ok(_))) {
                                         break;
                                     }
+                                }
+                                _ = moved.changed() => {
+                                    tracing::info!("Redis master changed; resubscribing to config changes on it");
+                                    continue 'follow;
                                 }
                             }
                         }

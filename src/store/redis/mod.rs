@@ -4,19 +4,26 @@
 //! One concept per file: `keys` (names), `scripts` (the Lua and how it is called),
 //! `clock` (Redis's clock from here), `decode` (replies), `config_plane` (configs),
 //! `hot_path` (checks and usage reports), `ops` and `batching` (how they are coalesced
-//! into one script call), `listener` (change notifications).
+//! into one script call), `listener` (change notifications), `connection` (the master
+//! in use, swappable), `sentinel` (finding and following it), `replication` (`WAIT` for
+//! replicas after budget-changing writes).
 
 mod batching;
 mod clock;
 mod config_plane;
 mod config_sync;
+mod connection;
 mod decode;
 mod health;
 mod hot_path;
 mod keys;
 mod listener;
 pub mod ops;
+mod replication;
 pub mod scripts;
+mod sentinel;
+
+pub use self::connection::MasterConnection;
 
 pub use self::batching::MAX_BATCH;
 pub use self::health::{EvictionRisk, evicting_message, eviction_risk};
@@ -25,8 +32,10 @@ pub use self::keys::Keys;
 
 use self::batching::Batcher;
 use self::clock::ClockOffset;
+use self::connection::Master;
 use self::decode::{corrupt, unavailable};
 use self::scripts::{Lua, Scripts};
+use self::sentinel::Sentinels;
 use super::{
     Amounts, CheckOutcome, ConfigChanges, LimitUsage, ReseedOutcome, Store, StoreError, UsageDelta,
     UsageOutcome, WriteError, Written,
@@ -35,7 +44,7 @@ use crate::limits::CompiledConfig;
 use crate::log_throttle::LogThrottle;
 use crate::model::ModelConfig;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,9 +52,26 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// Where the master is.
+#[derive(Debug, Clone, Default)]
+pub enum Topology {
+    /// `url` is the one Redis.
+    #[default]
+    Standalone,
+    /// `url` lists the sentinels (comma-separated); `master` is the name they know the
+    /// master by (`sentinel monitor <name> ...`).
+    Sentinel {
+        master: String,
+        /// The master's credentials; None: those of the sentinel URL; empty: none.
+        master_username: Option<String>,
+        master_password: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     pub url: String,
+    pub topology: Topology,
     pub key_prefix: String,
     /// Bound on one hot-path call (check, usage report, ping, single config ops).
     pub timeout: Duration,
@@ -53,10 +79,27 @@ pub struct RedisOptions {
     pub bulk_timeout: Duration,
     /// Run on a Redis whose `maxmemory-policy` is `allkeys-*` (it may evict configs).
     pub allow_evicting: bool,
+    /// Replicas a budget-changing write waits for (`WAIT`); 0: none.
+    pub wait_replicas: u32,
+}
+
+impl RedisOptions {
+    /// One Redis at `url`, with the defaults tollgate runs with.
+    pub fn standalone(url: &str, key_prefix: &str, timeout: Duration) -> Self {
+        RedisOptions {
+            url: url.to_string(),
+            topology: Topology::Standalone,
+            key_prefix: key_prefix.to_string(),
+            timeout,
+            bulk_timeout: (timeout * 20).max(Duration::from_secs(5)),
+            allow_evicting: false,
+            wait_replicas: 0,
+        }
+    }
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    master: Arc<Master>,
     clock: Arc<ClockOffset>,
     batcher: Batcher,
     keys: Keys,
@@ -68,21 +111,23 @@ pub struct RedisStore {
     warned_volatile: AtomicBool,
     writes_refused: LogThrottle,
     changes: Arc<Notify>,
-    listener: JoinHandle<()>,
+    /// The change listener, and in sentinel mode the master's followers.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl RedisStore {
     /// Never fails because Redis is down: the connection is made lazily and re-made on
-    /// demand, so tollgate starts (not ready) and recovers by itself.
+    /// demand, so tollgate starts (not ready) and recovers by itself. In sentinel mode the
+    /// master is looked for in the background (`wait_for_master`).
     pub fn connect(options: RedisOptions) -> Result<Self, String> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| format!("invalid redis URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(options.bulk_timeout))
@@ -90,26 +135,67 @@ impl RedisStore {
             // connections, checks fall back at once instead of each waiting out a retry
             // delay; the next call tries again.
             .set_number_of_retries(0);
-        let conn = client
-            .get_connection_manager_lazy(config)
-            .map_err(|e| format!("cannot set up redis connection: {e}"))?;
+        let master = Arc::new(Master::new(options.wait_replicas, options.timeout));
+        let mut tasks = Vec::new();
+        match &options.topology {
+            Topology::Standalone => {
+                let client = redis::Client::open(options.url.as_str())
+                    .map_err(|e| format!("invalid redis URL: {e}"))?;
+                let conn = client
+                    .get_connection_manager_lazy(config)
+                    .map_err(|e| format!("cannot set up redis connection: {e}"))?;
+                // host:port, never the URL: it may hold a password.
+                let addr = client.get_connection_info().addr().to_string();
+                master.install(addr, client, conn);
+            }
+            Topology::Sentinel {
+                master: name,
+                master_username,
+                master_password,
+            } => {
+                let urls: Vec<String> = options
+                    .url
+                    .split(',')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                let sentinels = Arc::new(Sentinels::parse(
+                    &urls,
+                    name,
+                    master_username.clone(),
+                    master_password.clone(),
+                    options.timeout.max(Duration::from_millis(500)),
+                )?);
+                tasks.push(tokio::spawn(sentinel::follow(
+                    master.clone(),
+                    sentinels.clone(),
+                    config,
+                )));
+                tasks.push(tokio::spawn(sentinel::watch_switches(
+                    master.clone(),
+                    sentinels,
+                )));
+            }
+        }
         let keys = Keys::new(&options.key_prefix);
         let changes = Arc::new(Notify::new());
-        let listener = tokio::spawn(listener::listen_for_changes(
-            client,
+        tasks.push(tokio::spawn(listener::listen_for_changes(
+            master.clone(),
             keys.channel.clone(),
             changes.clone(),
-        ));
+        )));
         let clock = Arc::new(ClockOffset::new());
+        // Takes the current master's connection for each call: after a failover,
+        // batches go to the new master.
         let batcher = Batcher::start(
-            conn.clone(),
+            master.clone(),
             Lua::new(scripts::BATCH),
             keys.usage_markers(),
             options.bulk_timeout,
             clock.clone(),
         );
         Ok(RedisStore {
-            conn,
+            master,
             clock,
             batcher,
             keys,
@@ -120,7 +206,7 @@ impl RedisStore {
             warned_volatile: AtomicBool::new(false),
             writes_refused: LogThrottle::new(10_000),
             changes,
-            listener,
+            tasks,
         })
     }
 
@@ -133,7 +219,14 @@ impl RedisStore {
         limit: Duration,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(limit, op).await {
+        let result = tokio::time::timeout(limit, op).await;
+        // A failed call is the first sign of a failover: the follower looks again.
+        match &result {
+            Ok(Err(e)) => self.master.observe(e),
+            Err(_) => self.master.suspect(),
+            Ok(Ok(_)) => {}
+        }
+        match result {
             // redis-rs's own response timeout (the bulk timeout) may fire first.
             Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(limit)),
             Ok(result) => result.map_err(unavailable),
@@ -231,7 +324,7 @@ impl Store for RedisStore {
     /// Reachable, every script present in the script cache (loaded if not), no
     /// `allkeys-*` eviction (unless allowed), and accepting writes.
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let hashes: Vec<&str> = self.scripts.all().iter().map(|s| s.get_hash()).collect();
         let present: Vec<bool> = self
             .bounded(
@@ -269,7 +362,7 @@ impl Store for RedisStore {
     }
 
     async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let (secs, micros): (i64, i64) = self
             .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
             .await?;
