@@ -78,6 +78,7 @@ fn body(i: usize) -> Value {
 async fn seed(url: &str, n: usize) -> Duration {
     let store = RedisStore::connect(RedisOptions {
         url: url.into(),
+        cluster: false,
         key_prefix: "tollgate:".into(),
         timeout: Duration::from_secs(30),
         bulk_timeout: Duration::from_secs(120),

@@ -422,6 +422,7 @@ fn filler_body(i: usize) -> Value {
 fn redis_store(url: &str) -> RedisStore {
     RedisStore::connect(RedisOptions {
         url: url.into(),
+        cluster: false,
         key_prefix: KEY_PREFIX.into(),
         timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(60),
@@ -491,7 +492,7 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
         user: Some("u-1"),
     };
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
-    let keys = Keys::new(KEY_PREFIX);
+    let keys = Keys::new(KEY_PREFIX, false);
     let op = Op {
         kind: OpKind::Check,
         deadline: 0,

@@ -22,6 +22,7 @@ pub const STORE_WRITABLE: &str = "tollgate_store_writable";
 pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
 pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
+pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -43,6 +44,7 @@ pub const ALL: &[&str] = &[
     RLS_REQUESTS,
     STORE_BATCH_SIZE,
     STORE_GIVE_BACKS,
+    CLUSTER_COMPENSATIONS,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -148,5 +150,9 @@ fn describe() {
     describe_counter!(
         RLS_REQUESTS,
         "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
+    );
+    describe_counter!(
+        CLUSTER_COMPENSATIONS,
+        "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."
     );
 }

@@ -2,7 +2,7 @@
 
 use crate::api::rls::{Rls, RlsOptions};
 use crate::app::App;
-use crate::settings::Settings;
+use crate::settings::{RedisMode, Settings};
 use crate::store::redis::RedisOptions;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use std::net::SocketAddr;
@@ -89,6 +89,7 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
             let timeout = Duration::from_millis(settings.store_timeout_ms);
             let store = RedisStore::connect(RedisOptions {
                 url: url.clone(),
+                cluster: settings.redis_mode == RedisMode::Cluster,
                 key_prefix: settings.key_prefix.clone(),
                 timeout,
                 bulk_timeout: (timeout * 20).max(Duration::from_secs(5)),

@@ -21,6 +21,17 @@ impl StoreErrorPolicy {
     }
 }
 
+/// How tollgate finds the Redis that holds its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    /// One Redis at --redis-url.
+    Standalone,
+    /// Redis Cluster; --redis-url lists seed nodes, comma-separated.
+    Cluster,
+    /// Redis Sentinel; --redis-url lists the sentinels, --sentinel-master names the master.
+    Sentinel,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tollgate",
@@ -40,6 +51,11 @@ pub struct Settings {
     /// redis:// or rediss:// URL. Absent: the embedded in-memory store.
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// standalone (one Redis), cluster (Redis Cluster: --redis-url lists seed nodes,
+    /// comma-separated) or sentinel.
+    #[arg(long, env = "TOLLGATE_REDIS_MODE", value_enum, default_value_t = RedisMode::Standalone)]
+    pub redis_mode: RedisMode,
 
     /// Bearer key for /api/*; repeat the flag or separate keys with commas.
     #[arg(
@@ -162,16 +178,7 @@ impl Settings {
                 self.listen
             ));
         }
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://")
-                || url.starts_with("redis+unix://"))
-        {
-            return Err(format!(
-                "--redis-url must start with redis:// or rediss:// (got {url:?})"
-            ));
-        }
+        self.validate_redis()?;
         let keys = [
             ("--rls-model-key", &self.rls_model_key),
             ("--rls-provider-key", &self.rls_provider_key),
@@ -187,6 +194,48 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// --redis-url split at commas (cluster seed nodes), blanks dropped.
+    pub fn redis_urls(&self) -> Vec<String> {
+        self.redis_url
+            .iter()
+            .flat_map(|u| u.split(','))
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    fn validate_redis(&self) -> Result<(), String> {
+        let urls = self.redis_urls();
+        if let Some(url) = urls.iter().find(|url| {
+            !["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        }) {
+            return Err(format!(
+                "--redis-url must start with redis:// or rediss:// (got {url:?})"
+            ));
+        }
+        match self.redis_mode {
+            RedisMode::Standalone if urls.len() > 1 => Err(format!(
+                "--redis-url lists {} URLs, but --redis-mode standalone takes one; \
+                 for Redis Cluster seed nodes pass --redis-mode cluster",
+                urls.len()
+            )),
+            RedisMode::Cluster if urls.is_empty() => {
+                Err("--redis-mode cluster needs --redis-url listing seed nodes \
+                 (redis://host:7000,redis://host:7001,...)"
+                    .into())
+            }
+            RedisMode::Cluster if urls.iter().any(|u| u.contains("unix://")) => {
+                Err("cluster nodes are reached over TCP: redis:// or rediss:// URLs".into())
+            }
+            RedisMode::Sentinel => {
+                Err("--redis-mode sentinel is not supported by this build".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Settings for tests and embedding: loopback, random port, memory store.

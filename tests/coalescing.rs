@@ -47,6 +47,7 @@ async fn one_call_carries_several_checks_each_all_or_nothing() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(RedisOptions {
         url: redis.url(),
+        cluster: false,
         key_prefix: "t:".into(),
         timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(10),

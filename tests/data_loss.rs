@@ -408,6 +408,7 @@ async fn seed(url: &str, n: usize) {
     use tollgate::store::Store;
     let store = tollgate::store::RedisStore::connect(tollgate::store::redis::RedisOptions {
         url: url.into(),
+        cluster: false,
         key_prefix: "tollgate:".into(),
         timeout: Duration::from_secs(5),
         bulk_timeout: Duration::from_secs(60),

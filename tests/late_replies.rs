@@ -61,6 +61,7 @@ async fn latency_proxy(target: u16, delay: Duration) -> u16 {
 fn store(url: String, timeout_ms: u64) -> RedisStore {
     RedisStore::connect(RedisOptions {
         url,
+        cluster: false,
         key_prefix: "t:".into(),
         timeout: Duration::from_millis(timeout_ms),
         bulk_timeout: Duration::from_secs(5),

@@ -28,6 +28,7 @@ async fn a_marker_costs_at_most_48_bytes_and_is_remembered() {
     let redis = RedisServer::start();
     let store = RedisStore::connect(RedisOptions {
         url: redis.url(),
+        cluster: false,
         key_prefix: "t:".into(),
         timeout: Duration::from_secs(10),
         bulk_timeout: Duration::from_secs(30),

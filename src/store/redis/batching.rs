@@ -8,20 +8,20 @@
 //! as one call (at most `MAX_BATCH`), in arrival order. Inside, each op is evaluated
 //! exactly as if sent alone.
 //!
-//! One `Batcher` serves one Redis node (one connection); a cluster store (issue 12) runs
-//! one per shard.
+//! One `Batcher` serves one Redis node (one connection); a cluster store runs one per
+//! hash slot (`cluster::shards`: a script's declared keys must share a slot).
 //!
 //! A check whose caller stopped waiting (it answered by `--on-store-error`) but that
 //! Redis ran in time and admitted is given back here, by its reservation time, in the
 //! next call: a check answered by the fallback is never charged (SPEC §5).
 
 use super::clock::{ClockOffset, local_ms};
+use super::cluster::Conn;
 use super::decode::unavailable;
 use super::ops::{Op, OpAnswer, OpKind, decode_batch, fill_batch};
 use super::scripts::{Lua, invoke};
 use crate::metrics as m;
 use crate::store::StoreError;
-use redis::aio::ConnectionManager;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub(super) struct Batcher {
 
 /// What the batching task needs; it lives as long as some `Batcher` handle does.
 struct Worker {
-    conn: ConnectionManager,
+    conn: Conn,
     lua: Lua,
     marker_prefix: String,
     call_timeout: Duration,
@@ -55,7 +55,7 @@ struct Worker {
 
 impl Batcher {
     pub(super) fn start(
-        conn: ConnectionManager,
+        conn: Conn,
         lua: Lua,
         marker_prefix: String,
         call_timeout: Duration,

@@ -14,12 +14,15 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pokes `changes` on every config change announced on the channel, and after every
 /// (re)subscription, since changes may have been missed while disconnected. The
 /// periodic version poll covers the rest.
+///
+/// `clients`: one Redis, or the seed nodes of a Redis Cluster, tried in turn. A cluster
+/// carries every `PUBLISH` to every node, so any node will do.
 pub(super) async fn listen_for_changes(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     changes: Arc<Notify>,
 ) {
-    loop {
+    for client in clients.iter().cycle() {
         match tokio::time::timeout(PING_EVERY, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => {
                 let (mut sink, mut messages) = pubsub.split();

@@ -8,6 +8,7 @@
 
 mod batching;
 mod clock;
+mod cluster;
 mod config_plane;
 mod config_sync;
 mod decode;
@@ -25,6 +26,7 @@ pub use self::keys::Keys;
 
 use self::batching::Batcher;
 use self::clock::ClockOffset;
+use self::cluster::{Conn, LazyCluster, Shards};
 use self::decode::{corrupt, unavailable};
 use self::scripts::{Lua, Scripts};
 use super::{
@@ -35,7 +37,7 @@ use crate::limits::CompiledConfig;
 use crate::log_throttle::LogThrottle;
 use crate::model::ModelConfig;
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -45,7 +47,10 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
+    /// One URL; with `cluster`, seed nodes, comma-separated.
     pub url: String,
+    /// Redis Cluster (`--redis-mode cluster`): see `cluster`.
+    pub cluster: bool,
     pub key_prefix: String,
     /// Bound on one hot-path call (check, usage report, ping, single config ops).
     pub timeout: Duration,
@@ -56,9 +61,11 @@ pub struct RedisOptions {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     clock: Arc<ClockOffset>,
     batcher: Batcher,
+    /// Redis Cluster: checks and usage reports split by slot (instead of `batcher`).
+    shards: Option<Shards>,
     keys: Keys,
     scripts: Scripts,
     timeout: Duration,
@@ -81,22 +88,44 @@ impl RedisStore {
     /// Never fails because Redis is down: the connection is made lazily and re-made on
     /// demand, so tollgate starts (not ready) and recovers by itself.
     pub fn connect(options: RedisOptions) -> Result<Self, String> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| format!("invalid redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(options.bulk_timeout))
-            // One connection attempt per reconnect, no backoff: while Redis refuses
-            // connections, checks fall back at once instead of each waiting out a retry
-            // delay; the next call tries again.
-            .set_number_of_retries(0);
-        let conn = client
-            .get_connection_manager_lazy(config)
-            .map_err(|e| format!("cannot set up redis connection: {e}"))?;
-        let keys = Keys::new(&options.key_prefix);
+        let urls: Vec<&str> = options
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let clients = urls
+            .iter()
+            .map(|url| redis::Client::open(*url).map_err(|e| format!("invalid redis URL: {e}")))
+            .collect::<Result<Vec<_>, String>>()?;
+        let Some(client) = clients.first() else {
+            return Err("no redis URL".into());
+        };
+        let conn = if options.cluster {
+            let seeds: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+            Conn::Cluster(Arc::new(LazyCluster::new(
+                &seeds,
+                options.timeout,
+                options.bulk_timeout,
+            )?))
+        } else {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(500))))
+                .set_response_timeout(Some(options.bulk_timeout))
+                // One connection attempt per reconnect, no backoff: while Redis refuses
+                // connections, checks fall back at once instead of each waiting out a
+                // retry delay; the next call tries again.
+                .set_number_of_retries(0);
+            Conn::Single(
+                client
+                    .get_connection_manager_lazy(config)
+                    .map_err(|e| format!("cannot set up redis connection: {e}"))?,
+            )
+        };
+        let keys = Keys::new(&options.key_prefix, options.cluster);
         let changes = Arc::new(Notify::new());
         let listener = tokio::spawn(listener::listen_for_changes(
-            client,
+            clients,
             keys.channel.clone(),
             changes.clone(),
         ));
@@ -108,10 +137,14 @@ impl RedisStore {
             options.bulk_timeout,
             clock.clone(),
         );
+        let shards = options
+            .cluster
+            .then(|| Shards::new(conn.clone(), clock.clone(), options.bulk_timeout));
         Ok(RedisStore {
             conn,
             clock,
             batcher,
+            shards,
             keys,
             scripts: Scripts::new(),
             timeout: options.timeout,
