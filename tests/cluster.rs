@@ -219,6 +219,50 @@ async fn cross_shard_checks_never_over_admit_and_give_back_on_denial() {
     }
     assert_eq!(token_usage(p, &global).await, 7);
     assert_eq!(token_usage(p, id).await, 7);
+
+    // A config update (config plane in one slot, counters in another) keeps the usage.
+    let put = p
+        .put(
+            &format!("{CONFIGS}/{global}"),
+            &json!({"rate_limit": limit(52)}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(
+        request_usage(p, &global).await,
+        50,
+        "usage kept by the update"
+    );
+    assert_eq!(token_usage(p, &global).await, 7);
+    for proc in &procs {
+        let seen = eventually(Duration::from_secs(3), || async {
+            let a = proc
+                .get(&format!("{CONFIGS}?from_memory=true&limit=100"))
+                .await;
+            a.body["model_configs"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["id"] == *global && c["rate_limit"]["request_max_limit"] == 52)
+            })
+        })
+        .await;
+        assert!(seen, "every replica saw the update");
+    }
+    let more = [
+        p.check(json!({"model": "m", "virtual_key": key}))
+            .await
+            .status,
+        p.check(json!({"model": "m", "virtual_key": key}))
+            .await
+            .status,
+        p.check(json!({"model": "m", "virtual_key": key}))
+            .await
+            .status,
+    ];
+    assert_eq!(
+        more.map(|s| s.as_u16()),
+        [200, 200, 429],
+        "two more under the new limit"
+    );
 }
 
 /// Checks keep flowing while the master of the limit's shard is killed (its replica is
