@@ -40,10 +40,10 @@ local a = 12
 for _ = 1, tonumber(ARGV[11]) do
   local source = budget_open(redis.call('HGET', KEYS[7], ARGV[a + 4]), now,
     tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
-  if source.used > 0 then
+  if source.total > 0 then
     local target = budget_open(redis.call('HGET', KEYS[7], ARGV[a]), now,
       tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
-    target.used = clamp_used(target.used + source.used)
+    target.total = clamp_used(target.total + source.total)
     redis.call('HSET', KEYS[7], ARGV[a], budget_encode(target))
   end
   a = a + 8
