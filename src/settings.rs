@@ -345,4 +345,22 @@ mod tests {
         );
         assert!(parse(&["--rls-model-key", ""]).validate().is_err());
     }
+
+    #[test]
+    fn cluster_mode_takes_seed_nodes_and_standalone_one_url() {
+        let seeds = "redis://a:7000, redis://b:7000";
+        let s = parse(&["--redis-mode", "cluster", "--redis-url", seeds]);
+        assert_eq!(s.redis_mode, RedisMode::Cluster);
+        assert_eq!(s.redis_urls(), ["redis://a:7000", "redis://b:7000"]);
+        assert!(s.validate().is_ok());
+        assert!(parse(&["--redis-url", seeds]).validate().is_err());
+        assert!(parse(&["--redis-mode", "cluster"]).validate().is_err());
+        let bad = parse(&[
+            "--redis-mode",
+            "cluster",
+            "--redis-url",
+            "redis://a,http://b",
+        ]);
+        assert!(bad.validate().is_err());
+    }
 }

@@ -123,30 +123,39 @@ impl Cluster {
         assert!(synced, "every master has its replica in sync");
     }
 
-    /// Port of the master serving `slot`, as `port`'s node sees it.
+    /// Port of the master serving `slot`, as the nodes see it (the first that disagrees
+    /// with another makes it "unsettled": 0).
     pub fn master_of(&self, slot: u16) -> u16 {
-        for &p in self.nodes.keys() {
-            let Ok(slots) = cmd::<Vec<redis::Value>>(p, &["CLUSTER", "SLOTS"]) else {
+        let views: Vec<u16> = self
+            .nodes
+            .keys()
+            .filter_map(|&p| self.master_of_as_seen_by(p, slot))
+            .collect();
+        match views.first() {
+            Some(&m) if views.iter().all(|&v| v == m) => m,
+            _ => 0,
+        }
+    }
+
+    fn master_of_as_seen_by(&self, p: u16, slot: u16) -> Option<u16> {
+        let slots = cmd::<Vec<redis::Value>>(p, &["CLUSTER", "SLOTS"]).ok()?;
+        for range in slots {
+            let redis::Value::Array(items) = range else {
                 continue;
             };
-            for range in slots {
-                let redis::Value::Array(items) = range else {
+            let num = |v: &redis::Value| match v {
+                redis::Value::Int(i) => *i,
+                _ => -1,
+            };
+            let (from, to) = (num(&items[0]), num(&items[1]));
+            if (from..=to).contains(&(slot as i64)) {
+                let redis::Value::Array(master) = &items[2] else {
                     continue;
                 };
-                let num = |v: &redis::Value| match v {
-                    redis::Value::Int(i) => *i,
-                    _ => -1,
-                };
-                let (from, to) = (num(&items[0]), num(&items[1]));
-                if (from..=to).contains(&(slot as i64)) {
-                    let redis::Value::Array(master) = &items[2] else {
-                        continue;
-                    };
-                    return num(&master[1]) as u16;
-                }
+                return Some(num(&master[1]) as u16);
             }
         }
-        panic!("no master serves slot {slot}");
+        None
     }
 
     pub fn node_id(&self, port: u16) -> String {
@@ -198,9 +207,14 @@ impl Cluster {
                 .arg(&keys);
             let _: () = migrate.query(&mut conn(from).unwrap()).unwrap();
         }
-        for &p in self.nodes.keys() {
+        // The target first, then the source, then the rest (as redis-cli does).
+        let mut order = vec![to, from];
+        order.extend(self.nodes.keys().filter(|&&p| p != to && p != from));
+        for p in order {
             let _: redis::RedisResult<()> = cmd(p, &["CLUSTER", "SETSLOT", &s, "NODE", &to_id]);
         }
+        let agreed = wait(Duration::from_secs(10), || self.master_of(slot) == to);
+        assert!(agreed, "every node learnt that slot {slot} moved");
     }
 }
 
