@@ -140,7 +140,7 @@ fn script_args(c: &mut Criterion) {
         .collect();
     assert_eq!(matched.len(), 3);
     let script = redis::Script::new(scripts::BATCH);
-    let keys = Keys::new("tollgate:");
+    let keys = Keys::new("tollgate:", false);
     let prefix = keys.usage_markers();
     let mut group = c.benchmark_group("script_args");
     let sha = script.get_hash();

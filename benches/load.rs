@@ -488,7 +488,7 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
         user: Some("u-1"),
     };
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
-    let keys = Keys::new(KEY_PREFIX);
+    let keys = Keys::new(KEY_PREFIX, false);
     let op = Op {
         kind: OpKind::Check,
         deadline: 0,

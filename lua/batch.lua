@@ -3,7 +3,9 @@
 -- as if sent alone. Each config's counters are read and decoded once per call and
 -- written once (lib.lua); check.lua and usage.lua hold the operations.
 -- KEYS[k]      counters hash of the k-th config any op of this call touches
--- ARGV[1]      key prefix of the usage markers (see usage.lua)
+-- ARGV[1]      key prefix of the usage markers (see usage.lua); empty (Redis Cluster): each
+--              report's markers go beside the counters of its first config in this call,
+--              KEYS[i] .. ':u:', in that key's slot (one marker per shard a report touches)
 -- ARGV[1 + k]  limits of KEYS[k], packed (see lib.lua)
 -- ARGV[2 + #KEYS …] one op each, packed '<c1ddddd': kind ('c' check, 'd' dry-run check,
 --              'u' usage report, 'g' give-back), deadline (ms, Redis clock; 0 = none:
@@ -30,8 +32,10 @@ for i = 2 + nkeys, #ARGV do
   local n
   n, pos = struct.unpack('<H', op, pos)
   local cfgs = {}
+  local first
   for j = 1, n do
     cfgs[j], pos = struct.unpack('<H', op, pos)
+    first = first or cfgs[j]
     cfgs[j] = configs[cfgs[j]]
   end
   if deadline > 0 and now > deadline then
@@ -43,7 +47,9 @@ for i = 2 + nkeys, #ARGV do
     has_marker, pos = struct.unpack('B', op, pos)
     if has_marker == 1 then
       local mb, mf, fp = struct.unpack('<Hc1c10', op, pos)
-      if marker_seen(ARGV[1], mb, mf, fp, now) then
+      local prefix = ARGV[1]
+      if prefix == '' then prefix = KEYS[first] .. ':u:' end
+      if marker_seen(prefix, mb, mf, fp, now) then
         out[#out + 1] = 0
       else
         out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now)

@@ -40,8 +40,9 @@ end
 -- fingerprints share a hash entry, so a marker costs ~10-30 bytes of Redis memory
 -- instead of a key of its own. A marker is found on the day it was written and the next,
 -- so it is remembered at least 24 h; each day's hashes expire after that. The hashes are
--- named here (the day is Redis's), not passed in KEYS: right for one Redis node; a
--- cluster store (issue 12) has to pass both days' names as KEYS in one slot.
+-- named here (the day is Redis's), not passed in KEYS. On Redis Cluster the prefix is a
+-- counters key of the call plus ':u:' (see batch.lua), so every day's hashes sit in the
+-- slot of that declared key.
 
 local FP = 10
 

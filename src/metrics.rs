@@ -23,6 +23,7 @@ pub const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
 pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
 pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
+pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -45,6 +46,7 @@ pub const ALL: &[&str] = &[
     REDIS_MASTER_SWITCHES,
     STORE_BATCH_SIZE,
     STORE_GIVE_BACKS,
+    CLUSTER_COMPENSATIONS,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -154,5 +156,9 @@ fn describe() {
     describe_counter!(
         RLS_REQUESTS,
         "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
+    );
+    describe_counter!(
+        CLUSTER_COMPENSATIONS,
+        "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."
     );
 }

@@ -93,8 +93,8 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
                     master_username: settings.redis_master_username.clone(),
                     master_password: settings.redis_master_password.clone(),
                 },
-                // Refused by validate().
-                RedisMode::Standalone | RedisMode::Cluster => Topology::Standalone,
+                RedisMode::Cluster => Topology::Cluster,
+                RedisMode::Standalone => Topology::Standalone,
             };
             let store = RedisStore::connect(RedisOptions {
                 url: url.clone(),

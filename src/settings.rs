@@ -17,7 +17,7 @@ pub enum StoreErrorPolicy {
 pub enum RedisMode {
     /// One Redis at --redis-url.
     Standalone,
-    /// Redis Cluster; --redis-url lists seed nodes (not yet supported).
+    /// Redis Cluster; --redis-url lists seed nodes, comma-separated.
     Cluster,
     /// Redis Sentinel; --redis-url lists the sentinels, --sentinel-master names the master.
     Sentinel,
@@ -55,7 +55,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
 
     /// standalone (one Redis), sentinel (follow the master the sentinels name through
-    /// failovers) or cluster (not yet supported).
+    /// failovers) or cluster (Redis Cluster: --redis-url lists seed nodes,
+    /// comma-separated).
     #[arg(long, env = "TOLLGATE_REDIS_MODE", value_enum, default_value_t = RedisMode::Standalone)]
     pub redis_mode: RedisMode,
 
@@ -222,7 +223,7 @@ impl Settings {
         Ok(())
     }
 
-    /// The --redis-url list, blanks removed.
+    /// The --redis-url list (sentinels, or cluster seed nodes), blanks removed.
     pub fn redis_urls(&self) -> Vec<String> {
         self.redis_url
             .iter()
@@ -249,15 +250,26 @@ impl Settings {
         match self.redis_mode {
             RedisMode::Standalone if urls.len() > 1 => Err(format!(
                 "--redis-url lists {} URLs, but --redis-mode standalone takes one; \
-                 for sentinels pass --redis-mode sentinel and --sentinel-master NAME",
+                 for sentinels pass --redis-mode sentinel and --sentinel-master NAME, \
+                 for Redis Cluster seed nodes --redis-mode cluster",
                 urls.len()
             )),
             RedisMode::Standalone | RedisMode::Cluster if master.is_some() => Err(
                 "--sentinel-master is only for --redis-mode sentinel (set TOLLGATE_REDIS_MODE=sentinel)"
                     .into(),
             ),
-            RedisMode::Cluster => Err(
-                "--redis-mode cluster is not yet supported; use standalone or sentinel".into(),
+            RedisMode::Cluster if urls.is_empty() => Err(
+                "--redis-mode cluster needs --redis-url listing seed nodes \
+                 (redis://host:7000,redis://host:7001,...)"
+                    .into(),
+            ),
+            RedisMode::Cluster if urls.iter().any(|u| u.contains("unix://")) => {
+                Err("cluster nodes are reached over TCP: redis:// or rediss:// URLs".into())
+            }
+            RedisMode::Cluster if self.redis_wait_replicas > 0 => Err(
+                "--redis-wait-replicas is for standalone and sentinel modes; \
+                 not supported with --redis-mode cluster"
+                    .into(),
             ),
             RedisMode::Sentinel if urls.is_empty() => Err(
                 "--redis-mode sentinel needs --redis-url listing the sentinels \

@@ -302,7 +302,7 @@ async fn follows_the_master_through_a_failover() {
     // Management and change notifications work on the new master.
     t.create(json!({"model_name": "other", "rate_limit": {"request_max_limit": 1, "request_reset_duration": "1h"}}))
         .await;
-    let channel = tollgate::store::redis::Keys::new("tollgate:").channel;
+    let channel = tollgate::store::redis::Keys::new("tollgate:", false).channel;
     assert!(
         eventually(Duration::from_secs(5), || async {
             let numsub: Vec<(String, i64)> = set.replica.cmd(&["PUBSUB", "NUMSUB", &channel]);
@@ -330,7 +330,7 @@ async fn follows_a_manual_failover() {
     let answer: String = set.sentinels[0].cmd(&["SENTINEL", "FAILOVER", MASTER_NAME]);
     assert_eq!(answer, "OK");
     // tollgate's change listener subscribes on whatever master it follows.
-    let channel = tollgate::store::redis::Keys::new("tollgate:").channel;
+    let channel = tollgate::store::redis::Keys::new("tollgate:", false).channel;
     assert!(
         eventually(Duration::from_secs(15), || async {
             let numsub: Vec<(String, i64)> = set.replica.cmd(&["PUBSUB", "NUMSUB", &channel]);
@@ -436,7 +436,7 @@ async fn wait_replicas_loses_no_acknowledged_count() {
 
 /// The binary refuses what it cannot do, saying why, from flags and from variables.
 #[test]
-fn refuses_cluster_mode_and_sentinel_without_a_master_name() {
+fn refuses_wait_in_cluster_mode_and_sentinel_without_a_master_name() {
     let run = |args: &[&str], envs: &[(&str, &str)]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(args)
@@ -452,10 +452,12 @@ fn refuses_cluster_mode_and_sentinel_without_a_master_name() {
             "cluster",
             "--redis-url",
             "redis://127.0.0.1:1",
+            "--redis-wait-replicas",
+            "1",
         ],
         &[],
     );
-    assert!(err.contains("cluster is not yet supported"), "{err}");
+    assert!(err.contains("--redis-wait-replicas"), "{err}");
     let err = run(
         &["--redis-url", "redis://127.0.0.1:1,redis://127.0.0.1:2"],
         &[("TOLLGATE_REDIS_MODE", "sentinel")],

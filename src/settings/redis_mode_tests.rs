@@ -1,4 +1,5 @@
-//! --redis-mode, --sentinel-master and the --redis-url list: what is refused, and why.
+//! --redis-mode, --sentinel-master and the --redis-url list (sentinels, cluster seed
+//! nodes): what is refused, and why.
 
 use super::*;
 
@@ -17,10 +18,22 @@ fn redis_modes() {
         .validate()
         .unwrap_err();
     assert!(err.contains("--redis-mode sentinel"), "{err}");
-    let err = parse(&["--redis-mode", "cluster", "--redis-url", "redis://a"])
-        .validate()
-        .unwrap_err();
-    assert!(err.contains("not yet supported"), "{err}");
+    assert!(
+        parse(&["--redis-mode", "cluster", "--redis-url", "redis://a"])
+            .validate()
+            .is_ok()
+    );
+    let err = parse(&[
+        "--redis-mode",
+        "cluster",
+        "--redis-url",
+        "redis://a",
+        "--redis-wait-replicas",
+        "1",
+    ])
+    .validate()
+    .unwrap_err();
+    assert!(err.contains("--redis-wait-replicas"), "{err}");
     let err = parse(&["--redis-mode", "sentinel", "--redis-url", "redis://a"])
         .validate()
         .unwrap_err();
@@ -46,4 +59,22 @@ fn redis_modes() {
     assert!(s.validate().is_ok());
     assert_eq!(s.redis_urls(), ["redis://:pw@a:26379", "rediss://b:26379"]);
     assert!(Settings::try_parse_from(["tollgate", "--redis-mode", "ring"]).is_err());
+}
+
+#[test]
+fn cluster_mode_takes_seed_nodes_and_standalone_one_url() {
+    let seeds = "redis://a:7000, redis://b:7000";
+    let s = parse(&["--redis-mode", "cluster", "--redis-url", seeds]);
+    assert_eq!(s.redis_mode, RedisMode::Cluster);
+    assert_eq!(s.redis_urls(), ["redis://a:7000", "redis://b:7000"]);
+    assert!(s.validate().is_ok());
+    assert!(parse(&["--redis-url", seeds]).validate().is_err());
+    assert!(parse(&["--redis-mode", "cluster"]).validate().is_err());
+    let bad = parse(&[
+        "--redis-mode",
+        "cluster",
+        "--redis-url",
+        "redis://a,http://b",
+    ]);
+    assert!(bad.validate().is_err());
 }

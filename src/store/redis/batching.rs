@@ -8,11 +8,13 @@
 //! as one call (at most `MAX_BATCH`), in arrival order. Inside, each op is evaluated
 //! exactly as if sent alone.
 //!
-//! One `Batcher` serves one Redis node (one connection); a cluster store (issue 12) runs
-//! one per shard. In sentinel mode that node is whatever master is current: each call
-//! takes the connection of the master in use (`Master::connection`), so after a
-//! failover the next call goes to the new master, and a call failing the way a failover
-//! makes calls fail (connection lost, `READONLY`, timeout) makes the follower look again.
+//! One `Batcher` serves one Redis node (one connection); a cluster store runs one per
+//! hash slot (`cluster::shards`: a script's declared keys must share a slot), all on
+//! the cluster connection. In sentinel mode that node is whatever master is current:
+//! each call takes the connection of the master in use (`Master::connection`), so after
+//! a failover the next call goes to the new master, and a call failing the way a
+//! failover makes calls fail (connection lost, `READONLY`, timeout) makes the follower
+//! look again.
 //!
 //! With `--redis-wait-replicas N`, a call that admitted a check or applied a usage report
 //! is followed by one `WAIT` on the same connection before those ops are answered; if it

@@ -48,6 +48,31 @@ impl RedisStore {
         let seeds = budget_seeds(old, new).map_err(corrupt)?;
         let lifetime_ms = CompiledConfig::counter_lifetime_of(new).map_err(corrupt)?;
         let counters = self.keys.counters(&old.id);
+        if self.keys.is_cluster() {
+            // The counters live in another slot: the config write leaves them alone and
+            // a second call updates them (cluster::counters).
+            let none: [&str; 0] = [];
+            let written = self
+                .write_script(
+                    &self.scripts.update,
+                    Some(&self.keys.no_counters),
+                    epoch,
+                    |cmd| {
+                        cmd.arg(&old.id)
+                            .arg(old.revision)
+                            .arg(&old_identity)
+                            .arg(&new_identity)
+                            .arg(&json)
+                            .arg(lifetime_ms)
+                            .arg(0)
+                            .arg(&none);
+                    },
+                )
+                .await?;
+            self.update_counters(&counters, lifetime_ms, &seeds, &removed)
+                .await;
+            return Ok(written);
+        }
         self.write_script(&self.scripts.update, Some(&counters), epoch, |cmd| {
             cmd.arg(&old.id)
                 .arg(old.revision)
@@ -71,10 +96,20 @@ impl RedisStore {
     ) -> Result<Written, WriteError> {
         let identity = old.identity();
         let counters = self.keys.counters(&old.id);
-        self.write_script(&self.scripts.delete, Some(&counters), epoch, |cmd| {
-            cmd.arg(&old.id).arg(old.revision).arg(&identity);
-        })
-        .await
+        let in_script = if self.keys.is_cluster() {
+            &self.keys.no_counters
+        } else {
+            &counters
+        };
+        let written = self
+            .write_script(&self.scripts.delete, Some(in_script), epoch, |cmd| {
+                cmd.arg(&old.id).arg(old.revision).arg(&identity);
+            })
+            .await?;
+        if self.keys.is_cluster() {
+            self.drop_counters(&counters).await;
+        }
+        Ok(written)
     }
 
     /// Runs a config script so that a write answered as failed never happens later:
@@ -115,7 +150,7 @@ impl RedisStore {
 
 /// One seed as `config_update.lua` reads it: the target budget's field, length, grid mode
 /// and grid param, then the source budget's.
-fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
+pub(super) fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
     let limit = |cmd: &mut redis::Cmd, spec: &LimitSpec| {
         let (mode, param, _) = spec.grid.map_or((0, 0, 0), |g| g.lua_args());
         cmd.arg(&spec.field).arg(spec.len_ms).arg(mode).arg(param);

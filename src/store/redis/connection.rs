@@ -1,13 +1,16 @@
 //! The Redis master tollgate talks to, swappable. Standalone: one fixed address.
 //! Sentinel: whatever master the sentinels name, followed through failovers
-//! (`sentinel.rs` finds it and calls [`Master::install`]).
+//! (`sentinel.rs` finds it and calls [`Master::install`]). Cluster: one cluster
+//! connection, installed once ([`Master::install_cluster`]), that routes each command
+//! to its slot's master itself.
 //!
 //! Every store call takes its connection from [`RedisStore::connection`] (a cheap clone
-//! of the current master's multiplexed `ConnectionManager`), so a swap takes effect on
+//! of the current master's multiplexed connection), so a swap takes effect on
 //! the next call and never disturbs calls in flight: those finish, or fail over to the
 //! `--on-store-error` answer, on the old master.
 
 use super::RedisStore;
+use super::cluster::{Conn, LazyCluster};
 use super::replication::ReplicaWaits;
 use crate::store::StoreError;
 use arc_swap::ArcSwapOption;
@@ -35,7 +38,7 @@ pub(super) struct Master {
 struct Current {
     addr: String,
     client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
     /// Per connection: a `WAIT` only covers writes sent on its own connection.
     waits: Arc<ReplicaWaits>,
 }
@@ -55,6 +58,21 @@ impl Master {
 
     /// Makes `conn` (to `client`, at `addr`) the master every next call uses.
     pub(super) fn install(&self, addr: String, client: redis::Client, conn: ConnectionManager) {
+        self.set(addr, client, Conn::Single(conn));
+    }
+
+    /// Cluster mode: every call goes through `cluster` (`addr`: its seed nodes, `client`:
+    /// the first seed's).
+    pub(super) fn install_cluster(
+        &self,
+        addr: String,
+        client: redis::Client,
+        cluster: Arc<LazyCluster>,
+    ) {
+        self.set(addr, client, Conn::Cluster(cluster));
+    }
+
+    fn set(&self, addr: String, client: redis::Client, conn: Conn) {
         let waits = Arc::new(ReplicaWaits::new(self.wait_replicas, self.wait_timeout));
         self.current.store(Some(Arc::new(Current {
             addr,
@@ -136,12 +154,11 @@ fn moved(e: &RedisError) -> bool {
         || e.to_string().contains("READONLY")
 }
 
-/// A connection to the current master: a `ConnectionManager` (it derefs to one, so
-/// script helpers taking `&mut ConnectionManager` accept it) that also knows how to
-/// wait for this master's replicas.
+/// A connection to the current master (or the cluster connection) that also knows how
+/// to wait for this master's replicas.
 #[derive(Clone)]
 pub struct MasterConnection {
-    conn: ConnectionManager,
+    conn: Conn,
     waits: Arc<ReplicaWaits>,
 }
 
@@ -153,19 +170,6 @@ impl MasterConnection {
     pub async fn wait_for_replicas(&mut self) -> Result<(), StoreError> {
         let waits = self.waits.clone();
         waits.after_write(&mut self.conn).await
-    }
-}
-
-impl std::ops::Deref for MasterConnection {
-    type Target = ConnectionManager;
-    fn deref(&self) -> &ConnectionManager {
-        &self.conn
-    }
-}
-
-impl std::ops::DerefMut for MasterConnection {
-    fn deref_mut(&mut self) -> &mut ConnectionManager {
-        &mut self.conn
     }
 }
 

@@ -23,7 +23,11 @@ impl RedisStore {
     /// Sends `op` with a deadline on Redis's clock, past which it changes nothing.
     async fn run_op(&self, mut op: Op) -> Result<OpAnswer, StoreError> {
         op.deadline = self.clock.deadline(super::clock::local_ms(), self.timeout);
-        match self.batcher.run(op, self.timeout).await? {
+        let answer = match &self.shards {
+            Some(shards) => shards.run(op, self.timeout).await?,
+            None => self.batcher.run(op, self.timeout).await?,
+        };
+        match answer {
             OpAnswer::Late => Err(StoreError::Timeout(self.timeout)),
             answer => Ok(answer),
         }
@@ -85,6 +89,17 @@ impl RedisStore {
         if configs.is_empty() {
             return Ok((chrono::Utc::now().timestamp_millis(), Vec::new()));
         }
+        if self.shards.is_some() {
+            return self.read_usage_by_slot(configs).await;
+        }
+        self.read_usage_call(configs).await
+    }
+
+    /// One `read_usage.lua` call over `configs` (all in one slot on Redis Cluster).
+    pub(super) async fn read_usage_call(
+        &self,
+        configs: &[&CompiledConfig],
+    ) -> Result<(i64, Vec<Vec<LimitUsage>>), StoreError> {
         let fill = |cmd: &mut redis::Cmd| {
             cmd.arg(configs.len());
             self.counter_keys(cmd, configs);

@@ -1,4 +1,5 @@
-//! Config-change notifications over pub/sub, on whichever master is current.
+//! Config-change notifications over pub/sub, on whichever master is current (or any
+//! node of a Redis Cluster).
 
 use super::connection::Master;
 use futures_util::StreamExt;
@@ -17,11 +18,26 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// periodic version poll covers the rest. When the master changes (sentinel failover)
 /// it subscribes on the new one: the old one may be dead, or a replica that no longer
 /// hears the writes.
-pub(super) async fn listen_for_changes(master: Arc<Master>, channel: String, changes: Arc<Notify>) {
+///
+/// `cluster_seeds`: on Redis Cluster, the seed nodes, tried in turn (a cluster carries
+/// every `PUBLISH` to every node, so any node will do); empty otherwise.
+pub(super) async fn listen_for_changes(
+    master: Arc<Master>,
+    cluster_seeds: Vec<redis::Client>,
+    channel: String,
+    changes: Arc<Notify>,
+) {
     let mut moved = master.changes();
+    let mut attempt = 0usize;
     'follow: loop {
         moved.borrow_and_update();
-        let Some(client) = master.client() else {
+        let client = if cluster_seeds.is_empty() {
+            master.client()
+        } else {
+            attempt = attempt.wrapping_add(1);
+            Some(cluster_seeds[attempt % cluster_seeds.len()].clone())
+        };
+        let Some(client) = client else {
             // Sentinel mode before the first discovery.
             let _ = tokio::time::timeout(PING_EVERY, moved.changed()).await;
             continue;

@@ -10,6 +10,7 @@
 
 mod batching;
 mod clock;
+mod cluster;
 mod config_plane;
 mod config_sync;
 mod connection;
@@ -19,6 +20,7 @@ mod hot_path;
 mod keys;
 mod listener;
 pub mod ops;
+mod options;
 mod replication;
 pub mod scripts;
 mod sentinel;
@@ -29,9 +31,11 @@ pub use self::batching::MAX_BATCH;
 pub use self::health::{EvictionRisk, evicting_message, eviction_risk};
 
 pub use self::keys::Keys;
+pub use self::options::{RedisOptions, Topology};
 
 use self::batching::Batcher;
 use self::clock::ClockOffset;
+use self::cluster::{LazyCluster, Shards};
 use self::connection::Master;
 use self::decode::{corrupt, unavailable};
 use self::scripts::{Lua, Scripts};
@@ -52,56 +56,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Where the master is.
-#[derive(Debug, Clone, Default)]
-pub enum Topology {
-    /// `url` is the one Redis.
-    #[default]
-    Standalone,
-    /// `url` lists the sentinels (comma-separated); `master` is the name they know the
-    /// master by (`sentinel monitor <name> ...`).
-    Sentinel {
-        master: String,
-        /// The master's credentials; None: those of the sentinel URL; empty: none.
-        master_username: Option<String>,
-        master_password: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    pub url: String,
-    pub topology: Topology,
-    pub key_prefix: String,
-    /// Bound on one hot-path call (check, usage report, ping, single config ops).
-    pub timeout: Duration,
-    /// Bound on loading every config.
-    pub bulk_timeout: Duration,
-    /// Run on a Redis whose `maxmemory-policy` is `allkeys-*` (it may evict configs).
-    pub allow_evicting: bool,
-    /// Replicas a budget-changing write waits for (`WAIT`); 0: none.
-    pub wait_replicas: u32,
-}
-
-impl RedisOptions {
-    /// One Redis at `url`, with the defaults tollgate runs with.
-    pub fn standalone(url: &str, key_prefix: &str, timeout: Duration) -> Self {
-        RedisOptions {
-            url: url.to_string(),
-            topology: Topology::Standalone,
-            key_prefix: key_prefix.to_string(),
-            timeout,
-            bulk_timeout: (timeout * 20).max(Duration::from_secs(5)),
-            allow_evicting: false,
-            wait_replicas: 0,
-        }
-    }
-}
-
 pub struct RedisStore {
     master: Arc<Master>,
     clock: Arc<ClockOffset>,
     batcher: Batcher,
+    /// Redis Cluster: checks and usage reports split by slot (instead of `batcher`).
+    shards: Option<Shards>,
     keys: Keys,
     scripts: Scripts,
     timeout: Duration,
@@ -128,6 +88,15 @@ impl RedisStore {
     /// demand, so tollgate starts (not ready) and recovers by itself. In sentinel mode the
     /// master is looked for in the background (`wait_for_master`).
     pub fn connect(options: RedisOptions) -> Result<Self, String> {
+        let urls: Vec<String> = options
+            .url
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err("no redis URL".into());
+        }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(options.bulk_timeout))
@@ -137,6 +106,7 @@ impl RedisStore {
             .set_number_of_retries(0);
         let master = Arc::new(Master::new(options.wait_replicas, options.timeout));
         let mut tasks = Vec::new();
+        let mut cluster_seeds = Vec::new();
         match &options.topology {
             Topology::Standalone => {
                 let client = redis::Client::open(options.url.as_str())
@@ -153,12 +123,6 @@ impl RedisStore {
                 master_username,
                 master_password,
             } => {
-                let urls: Vec<String> = options
-                    .url
-                    .split(',')
-                    .map(|u| u.trim().to_string())
-                    .filter(|u| !u.is_empty())
-                    .collect();
                 let sentinels = Arc::new(Sentinels::parse(
                     &urls,
                     name,
@@ -176,11 +140,32 @@ impl RedisStore {
                     sentinels,
                 )));
             }
+            Topology::Cluster => {
+                if options.wait_replicas > 0 {
+                    return Err("--redis-wait-replicas is not supported on Redis Cluster".into());
+                }
+                let cluster = LazyCluster::new(&urls, options.timeout, options.bulk_timeout)?;
+                cluster_seeds = urls
+                    .iter()
+                    .map(|url| {
+                        redis::Client::open(url.as_str())
+                            .map_err(|e| format!("invalid redis URL: {e}"))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let addr = cluster_seeds
+                    .iter()
+                    .map(|c| c.get_connection_info().addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                master.install_cluster(addr, cluster_seeds[0].clone(), Arc::new(cluster));
+            }
         }
-        let keys = Keys::new(&options.key_prefix);
+        let cluster = matches!(options.topology, Topology::Cluster);
+        let keys = Keys::new(&options.key_prefix, cluster);
         let changes = Arc::new(Notify::new());
         tasks.push(tokio::spawn(listener::listen_for_changes(
             master.clone(),
+            cluster_seeds,
             keys.channel.clone(),
             changes.clone(),
         )));
@@ -194,10 +179,13 @@ impl RedisStore {
             options.bulk_timeout,
             clock.clone(),
         );
+        let shards =
+            cluster.then(|| Shards::new(master.clone(), clock.clone(), options.bulk_timeout));
         Ok(RedisStore {
             master,
             clock,
             batcher,
+            shards,
             keys,
             scripts: Scripts::new(),
             timeout: options.timeout,

@@ -11,7 +11,7 @@
 //! one `WAIT` sent after all of their replies arrived covers them all.
 
 use crate::store::StoreError;
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -50,7 +50,10 @@ impl ReplicaWaits {
     /// Not covered: `ConnectionManager` re-connecting to the *same* master between the
     /// write's reply and the `WAIT` (a fresh connection has no writes to wait for). A
     /// dead master fails the `WAIT` instead, so a crash is covered.
-    pub(super) async fn after_write(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    pub(super) async fn after_write(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+    ) -> Result<(), StoreError> {
         if self.replicas == 0 {
             return Ok(());
         }

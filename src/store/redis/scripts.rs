@@ -1,6 +1,6 @@
 //! The Lua scripts of `lua/` and how they are called: EVALSHA, EVAL when Redis lost them.
 
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind};
 
 /// A script from `lua/`, with the shared prelude it builds on prepended.
@@ -34,6 +34,12 @@ pub const CONFIG_UPDATE: &str = concat!(
     include_str!("../../../lua/lib.lua"),
     "\n",
     lua!("config_lib.lua", "config_update.lua")
+);
+/// Cluster only: a config update's changes to its counters, in their own slot.
+pub const COUNTERS_UPDATE: &str = concat!(
+    include_str!("../../../lua/lib.lua"),
+    "\n",
+    include_str!("../../../lua/counters_update.lua")
 );
 pub const CONFIG_DELETE: &str = lua!("config_lib.lua", "config_delete.lua");
 pub const CONFIG_SYNC: &str = lua!("config_lib.lua", "config_sync.lua");
@@ -104,7 +110,7 @@ impl Scripts {
 /// and then retrying the EVALSHA, as `redis::Script` does, fails when a flush falls in
 /// between.) `fill` writes straight into the command: no per-argument buffers.
 pub(super) async fn invoke<T: FromRedisValue>(
-    conn: &mut ConnectionManager,
+    conn: &mut impl ConnectionLike,
     lua: &Lua,
     fill: impl Fn(&mut redis::Cmd),
 ) -> redis::RedisResult<T> {

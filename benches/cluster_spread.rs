@@ -1,0 +1,170 @@
+//! Redis CPU per check on each shard of a 3-master Redis Cluster, beside one Redis node:
+//! does the load spread?
+//!
+//! ```text
+//! cargo bench --bench cluster_spread -- [--duration S] [--concurrency N] [--keys N]
+//! ```
+//!
+//! Per topology (one `redis-server`; a cluster of 3 masters, no replicas, so each
+//! master's CPU is its shard's checks alone) it starts an in-process tollgate on it,
+//! creates one config per virtual key (`--keys`, 1,000) with a request and a token limit
+//! too high to deny, then drives `POST /v1/check` for a random virtual key from
+//! `--concurrency` (32) closed-loop workers for `--duration` (10) seconds, and reads each
+//! redis-server's CPU from `/proc/<pid>/stat`. A second pass adds a global config that
+//! every check also matches: one hot slot on one shard, and a cross-shard check (two
+//! script calls) whenever the key's config sits elsewhere. Never run by CI.
+
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Client, RedisServer};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Opts {
+    duration: u64,
+    concurrency: usize,
+    keys: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        duration: 10,
+        concurrency: 32,
+        keys: 1000,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        match pair[0].as_str() {
+            "--duration" => o.duration = pair[1].parse().unwrap(),
+            "--concurrency" => o.concurrency = pair[1].parse().unwrap(),
+            "--keys" => o.keys = pair[1].parse().unwrap(),
+            _ => {}
+        }
+    }
+    o
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+    // utime and stime: fields 14 and 15, i.e. 11 and 12 after the command name.
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn pid_of(port: u16) -> u32 {
+    let info: String = cluster::cmd(port, &["INFO", "server"]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Checks answered, and per redis port its CPU µs per check.
+async fn drive(
+    o: &Opts,
+    url: &str,
+    cluster: bool,
+    ports: &[u16],
+    global: bool,
+) -> (u64, Vec<(u16, f64)>) {
+    let mut s = common::settings();
+    s.redis_url = Some(url.to_string());
+    if cluster {
+        s.redis_mode = tollgate::settings::RedisMode::Cluster;
+    }
+    s.key_prefix = format!("bench{}:", global as u8);
+    let running = tollgate::start(s).await.expect("tollgate starts");
+    let client = Client::new(format!("http://{}", running.addr));
+    let limits = json!({"request_max_limit": 1_000_000_000i64, "request_reset_duration": "1h",
+                        "token_max_limit": 1_000_000_000i64, "token_reset_duration": "1h"});
+    for k in 0..o.keys {
+        client
+            .create(json!({"model_name": "m", "scope": "virtual_key", "scope_id": format!("vk-{k}"), "rate_limit": limits}))
+            .await;
+    }
+    if global {
+        client
+            .create(json!({"model_name": "m", "rate_limit": limits}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pids: Vec<u32> = ports.iter().map(|&p| pid_of(p)).collect();
+    let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(o.duration);
+    let mut workers = Vec::new();
+    for w in 0..o.concurrency {
+        let (client, done, keys) = (client.clone(), done.clone(), o.keys);
+        workers.push(tokio::spawn(async move {
+            let mut i = w * 7919;
+            while Instant::now() < until {
+                i = (i * 1_103_515_245 + 12_345) % (1 << 31);
+                let vk = format!("vk-{}", i % keys);
+                let a = client
+                    .check(json!({"model": "m", "virtual_key": vk, "tokens": 1}))
+                    .await;
+                assert_eq!(a.status, 200, "{:?}", a.body);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let checks = done.load(Ordering::Relaxed);
+    let tick_us = 1e6 / 100.0; // CLK_TCK
+    let per_port = ports
+        .iter()
+        .zip(pids.iter().zip(before))
+        .map(|(&port, (&pid, b))| (port, (cpu_ticks(pid) - b) as f64 * tick_us / checks as f64))
+        .collect();
+    running.stop(Duration::from_secs(1)).await.unwrap();
+    (checks, per_port)
+}
+
+fn print(label: &str, secs: u64, (checks, per_port): &(u64, Vec<(u16, f64)>)) {
+    let total: f64 = per_port.iter().map(|(_, us)| us).sum();
+    let shards: Vec<String> = per_port.iter().map(|(_, us)| format!("{us:.1}")).collect();
+    println!(
+        "| {label} | {:.0} | {} | {total:.1} |",
+        *checks as f64 / secs as f64,
+        shards.join(" / ")
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let o = opts();
+    println!("| topology | checks/s | Redis CPU µs per check, per node | total |");
+    println!("|---|---|---|---|");
+    for global in [false, true] {
+        let what = if global {
+            "key + global config"
+        } else {
+            "key config only"
+        };
+        let single = RedisServer::start();
+        let r = drive(&o, &single.url(), false, &[single.port], global).await;
+        print(&format!("1 node, {what}"), o.duration, &r);
+        let c = cluster::Cluster::start_with_replicas(0);
+        let masters = c.masters();
+        let r = drive(&o, &c.url(), true, &masters, global).await;
+        print(&format!("3 shards, {what}"), o.duration, &r);
+    }
+}

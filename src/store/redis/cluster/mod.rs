@@ -1,0 +1,13 @@
+//! Redis Cluster (`--redis-mode cluster`, SPEC §7): the connection (`conn`), hash slots
+//! (`slot`), checks and usage reports split by slot with cross-shard compensation
+//! (`shards`), and what a config write does to counters in another slot (`counters`).
+//! Key names: `keys.rs`.
+
+mod conn;
+mod counters;
+mod read_usage;
+mod shards;
+mod slot;
+
+pub(crate) use self::conn::{Conn, LazyCluster};
+pub(crate) use self::shards::Shards;

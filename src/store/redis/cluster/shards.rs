@@ -1,0 +1,204 @@
+//! Checks and usage reports on Redis Cluster (SPEC §7): an op whose configs sit in
+//! several hash slots runs as one `batch.lua` call per slot, in parallel.
+//!
+//! Why per slot, not per node: Redis refuses a script whose declared keys span slots
+//! (`CROSSSLOT`, even with `#!lua flags=allow-cross-slot-keys` on 7.0.15, which only
+//! lets a script touch undeclared keys of other local slots); undeclared keys would not
+//! be redirected during a slot migration. So each slot has its own `Batcher`: one call
+//! in flight per slot, coalescing what arrives meanwhile; calls for different slots of
+//! one node travel on the same multiplexed connection.
+//!
+//! Each slot's call is all-or-nothing on its own. A check denied by one slot while other
+//! slots admitted (and consumed) has those reservations given back, by their reservation
+//! time, before it is answered: never over-admitted; a concurrent check that saw the
+//! reservation before the give-back may be denied (counted in
+//! `tollgate_cluster_compensations_total`). A check that failed on any slot (timeout,
+//! error) is given back wherever it consumed, as a fallback-answered check is (SPEC §5).
+//! Usage reports carry a marker per slot (see `keys::usage_markers`), so a retried
+//! report is applied exactly once on every slot, including one that failed part-way.
+
+use super::super::batching::Batcher;
+use super::super::clock::ClockOffset;
+use super::super::connection::Master;
+use super::super::ops::{Op, OpAnswer, OpKind};
+use super::super::scripts::{BATCH, Lua};
+use super::slot::key_slot;
+use crate::metrics as m;
+use crate::store::{CheckOutcome, StoreError, UsageOutcome};
+use futures_util::future::join_all;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) struct Shards {
+    /// The cluster connection (`Master::install_cluster`).
+    master: Arc<Master>,
+    clock: Arc<ClockOffset>,
+    call_timeout: Duration,
+    /// One per slot used so far (each an idle task when unused).
+    batchers: Mutex<HashMap<u16, Arc<Batcher>>>,
+}
+
+/// The part of an op that goes to one slot, and where its configs sat in the op.
+struct Part {
+    slot: u16,
+    op: Op,
+    positions: Vec<usize>,
+}
+
+impl Shards {
+    pub(crate) fn new(
+        master: Arc<Master>,
+        clock: Arc<ClockOffset>,
+        call_timeout: Duration,
+    ) -> Self {
+        Shards {
+            master,
+            clock,
+            call_timeout,
+            batchers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn batcher(&self, slot: u16) -> Arc<Batcher> {
+        self.batchers
+            .lock()
+            .entry(slot)
+            .or_insert_with(|| {
+                Arc::new(Batcher::start(
+                    self.master.clone(),
+                    Lua::new(BATCH),
+                    String::new(),
+                    self.call_timeout,
+                    self.clock.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Runs `op` (its deadline set) on every slot it touches; `timeout` bounds the wait
+    /// for each slot's answer.
+    pub(crate) async fn run(&self, op: Op, timeout: Duration) -> Result<OpAnswer, StoreError> {
+        let parts = split(op);
+        if let [part] = parts.as_slice() {
+            return self.batcher(part.slot).run(part.op.clone(), timeout).await;
+        }
+        let answers = join_all(
+            parts
+                .iter()
+                .map(|p| async { self.batcher(p.slot).run(p.op.clone(), timeout).await }),
+        )
+        .await;
+        let kind = parts[0].op.kind;
+        // Slots where this check consumed: each to give back if the check is not allowed.
+        let consumed: Vec<(u16, Op)> = parts
+            .iter()
+            .zip(&answers)
+            .filter_map(|(p, a)| match a {
+                Ok(OpAnswer::Check(o)) if kind == OpKind::Check && o.allowed => {
+                    Some((p.slot, p.op.give_back(o.now_ms)))
+                }
+                _ => None,
+            })
+            .collect();
+        let failed = answers.iter().find_map(|a| match a {
+            Err(e) => Some(e.clone()),
+            Ok(OpAnswer::Late) => Some(StoreError::Timeout(timeout)),
+            Ok(_) => None,
+        });
+        if let Some(e) = failed {
+            self.give_back(consumed, timeout).await;
+            return Err(e);
+        }
+        let answers: Vec<OpAnswer> = answers.into_iter().map(|a| a.expect("checked")).collect();
+        match kind {
+            OpKind::Check | OpKind::DryRun => {
+                let merged = merge_checks(&parts, &answers)?;
+                if !merged.allowed && !consumed.is_empty() {
+                    metrics::counter!(m::CLUSTER_COMPENSATIONS).increment(1);
+                    self.give_back(consumed, timeout).await;
+                }
+                Ok(OpAnswer::Check(merged))
+            }
+            OpKind::Usage => {
+                let applied = answers.contains(&OpAnswer::Usage(UsageOutcome::Applied));
+                Ok(OpAnswer::Usage(if applied {
+                    UsageOutcome::Applied
+                } else {
+                    UsageOutcome::Duplicate
+                }))
+            }
+            OpKind::GiveBack => Ok(OpAnswer::GaveBack),
+        }
+    }
+
+    /// Gives back what a check consumed on each slot of `consumed`, and waits for it: the
+    /// check is answered only after.
+    async fn give_back(&self, consumed: Vec<(u16, Op)>, timeout: Duration) {
+        let runs = consumed
+            .into_iter()
+            .map(|(slot, op)| async move { self.batcher(slot).run(op, timeout).await });
+        for result in join_all(runs).await {
+            if let Err(e) = result {
+                metrics::counter!(m::STORE_ERRORS, "op" => "give_back", "kind" => e.kind())
+                    .increment(1);
+                tracing::warn!(error = %e, "could not give back a cross-shard reservation");
+            }
+        }
+    }
+}
+
+/// The op's configs grouped by slot, in order of first appearance.
+fn split(op: Op) -> Vec<Part> {
+    let template = Op {
+        configs: Vec::new(),
+        ..op.clone()
+    };
+    let mut parts: Vec<Part> = Vec::new();
+    for (i, config) in op.configs.iter().enumerate() {
+        let slot = key_slot(config.key.as_bytes());
+        match parts.iter_mut().find(|p| p.slot == slot) {
+            Some(p) => {
+                p.op.configs.push(config.clone());
+                p.positions.push(i);
+            }
+            None => parts.push(Part {
+                slot,
+                op: Op {
+                    configs: vec![config.clone()],
+                    ..template.clone()
+                },
+                positions: vec![i],
+            }),
+        }
+    }
+    parts
+}
+
+/// One check's answer from its slots' answers: allowed only if every slot allowed; each
+/// limit's outcome back in the op's order.
+fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, StoreError> {
+    let n_configs: usize = parts.iter().map(|p| p.positions.len()).sum();
+    let mut per_config = vec![Vec::new(); n_configs];
+    let mut allowed = true;
+    let mut now_ms = 0;
+    for (part, answer) in parts.iter().zip(answers) {
+        let OpAnswer::Check(outcome) = answer else {
+            return Err(super::super::decode::corrupt(format_args!(
+                "a check answered {answer:?}"
+            )));
+        };
+        allowed &= outcome.allowed;
+        now_ms = now_ms.max(outcome.now_ms);
+        let mut limits = outcome.limits.iter();
+        for (&pos, config) in part.positions.iter().zip(&part.op.configs) {
+            per_config[pos] = limits.by_ref().take(config.n_limits).cloned().collect();
+        }
+    }
+    Ok(CheckOutcome {
+        allowed,
+        limits: per_config.into_iter().flatten().collect(),
+        now_ms,
+    })
+}
