@@ -82,7 +82,7 @@ async fn drive(
     cluster: bool,
     ports: &[u16],
     global: bool,
-) -> (u64, Vec<(u16, f64)>) {
+) -> (u64, f64, Vec<(u16, f64)>) {
     let mut s = common::settings();
     s.redis_url = Some(url.to_string());
     if cluster {
@@ -104,6 +104,7 @@ async fn drive(
             .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let batches_before = batches(&client).await;
     let pids: Vec<u32> = ports.iter().map(|&p| pid_of(p)).collect();
     let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
     let done = Arc::new(AtomicU64::new(0));
@@ -128,6 +129,9 @@ async fn drive(
         w.await.unwrap();
     }
     let checks = done.load(Ordering::Relaxed);
+    let batches_after = batches(&client).await;
+    let mean_batch =
+        (batches_after.0 - batches_before.0) / (batches_after.1 - batches_before.1).max(1.0);
     let tick_us = 1e6 / 100.0; // CLK_TCK
     let per_port = ports
         .iter()
@@ -135,14 +139,33 @@ async fn drive(
         .map(|(&port, (&pid, b))| (port, (cpu_ticks(pid) - b) as f64 * tick_us / checks as f64))
         .collect();
     running.stop(Duration::from_secs(1)).await.unwrap();
-    (checks, per_port)
+    (checks, mean_batch, per_port)
 }
 
-fn print(label: &str, secs: u64, (checks, per_port): &(u64, Vec<(u16, f64)>)) {
+/// Ops and script calls so far (`tollgate_store_batch_size` sum and count).
+async fn batches(client: &Client) -> (f64, f64) {
+    let text = reqwest::get(client.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    (
+        value("tollgate_store_batch_size_sum"),
+        value("tollgate_store_batch_size_count"),
+    )
+}
+
+fn print(label: &str, secs: u64, (checks, mean_batch, per_port): &(u64, f64, Vec<(u16, f64)>)) {
     let total: f64 = per_port.iter().map(|(_, us)| us).sum();
     let shards: Vec<String> = per_port.iter().map(|(_, us)| format!("{us:.1}")).collect();
     println!(
-        "| {label} | {:.0} | {} | {total:.1} |",
+        "| {label} | {:.0} | {} | {total:.1} | {mean_batch:.1} |",
         *checks as f64 / secs as f64,
         shards.join(" / ")
     );
@@ -151,8 +174,10 @@ fn print(label: &str, secs: u64, (checks, per_port): &(u64, Vec<(u16, f64)>)) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = opts();
-    println!("| topology | checks/s | Redis CPU µs per check, per node | total |");
-    println!("|---|---|---|---|");
+    println!(
+        "| topology | checks/s | Redis CPU µs per check, per node | total | ops per script call |"
+    );
+    println!("|---|---|---|---|---|");
     for global in [false, true] {
         let what = if global {
             "key + global config"
