@@ -10,7 +10,7 @@
 --          existing budget whose current usage it starts with (see budget_seeds in
 --          src/store/mod.rs)
 -- ARGV[12 + 8n…] counter fields to drop (removed budgets)
--- lib.lua is prepended too (before config_lib.lua), for budget_open.
+-- lib.lua is prepended too (before config_lib.lua), for update_counters.
 -- Returns {1, version, epoch} | {0, 'missing' | 'stale' | 'expired' | 'seeding' |
 -- 'epoch'} | {0, 'conflict', other id}.
 
@@ -35,24 +35,5 @@ if ARGV[8] ~= ARGV[7] then
   redis.call('HSET', KEYS[2], ARGV[8], ARGV[5])
 end
 redis.call('HSET', KEYS[1], ARGV[5], ARGV[9])
--- Seeds first: a source may be a budget this update removes.
-local a = 12
-for _ = 1, tonumber(ARGV[11]) do
-  local source = budget_open(redis.call('HGET', KEYS[7], ARGV[a + 4]), now,
-    tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
-  if source.total > 0 then
-    local target = budget_open(redis.call('HGET', KEYS[7], ARGV[a]), now,
-      tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
-    target.total = clamp_used(target.total + source.total)
-    redis.call('HSET', KEYS[7], ARGV[a], budget_encode(target))
-  end
-  a = a + 8
-end
-for i = a, #ARGV do
-  redis.call('HDEL', KEYS[7], ARGV[i])
-end
-local ttl = redis.call('PTTL', KEYS[7])
-if ttl >= 0 and ttl < tonumber(ARGV[10]) then
-  redis.call('PEXPIRE', KEYS[7], ARGV[10])
-end
+update_counters(KEYS[7], 10, now)
 return commit(ARGV[5], false)

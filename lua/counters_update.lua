@@ -9,24 +9,5 @@
 -- ARGV[3 + 8n…] counter fields to drop (removed budgets)
 -- lib.lua is prepended. Returns 1.
 
-local now = now_ms()
-local a = 3
-for _ = 1, tonumber(ARGV[2]) do
-  local source = budget_open(redis.call('HGET', KEYS[1], ARGV[a + 4]), now,
-    tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
-  if source.total > 0 then
-    local target = budget_open(redis.call('HGET', KEYS[1], ARGV[a]), now,
-      tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
-    target.total = clamp_used(target.total + source.total)
-    redis.call('HSET', KEYS[1], ARGV[a], budget_encode(target))
-  end
-  a = a + 8
-end
-for i = a, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl >= 0 and ttl < tonumber(ARGV[1]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-end
+update_counters(KEYS[1], 1, now_ms())
 return 1
