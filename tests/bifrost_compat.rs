@@ -8,25 +8,13 @@
 //! Where Bifrost answers 500 for bad input (validation inside its transaction), tollgate
 //! answers the 4xx that says what is wrong; those cases say so.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Tollgate};
 use serde_json::{Value, json};
 
 const CONFIGS: &str = "/api/governance/model-configs";
-
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Memory).await } )*
-        }
-        mod redis {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Redis).await } )*
-        }
-    };
-}
 
 on_every_store!(
     put_with_every_unset_field_null_changes_nothing,

@@ -1,6 +1,7 @@
 //! The behaviour suite: every scenario runs against the memory store and against a real
 //! Redis (started by the test), through the HTTP API.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Tollgate};
@@ -8,19 +9,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 const CONFIGS: &str = "/api/governance/model-configs";
-
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Memory).await } )*
-        }
-        mod redis {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Redis).await } )*
-        }
-    };
-}
 
 on_every_store!(
     create_get_and_shape,
