@@ -34,15 +34,16 @@ end
 
 -- Idempotency markers of usage reports ------------------------------------------------
 -- A marker is a 10-byte fingerprint (from SHA-256 of the report's identity and request
--- id, computed by tollgate) appended to a short string: field `f` (1 byte) of the hash
--- `<prefix><day>:<b>`, where b and f are other bits of the same hash. 2^20 slots per
--- day keep each string short at any volume (a lookup reads two of them), and several
--- fingerprints share a hash entry, so a marker costs ~10-30 bytes of Redis memory
--- instead of a key of its own. A marker is found on the day it was written and the next,
--- so it is remembered at least 24 h; each day's hashes expire after that. The hashes are
--- named here (the day is Redis's), not passed in KEYS. On Redis Cluster the prefix is a
--- counters key of the call plus ':u:' (see batch.lua), so every day's hashes sit in the
--- slot of that declared key.
+-- id, computed by tollgate) appended to a short string: field `f` (1 byte) of one day's
+-- hash, one of 8,192 per day (`<prefix><day>:<b>`, b and f other bits of the same hash).
+-- 2^20 slots per day keep each string short at any volume, and several fingerprints
+-- share a hash entry, so a marker costs ~10-30 bytes of Redis memory instead of a key of
+-- its own. tollgate names the hashes (and picks the day, from its estimate of Redis's
+-- clock) and declares them in KEYS: the day's, where a new marker is written, and the
+-- day before's and after's, which are only read, so that replicas whose estimates
+-- straddle midnight find each other's markers. Each day's hash expires at the end of
+-- the next day, so a marker is remembered at least 24 h. On Redis Cluster the prefix is
+-- the report's first counters key in the call plus ':u:' (same slot).
 
 local FP = 10
 
@@ -61,27 +62,27 @@ end
 -- so a call that failed part-way is not taken for applied).
 local pending_markers = {}
 
--- true when the marker (b, f, fp) was recorded today or yesterday, else remembers it.
-local function marker_seen(prefix, b, f, fp, now)
-  local day = math.floor(now / DAY_MS)
-  local today = prefix .. string.format('%.0f', day) .. ':' .. b
-  local id = today .. '|' .. f .. fp
-  if pending_markers[id] then return true end
-  local cur = redis.call('HGET', today, f)
+-- true when the marker (f, fp) is in the hash `day` or in `before` or `after` (or was
+-- written by this call), else remembers it in `day`, which expires at `expire` (ms).
+local function marker_seen(day, before, after, f, fp, expire)
+  for _, key in ipairs({ day, before, after }) do
+    if pending_markers[key .. '|' .. f .. fp] then return true end
+  end
+  local cur = redis.call('HGET', day, f)
   if holds(cur, fp) then return true end
-  local yesterday = prefix .. string.format('%.0f', day - 1) .. ':' .. b
-  if holds(redis.call('HGET', yesterday, f), fp) then return true end
-  local p = pending_markers[today .. '|' .. f]
+  if holds(redis.call('HGET', before, f), fp) then return true end
+  if holds(redis.call('HGET', after, f), fp) then return true end
+  local p = pending_markers[day .. '|' .. f]
   if p then
     p.value = p.value .. fp
   else
     -- A new field may be in a new hash: that one needs its expiry (absolute, so setting
     -- it again is harmless).
-    p = { key = today, field = f, value = (cur or '') .. fp, new = not cur, expire = (day + 2) * DAY_MS + 3600000 }
-    pending_markers[today .. '|' .. f] = p
+    p = { key = day, field = f, value = (cur or '') .. fp, new = not cur, expire = expire }
+    pending_markers[day .. '|' .. f] = p
     pending_markers[#pending_markers + 1] = p
   end
-  pending_markers[id] = true
+  pending_markers[day .. '|' .. f .. fp] = true
   return false
 end
 

@@ -37,6 +37,14 @@ impl ClockOffset {
         sent_ms + self.offset_ms.load(Ordering::Relaxed) + timeout.as_millis() as i64
     }
 
+    /// Redis's clock now, as estimated from here (our own clock until a first sample).
+    pub(super) fn redis_now_ms(&self, local_now_ms: i64) -> i64 {
+        if self.seeded_at_ms.load(Ordering::Relaxed) == 0 {
+            return local_now_ms;
+        }
+        local_now_ms + self.offset_ms.load(Ordering::Relaxed)
+    }
+
     pub(super) fn observe(&self, sent_ms: i64, redis_now_ms: i64, late: bool) {
         let sample = redis_now_ms - sent_ms;
         let seeded = self.seeded_at_ms.load(Ordering::Relaxed);

@@ -74,7 +74,8 @@ impl RedisStore {
             amounts: [0, delta.tokens, delta.cost_nanos],
             reserved_at: delta.reserved_at_ms.unwrap_or(0),
             configs: self.config_refs(configs),
-            marker: request_id.map(Marker::of),
+            marker: request_id
+                .map(|id| Marker::of(id, self.clock.redis_now_ms(super::clock::local_ms()))),
         };
         match self.run_op(op).await? {
             OpAnswer::Usage(outcome) => Ok(outcome),

@@ -46,16 +46,27 @@ pub struct ConfigRef {
 /// Where the idempotency marker of a usage report lives (see `lua/usage.lua`): a hash of
 /// the day (one of 8192), a field of it (one of 128), and a 10-byte fingerprint, all
 /// from SHA-256 of the report's identity and request id.
+///
+/// The day is chosen here, from this replica's estimate of Redis's clock, because the
+/// hashes are declared in the script's KEYS (on Redis Cluster only declared keys follow
+/// their slot through a migration). The script looks in the day before and after too,
+/// so two replicas whose estimates straddle midnight still find each other's markers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
     pub bucket: u16,
     pub field: u8,
     pub fingerprint: [u8; 10],
+    /// Days since the Unix epoch, on Redis's clock as this replica estimates it.
+    pub day: i64,
 }
 
+/// A day of markers, in ms.
+pub const MARKER_DAY_MS: i64 = 86_400_000;
+
 impl Marker {
-    /// `scoped_id` is the report's identity and request id (`store::scoped_request_id`).
-    pub fn of(scoped_id: &str) -> Self {
+    /// `scoped_id` is the report's identity and request id (`store::scoped_request_id`);
+    /// `redis_now_ms` this replica's estimate of Redis's clock.
+    pub fn of(scoped_id: &str, redis_now_ms: i64) -> Self {
         let h = Sha256::digest(scoped_id.as_bytes());
         let mut fingerprint = [0u8; 10];
         fingerprint.copy_from_slice(&h[3..13]);
@@ -63,7 +74,19 @@ impl Marker {
             bucket: u16::from_le_bytes([h[0], h[1]]) & 0x1fff,
             field: h[2] & 0x7f,
             fingerprint,
+            day: redis_now_ms.div_euclid(MARKER_DAY_MS),
         }
+    }
+
+    /// The hashes of the day before, the day, and the day after (in that order) under
+    /// `base` (see `Keys::usage_markers`).
+    fn keys(&self, base: &str) -> [String; 3] {
+        [-1, 0, 1].map(|d| format!("{base}{}:{}", self.day + d, self.bucket))
+    }
+
+    /// When the day's hash may go: the end of the next day, plus an hour of slack.
+    fn expires_at_ms(&self) -> i64 {
+        (self.day + 2) * MARKER_DAY_MS + 3_600_000
     }
 }
 
@@ -106,8 +129,18 @@ impl Op {
         self.configs.iter().map(|c| c.n_limits).sum()
     }
 
-    fn encode(&self, index: &HashMap<&str, u16>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(48 + 2 * self.configs.len() + 14);
+    /// Where this op's marker hashes live: `marker_base`, or on Redis Cluster (empty
+    /// base) beside the counters of the op's first config, in their slot.
+    fn marker_keys(&self, marker_base: &str) -> Option<[String; 3]> {
+        let marker = self.marker.as_ref()?;
+        Some(match (marker_base, self.configs.first()) {
+            ("", Some(first)) => marker.keys(&format!("{}:u:", first.key)),
+            (base, _) => marker.keys(base),
+        })
+    }
+
+    fn encode(&self, index: &HashMap<&str, u16>, marker_base: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48 + 2 * self.configs.len() + 26);
         out.push(self.kind.code());
         for v in [
             self.deadline,
@@ -122,65 +155,99 @@ impl Op {
         for c in &self.configs {
             out.extend_from_slice(&index[c.key.as_str()].to_le_bytes());
         }
-        match &self.marker {
-            Some(m) => {
+        match (&self.marker, self.marker_keys(marker_base)) {
+            (Some(m), Some(keys)) => {
                 out.push(1);
-                out.extend_from_slice(&m.bucket.to_le_bytes());
+                for key in &keys {
+                    out.extend_from_slice(&index[key.as_str()].to_le_bytes());
+                }
                 out.push(m.field);
                 out.extend_from_slice(&m.fingerprint);
+                out.extend_from_slice(&(m.expires_at_ms() as f64).to_le_bytes());
             }
-            None => out.push(0),
+            _ => out.push(0),
         }
         out
     }
 }
 
-/// Each config the ops touch, once, and its position in KEYS (from 1).
-fn distinct_configs<'a>(
-    ops: impl Iterator<Item = &'a Op>,
-) -> (HashMap<&'a str, u16>, Vec<&'a ConfigRef>) {
-    let mut index: HashMap<&str, u16> = HashMap::new();
-    let mut configs: Vec<&ConfigRef> = Vec::new();
-    for op in ops {
-        for c in &op.configs {
-            index.entry(c.key.as_str()).or_insert_with(|| {
-                configs.push(c);
-                configs.len() as u16
+/// Every key one `batch.lua` call declares, each once, with its position in KEYS (from
+/// 1): the counters of each config the ops touch, then the marker hashes of their
+/// usage reports.
+struct CallKeys<'a> {
+    index: HashMap<&'a str, u16>,
+    configs: Vec<&'a ConfigRef>,
+    markers: Vec<&'a str>,
+}
+
+impl<'a> CallKeys<'a> {
+    fn of<'o: 'a>(ops: impl Iterator<Item = &'o Op>, markers: &'a [[String; 3]]) -> Self {
+        let mut index: HashMap<&str, u16> = HashMap::new();
+        let mut configs: Vec<&ConfigRef> = Vec::new();
+        for op in ops {
+            for c in &op.configs {
+                index.entry(c.key.as_str()).or_insert_with(|| {
+                    configs.push(c);
+                    configs.len() as u16
+                });
+            }
+        }
+        let mut marker_keys: Vec<&str> = Vec::new();
+        for key in markers.iter().flatten() {
+            let next = (configs.len() + marker_keys.len() + 1) as u16;
+            index.entry(key.as_str()).or_insert_with(|| {
+                marker_keys.push(key);
+                next
             });
         }
+        CallKeys {
+            index,
+            configs,
+            markers: marker_keys,
+        }
     }
-    (index, configs)
+}
+
+/// The marker hashes of every op that carries a marker.
+fn marker_keys<'a>(marker_base: &str, ops: impl Iterator<Item = &'a Op>) -> Vec<[String; 3]> {
+    ops.filter_map(|op| op.marker_keys(marker_base)).collect()
 }
 
 /// The KEYS and ARGV of one `batch.lua` call carrying `ops` (for benchmarks and tests
 /// that call the script directly).
-pub fn batch_parts(marker_prefix: &str, ops: &[Op]) -> (Vec<String>, Vec<Vec<u8>>) {
-    let (index, configs) = distinct_configs(ops.iter());
-    let keys = configs.iter().map(|c| c.key.clone()).collect();
-    let mut args = vec![marker_prefix.as_bytes().to_vec()];
-    args.extend(configs.iter().map(|c| c.limits.to_vec()));
-    args.extend(ops.iter().map(|op| op.encode(&index)));
-    (keys, args)
+pub fn batch_parts(marker_base: &str, ops: &[Op]) -> (Vec<String>, Vec<Vec<u8>>) {
+    let markers = marker_keys(marker_base, ops.iter());
+    let keys = CallKeys::of(ops.iter(), &markers);
+    let mut names: Vec<String> = keys.configs.iter().map(|c| c.key.clone()).collect();
+    names.extend(keys.markers.iter().map(|k| k.to_string()));
+    let mut args = vec![keys.configs.len().to_string().into_bytes()];
+    args.extend(keys.configs.iter().map(|c| c.limits.to_vec()));
+    args.extend(ops.iter().map(|op| op.encode(&keys.index, marker_base)));
+    (names, args)
 }
 
 /// Writes the keys and arguments of one `batch.lua` call carrying `ops` (after the
-/// script, starting with the number of keys): each config once, however many ops use it.
+/// script, starting with the number of keys): each key once, however many ops use it.
 pub fn fill_batch<'a>(
     cmd: &mut redis::Cmd,
-    marker_prefix: &str,
+    marker_base: &str,
     ops: impl Iterator<Item = &'a Op> + Clone,
 ) {
-    let (index, configs) = distinct_configs(ops.clone());
-    cmd.arg(configs.len());
-    for c in &configs {
+    let markers = marker_keys(marker_base, ops.clone());
+    let keys = CallKeys::of(ops.clone(), &markers);
+    cmd.arg(keys.configs.len() + keys.markers.len());
+    for c in &keys.configs {
         cmd.arg(&c.key);
     }
-    cmd.arg(marker_prefix);
-    for c in &configs {
+    for m in &keys.markers {
+        cmd.arg(*m);
+    }
+    cmd.arg(keys.configs.len());
+    for c in &keys.configs {
         cmd.arg(&*c.limits);
     }
     for op in ops {
-        cmd.arg(op.encode(&index));
+        cmd.arg(op.encode(&keys.index, marker_base));
     }
 }
 
@@ -243,10 +310,56 @@ mod tests {
 
     #[test]
     fn markers_of_two_identities_with_one_request_id_differ() {
-        let a = Marker::of("m|p|vk-1|u|req-1");
-        let b = Marker::of("m|p|vk-2|u|req-1");
+        let now = 1_795_000_000_000;
+        let a = Marker::of("m|p|vk-1|u|req-1", now);
+        let b = Marker::of("m|p|vk-2|u|req-1", now);
         assert_ne!(a, b);
-        assert_eq!(a, Marker::of("m|p|vk-1|u|req-1"));
+        assert_eq!(a, Marker::of("m|p|vk-1|u|req-1", now));
         assert!(a.bucket < 8192 && a.field < 128);
+        assert_eq!(a.day, now / MARKER_DAY_MS);
+    }
+
+    fn report(keys: &[&str], request_id: &str) -> Op {
+        Op {
+            kind: OpKind::Usage,
+            deadline: 0,
+            amounts: [0, 5, 0],
+            reserved_at: 0,
+            configs: keys
+                .iter()
+                .map(|k| ConfigRef {
+                    key: k.to_string(),
+                    limits: Arc::from(&b""[..]),
+                    n_limits: 0,
+                })
+                .collect(),
+            marker: Some(Marker::of(request_id, 3 * MARKER_DAY_MS + 5)),
+        }
+    }
+
+    #[test]
+    fn marker_hashes_are_declared_after_the_counters() {
+        let ops = [report(&["p:c:a", "p:c:b"], "r1"), report(&["p:c:b"], "r2")];
+        let (keys, args) = batch_parts("p:u:", &ops);
+        assert_eq!(&keys[..2], ["p:c:a", "p:c:b"]);
+        assert_eq!(args[0], b"2", "ARGV[1] counts the counters keys");
+        let m = ops[0].marker.unwrap();
+        for day in [2, 3, 4] {
+            let key = format!("p:u:{day}:{}", m.bucket);
+            assert!(keys.contains(&key), "{key} declared in {keys:?}");
+        }
+        assert!(keys.len() <= 2 + 6);
+    }
+
+    #[test]
+    fn cluster_marker_hashes_sit_in_the_slot_of_the_first_counters() {
+        let ops = [report(&["p:c:{a}", "p:c:{b}"], "r1")];
+        let (keys, _) = batch_parts("", &ops);
+        let m = ops[0].marker.unwrap();
+        assert_eq!(keys.len(), 5);
+        for key in &keys[2..] {
+            assert!(key.starts_with("p:c:{a}:u:"), "{key}");
+        }
+        assert!(keys.contains(&format!("p:c:{{a}}:u:3:{}", m.bucket)));
     }
 }
