@@ -67,7 +67,7 @@ pub fn parse(line: &str) -> Option<Logged> {
     let open = line.find('[')?;
     let close = open + line[open..].find(']')?;
     let client = line[open + 1..close].split(' ').nth(1)?.to_string();
-    let bytes = line[close + 1..].as_bytes();
+    let bytes = &line.as_bytes()[close + 1..];
     let mut args = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
