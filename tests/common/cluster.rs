@@ -188,14 +188,29 @@ impl Cluster {
     /// Moves `slot` from master `from` to master `to` with its keys, as
     /// `redis-cli --cluster reshard` does: IMPORTING, MIGRATING, MIGRATE, then NODE.
     pub fn migrate_slot(&self, slot: u16, from: u16, to: u16) {
+        self.migrate_slot_paced(slot, from, to, 100, Duration::ZERO);
+    }
+
+    /// `migrate_slot`, `per_call` keys per MIGRATE with `pause` between calls, so that
+    /// clients meet the slot half moved (ASK, TRYAGAIN) for a while.
+    pub fn migrate_slot_paced(
+        &self,
+        slot: u16,
+        from: u16,
+        to: u16,
+        per_call: usize,
+        pause: Duration,
+    ) {
         let (s, from_id, to_id) = (slot.to_string(), self.node_id(from), self.node_id(to));
         let _: () = cmd(to, &["CLUSTER", "SETSLOT", &s, "IMPORTING", &from_id]).unwrap();
         let _: () = cmd(from, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &to_id]).unwrap();
+        let count = per_call.to_string();
         loop {
-            let keys: Vec<String> = cmd(from, &["CLUSTER", "GETKEYSINSLOT", &s, "100"]).unwrap();
+            let keys: Vec<String> = cmd(from, &["CLUSTER", "GETKEYSINSLOT", &s, &count]).unwrap();
             if keys.is_empty() {
                 break;
             }
+            std::thread::sleep(pause);
             let mut migrate = redis::cmd("MIGRATE");
             migrate
                 .arg("127.0.0.1")
@@ -215,6 +230,56 @@ impl Cluster {
         }
         let agreed = wait(Duration::from_secs(10), || self.master_of(slot) == to);
         assert!(agreed, "every node learnt that slot {slot} moved");
+    }
+
+    /// The lowest slot master `port` serves, as the nodes agree.
+    pub fn lowest_slot(&self, port: u16) -> Option<u16> {
+        let slots = cmd::<Vec<redis::Value>>(port, &["CLUSTER", "SLOTS"]).ok()?;
+        let num = |v: &redis::Value| match v {
+            redis::Value::Int(i) => *i,
+            _ => -1,
+        };
+        slots
+            .iter()
+            .filter_map(|range| match range {
+                redis::Value::Array(items) => match &items[2] {
+                    redis::Value::Array(m) if num(&m[1]) == port as i64 => Some(num(&items[0])),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .min()
+            .map(|s| s as u16)
+    }
+
+    /// `redis-cli --cluster reshard`: moves the `slots` lowest slots of master `from` to
+    /// master `to`, keys included (MIGRATE in pipelines of 10, never replacing a key the
+    /// target already has). Its output, and whether it succeeded.
+    pub fn reshard(&self, from: u16, to: u16, slots: usize) -> (bool, String) {
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Until every node agrees on who serves `slot` (after a move or a failover).
+    pub fn wait_settled(&self, slot: u16) -> u16 {
+        let mut master = 0;
+        let settled = wait(Duration::from_secs(15), || {
+            master = self.master_of(slot);
+            master != 0
+        });
+        assert!(settled, "the nodes never agreed on slot {slot}'s master");
+        master
     }
 }
 
