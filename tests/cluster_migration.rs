@@ -22,10 +22,13 @@ const TOKENS: i64 = 3;
 const WORKERS: usize = 6;
 
 async fn fleet(c: &Cluster) -> Vec<Process> {
-    let url = c.url();
+    fleet_at(&c.url()).await
+}
+
+async fn fleet_at(url: &str) -> Vec<Process> {
     let args = [
         "--redis-url",
-        url.as_str(),
+        url,
         "--redis-mode",
         "cluster",
         "--store-timeout-ms",
@@ -112,8 +115,8 @@ async fn drive(procs: &[Process], stop: Arc<AtomicBool>) -> Traffic {
             out
         }));
     }
-    for w in 0..2 {
-        let (client, stop) = (clients[w].clone(), stop.clone());
+    for client in clients.iter().take(2) {
+        let (client, stop) = (client.clone(), stop.clone());
         let (admitted, failed) = (admitted.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -298,7 +301,8 @@ async fn reports_retried_while_their_slot_moves_count_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reports_retried_through_a_master_failover_count_once() {
     let c = Arc::new(std::sync::Mutex::new(Cluster::start()));
-    let procs = fleet(&c.lock().unwrap()).await;
+    let url = c.lock().unwrap().url();
+    let procs = fleet_at(&url).await;
     let client = procs[0].client.clone();
     let hot = client.create(hot_config()).await;
     let global = client.create(global_config()).await;
