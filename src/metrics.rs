@@ -24,6 +24,8 @@ pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
 pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
+pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
+pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -47,6 +49,8 @@ pub const ALL: &[&str] = &[
     STORE_BATCH_SIZE,
     STORE_GIVE_BACKS,
     CLUSTER_COMPENSATIONS,
+    REDIS_WAIT_SHORTFALLS,
+    REDIS_WAIT_SHORT,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -156,6 +160,14 @@ fn describe() {
     describe_counter!(
         RLS_REQUESTS,
         "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
+    );
+    describe_counter!(
+        REDIS_WAIT_SHORTFALLS,
+        "--redis-wait-replicas: checks and usage reports answered although fewer replicas than asked confirmed their write (kept counted on the master)."
+    );
+    describe_gauge!(
+        REDIS_WAIT_SHORT,
+        "--redis-wait-replicas: 1 while the master's replicas do not confirm writes (WAIT falls short), else 0."
     );
     describe_counter!(
         CLUSTER_COMPENSATIONS,

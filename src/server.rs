@@ -123,6 +123,9 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
                 }
                 Ok(()) => {}
             }
+            if let Err(e) = store.check_replica_count().await {
+                tracing::debug!(error = %e, "cannot count Redis's replicas yet; /ready will");
+            }
             start_with(store, &settings, settings.state_file.clone()).await
         }
         None => {

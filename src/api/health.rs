@@ -26,6 +26,11 @@ pub struct Readiness {
     /// Configs in this replica's snapshot.
     pub configs: usize,
     pub snapshot_age_seconds: f64,
+    /// `--redis-wait-replicas`: absent when writes are confirmed (or the option is off);
+    /// else why they are not. Still ready: checks are answered and counted on the master,
+    /// only a failover could lose them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<String>,
 }
 
 #[utoipa::path(
@@ -62,6 +67,7 @@ pub async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoRespons
         snapshot_loaded,
         configs: app.snapshot().len(),
         snapshot_age_seconds: app.snapshot_age().as_secs_f64(),
+        replication: app.store.replication_shortfall(),
     };
     let status = if ready {
         StatusCode::OK

@@ -235,6 +235,12 @@ pub trait Store: Send + Sync + 'static {
     /// Notified when another replica may have changed configs.
     fn changes(&self) -> Arc<Notify>;
 
+    /// Why writes are not confirmed on the replicas asked for (`--redis-wait-replicas`),
+    /// while that is so: the store works, with less protection against a failover.
+    fn replication_shortfall(&self) -> Option<String> {
+        None
+    }
+
     /// The store's time (Redis `TIME`). Configs are stamped with it, so a budget grid
     /// anchored at a config's creation runs on the clock the scripts count with, whatever
     /// the clock of the replica that wrote it.

@@ -17,9 +17,11 @@
 //! look again.
 //!
 //! With `--redis-wait-replicas N`, a call that admitted a check or applied a usage report
-//! is followed by one `WAIT` on the same connection before those ops are answered; if it
-//! fails, they fail (answered by `--on-store-error`), and the checks among them are
-//! given back like any check answered by the fallback.
+//! is followed by one `WAIT` on the same connection before those ops are answered. Their
+//! callers wait for it beyond their store timeout (which bounds Redis's answer, not the
+//! replication): a check Redis admitted is never answered by the fallback and then
+//! given back because a replica was slow. A `WAIT` that falls short leaves them answered
+//! as Redis decided, and counted (`replication`).
 //!
 //! A check whose caller stopped waiting (it answered by `--on-store-error`) but that
 //! Redis ran in time and admitted is given back here, by its reservation time, in the
@@ -29,11 +31,13 @@ use super::clock::{ClockOffset, local_ms};
 use super::connection::Master;
 use super::decode::unavailable;
 use super::ops::{Op, OpAnswer, OpKind, decode_batch, fill_batch};
+use super::replication::Replicated;
 use super::scripts::{Lua, invoke};
 use crate::metrics as m;
 use crate::store::{StoreError, UsageOutcome};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +50,9 @@ struct Pending {
     op: Op,
     /// None for give-backs: nobody waits for them.
     reply: Option<Reply>,
+    /// Set (in ms) once Redis answered this op and its `WAIT` is under way: how much
+    /// longer than its store timeout the caller waits for it.
+    replicating: Arc<AtomicU64>,
 }
 
 pub(super) struct Batcher {
@@ -87,18 +94,29 @@ impl Batcher {
     /// Queues `op` and waits up to `timeout` for its answer. If none came in time and
     /// Redis still runs the check in time and consumes, the worker gives it back.
     pub(super) async fn run(&self, op: Op, timeout: Duration) -> Result<OpAnswer, StoreError> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
+        let replicating = Arc::new(AtomicU64::new(0));
         self.queue
             .send(Pending {
                 op,
                 reply: Some(tx),
+                replicating: replicating.clone(),
             })
             .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(StoreError::Unavailable("store call dropped".into())),
-            Err(_) => Err(StoreError::Timeout(timeout)),
-        }
+        let answer = match tokio::time::timeout(timeout, &mut rx).await {
+            Ok(answer) => answer,
+            // Redis answered in time; its replicas are being waited for.
+            Err(_) => match replicating.load(Ordering::SeqCst) {
+                0 => return Err(StoreError::Timeout(timeout)),
+                extra => {
+                    let extra = Duration::from_millis(extra);
+                    tokio::time::timeout(extra, &mut rx)
+                        .await
+                        .map_err(|_| StoreError::Timeout(timeout + extra))?
+                }
+            },
+        };
+        answer.unwrap_or_else(|_| Err(StoreError::Unavailable("store call dropped".into())))
     }
 }
 
@@ -180,28 +198,50 @@ impl Worker {
             (OpKind::Usage, OpAnswer::Usage(u)) => *u == UsageOutcome::Applied,
             _ => false,
         };
-        let replicated = if batch.iter().zip(&answers).any(|(p, a)| changed(&p.op, a)) {
+        let changes = batch
+            .iter()
+            .zip(&answers)
+            .filter(|(p, a)| changed(&p.op, a))
+            .count();
+        if changes > 0 {
+            let extra = conn.replication_bound().as_millis() as u64;
+            for (p, a) in batch.iter().zip(&answers) {
+                if changed(&p.op, a) {
+                    p.replicating.store(extra, Ordering::SeqCst);
+                }
+            }
+        }
+        let replicated = if changes > 0 {
             conn.wait_for_replicas().await
         } else {
-            Ok(())
+            Replicated::Confirmed
         };
+        if let Replicated::Short(_) = replicated {
+            metrics::counter!(m::REDIS_WAIT_SHORTFALLS).increment(changes as u64);
+        }
         for (p, answer) in batch.drain(..).zip(answers) {
             let consumed =
                 p.op.kind == OpKind::Check && matches!(&answer, OpAnswer::Check(o) if o.allowed);
             let Some(reply) = p.reply else { continue };
             let answer = match &replicated {
-                Err(e) if changed(&p.op, &answer) => Err(e.clone()),
+                // No answer to the WAIT: the master may be gone, with or without its
+                // replicas having these writes; answered as a store failure, and not
+                // given back (see `replication`).
+                Replicated::Failed(e) if changed(&p.op, &answer) => {
+                    let _ = reply.send(Err(e.clone()));
+                    continue;
+                }
+                // Short or confirmed: as Redis decided, and counted.
                 _ => Ok(answer),
             };
-            let failed = answer.is_err();
-            // A check that failed its WAIT is answered by the fallback: like one whose
-            // caller stopped waiting, it must not stay charged (SPEC §5).
-            if (reply.send(answer).is_err() || failed) && consumed {
-                // The caller answered by policy; Redis charged it anyway.
+            if reply.send(answer).is_err() && consumed {
+                // The caller answered by policy (it stopped waiting before Redis
+                // answered); Redis charged it anyway.
                 metrics::counter!(m::STORE_GIVE_BACKS).increment(1);
                 self.carried.push_back(Pending {
                     op: p.op.give_back(now),
                     reply: None,
+                    replicating: Arc::default(),
                 });
             }
         }

@@ -11,7 +11,7 @@
 
 use super::RedisStore;
 use super::cluster::{Conn, LazyCluster};
-use super::replication::ReplicaWaits;
+use super::replication::{ReplicaWaits, Replicated};
 use crate::store::StoreError;
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -87,6 +87,26 @@ impl Master {
     /// Records why discovery failed; shown while no master is known.
     pub(super) fn not_found(&self, why: &str) {
         *self.not_found.lock() = Some(why.to_string());
+    }
+
+    /// Why writes on the current master are not confirmed by its replicas, if they are
+    /// not (`--redis-wait-replicas`).
+    pub(super) fn replication_shortfall(&self) -> Option<String> {
+        self.current
+            .load()
+            .as_ref()
+            .and_then(|c| c.waits.shortfall())
+    }
+
+    /// Warns once per master when it has fewer connected replicas than `WAIT` asks for.
+    pub(super) fn check_replica_count(&self, connected: u32) {
+        if let Some(c) = self.current.load().as_ref() {
+            c.waits.check_replica_count(connected, &c.addr);
+        }
+    }
+
+    pub(super) fn wait_replicas(&self) -> u32 {
+        self.wait_replicas
     }
 
     pub(super) fn addr(&self) -> Option<String> {
@@ -165,11 +185,16 @@ pub struct MasterConnection {
 impl MasterConnection {
     /// Call after a script call that changed counters (an admitted check, an applied
     /// usage report), on the same connection: with `--redis-wait-replicas N`, returns
-    /// once N replicas hold that write (so a failover cannot lose it), or fails; without
-    /// it, returns at once. Concurrent callers share one `WAIT`.
-    pub async fn wait_for_replicas(&mut self) -> Result<(), StoreError> {
+    /// once N replicas hold that write (so a failover cannot lose it), or says it fell
+    /// short; without it, returns at once. Concurrent callers share one `WAIT`.
+    pub async fn wait_for_replicas(&mut self) -> Replicated {
         let waits = self.waits.clone();
         waits.after_write(&mut self.conn).await
+    }
+
+    /// The longest `wait_for_replicas` takes (zero without the option).
+    pub fn replication_bound(&self) -> Duration {
+        self.waits.bound()
     }
 }
 

@@ -86,6 +86,29 @@ impl RedisStore {
         }
     }
 
+    /// With `--redis-wait-replicas N`: warns (once per master) when the master has fewer
+    /// than N connected replicas, so every `WAIT` would fall short.
+    pub async fn check_replica_count(&self) -> Result<(), StoreError> {
+        if self.master.wait_replicas() == 0 || self.shards.is_some() {
+            return Ok(());
+        }
+        let mut conn = self.connection()?;
+        let info: String = self
+            .bounded(
+                self.timeout,
+                redis::cmd("INFO").arg("replication").query_async(&mut conn),
+            )
+            .await?;
+        let connected = super::replication::parse_connected_replicas(&info);
+        self.master.check_replica_count(connected);
+        Ok(())
+    }
+
+    /// Why writes are not confirmed by N replicas now (`--redis-wait-replicas`).
+    pub fn replication_shortfall(&self) -> Option<String> {
+        self.master.replication_shortfall()
+    }
+
     /// A tiny write that fails while Redis rejects writes (OOM at maxmemory with
     /// noeviction, a read-only replica, MISCONF after a failed snapshot).
     pub async fn probe_writes(&self) -> Result<(), StoreError> {

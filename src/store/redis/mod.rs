@@ -334,6 +334,9 @@ impl Store for RedisStore {
             self.probe_writes().await
         }
         .await;
+        if writable.is_ok() {
+            self.check_replica_count().await?;
+        }
         metrics::gauge!(crate::metrics::STORE_WRITABLE).set(if writable.is_ok() {
             1.0
         } else {
@@ -360,5 +363,9 @@ impl Store for RedisStore {
 
     fn changes(&self) -> Arc<Notify> {
         self.changes.clone()
+    }
+
+    fn replication_shortfall(&self) -> Option<String> {
+        RedisStore::replication_shortfall(self)
     }
 }
