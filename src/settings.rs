@@ -76,10 +76,12 @@ pub struct Settings {
     pub redis_master_username: Option<String>,
 
     /// After each check or usage report that changed counters, wait (Redis `WAIT`) until
-    /// this many replicas have it, so that a master failover cannot lose it; a check whose
-    /// write is not replicated within --store-timeout-ms is answered by --on-store-error.
-    /// 0 (the default) does not wait: counts acknowledged within the replication lag
-    /// before a master crash are lost (README, "Failover loss").
+    /// this many replicas have it, so that a master failover cannot lose it. A write the
+    /// replicas do not confirm within --store-timeout-ms stays answered and counted on
+    /// the master (shown by /ready and tollgate_redis_wait_short); keep
+    /// --store-timeout-ms above the replication round trip + 50 ms. 0 (the default) does
+    /// not wait: counts acknowledged within the replication lag before a master crash
+    /// are lost (README, "Failover loss").
     #[arg(long, env = "TOLLGATE_REDIS_WAIT_REPLICAS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,
