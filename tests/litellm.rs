@@ -14,7 +14,7 @@ mod openai_upstream;
 use common::{Backend, Client, Tollgate, eventually};
 use futures_util::future::join_all;
 use litellm::{KEY_A, KEY_B, Proxy, Reply};
-use openai_upstream::{FAIL_AFTER, Upstream};
+use openai_upstream::Upstream;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,9 @@ fn config(up: &Upstream, tollgate: &str, fail_open: bool) -> String {
              api_base: {base}\n      api_key: sk-upstream\n{extra}"
         )
     };
-    let priced =
-        format!("      input_cost_per_token: {PRICE_IN}\n      output_cost_per_token: {PRICE_OUT}\n");
+    let priced = format!(
+        "      input_cost_per_token: {PRICE_IN}\n      output_cost_per_token: {PRICE_OUT}\n"
+    );
     let models: Vec<String> = [
         group("req", ""),
         group("tok", ""),
@@ -82,7 +83,8 @@ struct Fleet {
     p1: Proxy,
     /// fail_open: false, on tollgate B.
     p2: Proxy,
-    /// Prompt tokens of `messages()` by LiteLLM's counter (the upstream reports the same).
+    /// Prompt tokens of `messages()` as the hook counts them (LiteLLM's `token_counter`),
+    /// learnt from the first reservation; the upstream then reports the same.
     prompt: u64,
 }
 
@@ -96,12 +98,9 @@ impl Fleet {
             config(&up, &tollgate_a.base, true),
             config(&up, &b.base, false),
         );
-        let counting = tokio::task::spawn_blocking(|| litellm::prompt_tokens("openai/tok", &messages()));
         let started = Instant::now();
         let (p1, p2) = tokio::join!(Proxy::start("p1", &c1), Proxy::start("p2", &c2));
         eprintln!("two LiteLLM proxies ready in {:?}", started.elapsed());
-        let prompt = counting.await.unwrap();
-        up.set_prompt_tokens(prompt);
         Fleet {
             tollgate_a,
             tollgate_b: Some(tollgate_b),
@@ -109,7 +108,7 @@ impl Fleet {
             up,
             p1,
             p2,
-            prompt,
+            prompt: 0,
         }
     }
 
@@ -117,7 +116,11 @@ impl Fleet {
     async fn create(&self, config: Value) -> String {
         let id = self.tollgate_a.create(config).await;
         let seen = eventually(Duration::from_secs(3), || async {
-            self.b.get(&format!("/api/governance/model-configs/{id}")).await.status == 200
+            self.b
+                .get(&format!("/api/governance/model-configs/{id}"))
+                .await
+                .status
+                == 200
         });
         assert!(seen.await, "replica B sees config {id}");
         // The snapshot that checks read is refreshed on the same poll; give it one.
@@ -176,7 +179,10 @@ fn statuses(replies: &[Reply]) -> (usize, usize) {
         ok + limited,
         replies.len(),
         "only 200 and 429: {:?}",
-        replies.iter().map(|r| (r.status, &r.text)).collect::<Vec<_>>()
+        replies
+            .iter()
+            .map(|r| (r.status, &r.text))
+            .collect::<Vec<_>>()
     );
     (ok, limited)
 }
@@ -198,19 +204,27 @@ async fn request_limit_holds_across_both_proxies(f: &Fleet) {
     f.create(json!({"model_name": "req",
         "rate_limit": {"request_max_limit": 5, "request_reset_duration": "1m"}}))
         .await;
-    let replies = f.burst(12, KEY_A, chat("req", json!({"max_tokens": 5}))).await;
+    let replies = f
+        .burst(12, KEY_A, chat("req", json!({"max_tokens": 5})))
+        .await;
     assert_eq!(statuses(&replies), (5, 7), "one limit for the fleet");
     for r in replies.iter().filter(|r| r.status == 429) {
         assert_denial(r, "requests", 60);
         assert_eq!(r.header("x-ratelimit-limit-requests"), Some("5"));
         assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
-        let reset = r.header("x-ratelimit-reset-requests").expect("reset header");
+        let reset = r
+            .header("x-ratelimit-reset-requests")
+            .expect("reset header");
         assert!(reset.ends_with('s'), "a duration: {reset}");
     }
     let ok = replies.iter().find(|r| r.status == 200).unwrap();
     assert_eq!(ok.body["choices"][0]["message"]["content"], "Hello");
     assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("5"));
-    assert_eq!(f.up.calls("req"), 5, "a refused request never reaches the upstream");
+    assert_eq!(
+        f.up.calls("req"),
+        5,
+        "a refused request never reaches the upstream"
+    );
     assert_eq!(f.used(json!({"model": "req"}), "requests").await, 5.0);
 }
 
@@ -221,11 +235,16 @@ async fn token_limit_holds_across_both_proxies(f: &Fleet) {
     f.create(json!({"model_name": "tok",
         "rate_limit": {"token_max_limit": limit, "token_reset_duration": "1h"}}))
         .await;
-    let replies = f.burst(8, KEY_A, chat("tok", json!({"max_tokens": 10}))).await;
+    let replies = f
+        .burst(8, KEY_A, chat("tok", json!({"max_tokens": 10})))
+        .await;
     assert_eq!(statuses(&replies), (3, 5), "one token limit for the fleet");
     for r in replies.iter().filter(|r| r.status == 429) {
         assert_denial(r, "tokens", 3600);
-        assert_eq!(r.header("x-ratelimit-limit-tokens"), Some(&*limit.to_string()));
+        assert_eq!(
+            r.header("x-ratelimit-limit-tokens"),
+            Some(&*limit.to_string())
+        );
     }
     f.settles_to(json!({"model": "tok"}), "tokens", (3 * each) as f64)
         .await;
@@ -238,14 +257,23 @@ async fn budget_holds_across_both_proxies(f: &Fleet) {
         .create(json!({"model_name": "bud",
             "budgets": [{"max_limit": 3.5 * each, "reset_duration": "1d"}]}))
         .await;
-    let replies = f.burst(8, KEY_A, chat("bud", json!({"max_tokens": 10}))).await;
+    let replies = f
+        .burst(8, KEY_A, chat("bud", json!({"max_tokens": 10})))
+        .await;
     assert_eq!(statuses(&replies), (3, 5), "one budget for the fleet");
     for r in replies.iter().filter(|r| r.status == 429) {
         assert_denial(r, "budget_exceeded", 86_400);
     }
     let ok = replies.iter().find(|r| r.status == 200).unwrap();
-    let cost: f64 = ok.header("x-litellm-response-cost").unwrap().parse().unwrap();
-    assert!((cost - each).abs() < 1e-9, "LiteLLM's cost {cost}, estimate {each}");
+    let cost: f64 = ok
+        .header("x-litellm-response-cost")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (cost - each).abs() < 1e-9,
+        "LiteLLM's cost {cost}, estimate {each}"
+    );
     let spent = eventually(Duration::from_secs(5), || async {
         let c = f.b.config(&id).await;
         (c["budgets"][0]["current_usage"].as_f64().unwrap() - 3.0 * each).abs() < 1e-6
@@ -256,17 +284,25 @@ async fn budget_holds_across_both_proxies(f: &Fleet) {
 /// Limits of one virtual key (LiteLLM's key alias) and of one user hold across proxies.
 async fn key_and_user_limits_hold_across_both_proxies(f: &Fleet) {
     let once_an_hour = |n: u64| json!({"request_max_limit": n, "request_reset_duration": "1h"});
-    f.create(json!({"model_name": "vk", "scope": "virtual_key", "scope_id": "key-b",
-        "rate_limit": once_an_hour(2)}))
-        .await;
-    f.create(json!({"model_name": "vk", "scope": "user", "scope_id": "carol",
-        "rate_limit": once_an_hour(1)}))
-        .await;
+    f.create(
+        json!({"model_name": "vk", "scope": "virtual_key", "scope_id": "key-b",
+        "rate_limit": once_an_hour(2)}),
+    )
+    .await;
+    f.create(
+        json!({"model_name": "vk", "scope": "user", "scope_id": "carol",
+        "rate_limit": once_an_hour(1)}),
+    )
+    .await;
     let body = chat("vk", json!({}));
     let b = [&f.p1, &f.p2, &f.p1].map(|p| p.chat(KEY_B, &body));
     let b: Vec<u16> = join_all(b).await.iter().map(|r| r.status).collect();
     assert_eq!(b.iter().filter(|s| **s == 200).count(), 2, "key-b: {b:?}");
-    assert_eq!(f.p2.chat(KEY_A, &body).await.status, 200, "key-a has no limit");
+    assert_eq!(
+        f.p2.chat(KEY_A, &body).await.status,
+        200,
+        "key-a has no limit"
+    );
     let carol = chat("vk", json!({"user": "carol"}));
     assert_eq!(f.p2.chat(KEY_A, &carol).await.status, 200);
     assert_denial(&f.p1.chat(KEY_A, &carol).await, "requests", 3600);
@@ -279,39 +315,59 @@ async fn streamed_usage_is_settled(f: &Fleet) {
         "rate_limit": {"token_max_limit": 100_000, "token_reset_duration": "1h"}}))
         .await;
     for p in [&f.p1, &f.p2] {
-        let r = p.chat(KEY_A, &chat("stream", json!({"stream": true}))).await;
+        let r = p
+            .chat(KEY_A, &chat("stream", json!({"stream": true})))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text);
-        assert!(r.text.contains("\"Hel\"") && r.text.contains("[DONE]"), "{}", r.text);
+        assert!(
+            r.text.contains("\"Hel\"") && r.text.contains("[DONE]"),
+            "{}",
+            r.text
+        );
     }
-    assert_eq!(f.p2.chat(KEY_A, &chat("stream", json!({}))).await.status, 200);
+    assert_eq!(
+        f.p2.chat(KEY_A, &chat("stream", json!({}))).await.status,
+        200
+    );
     let real = f.prompt + openai_upstream::DEFAULT_COMPLETION;
-    assert!(real < f.prompt + DEFAULT_COMPLETION, "settling must change the count");
+    assert!(
+        real < f.prompt + DEFAULT_COMPLETION,
+        "settling must change the count"
+    );
     f.settles_to(json!({"model": "stream"}), "tokens", (3 * real) as f64)
         .await;
 }
 
 /// A failing upstream call holds its reservation while in flight, then gives it back.
-async fn upstream_error_gives_the_reservation_back(f: &Fleet) {
+/// Returns the prompt tokens the hook reserved (the reservation less `max_tokens`).
+async fn upstream_error_gives_the_reservation_back(f: &Fleet) -> u64 {
     let id = f
         .create(json!({"model_name": "fail",
             "rate_limit": {"token_max_limit": 100_000, "token_reset_duration": "1h"},
             "budgets": [{"max_limit": 10, "reset_duration": "1d"}]}))
         .await;
     let body = chat("fail", json!({"max_tokens": 10}));
+    // The upstream takes FAIL_AFTER to fail, after the hook reserved: watch meanwhile.
     let call = f.p1.chat(KEY_A, &body);
-    let watch = async {
-        let reserved = f.prompt + 10;
-        let held = eventually(FAIL_AFTER, || async {
-            f.used(json!({"model": "fail"}), "tokens").await == reserved as f64
-        });
-        held.await
+    tokio::pin!(call);
+    let mut held = 0;
+    let reply = loop {
+        tokio::select! {
+            reply = &mut call => break reply,
+            _ = tokio::time::sleep(Duration::from_millis(20)), if held == 0 => {
+                held = f.used(json!({"model": "fail"}), "tokens").await as u64;
+            }
+        }
     };
-    let (reply, held) = tokio::join!(call, watch);
-    assert!(held, "the estimate is reserved while the call runs");
+    assert!(
+        held > 10,
+        "the estimate (prompt + max_tokens 10) is reserved in flight: {held}"
+    );
     assert_eq!(reply.status, 500, "{}", reply.text);
     f.settles_to(json!({"model": "fail"}), "tokens", 0.0).await;
     let budget = f.b.config(&id).await["budgets"][0]["current_usage"].as_f64();
     assert_eq!(budget, Some(0.0), "the reserved dollars come back too");
+    held - 10
 }
 
 /// LiteLLM's own `rpm: 3` on the deployment, without tollgate: each proxy counts alone.
@@ -336,12 +392,26 @@ async fn tollgate_down_follows_fail_open(mut f: Fleet) {
     assert_eq!(f.p1.chat(KEY_A, &body).await.status, 200);
     assert_eq!(f.p2.chat(KEY_A, &body).await.status, 200);
     let grace = Duration::from_secs(5);
-    f.tollgate_a.running.take().unwrap().stop(grace).await.unwrap();
+    f.tollgate_a
+        .running
+        .take()
+        .unwrap()
+        .stop(grace)
+        .await
+        .unwrap();
     f.tollgate_b.take().unwrap().stop(grace).await.unwrap();
     let open = f.p1.chat(KEY_A, &body).await;
-    assert_eq!(open.status, 200, "fail_open: true lets it through: {}", open.text);
+    assert_eq!(
+        open.status, 200,
+        "fail_open: true lets it through: {}",
+        open.text
+    );
     let closed = f.p2.chat(KEY_A, &body).await;
-    assert_eq!(closed.status, 503, "fail_open: false refuses: {}", closed.text);
+    assert_eq!(
+        closed.status, 503,
+        "fail_open: false refuses: {}",
+        closed.text
+    );
     assert!(closed.text.contains("fail_open"), "{}", closed.text);
     assert_eq!(closed.header("retry-after"), Some("1"));
 }
@@ -349,15 +419,19 @@ async fn tollgate_down_follows_fail_open(mut f: Fleet) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_litellm_proxies_share_one_set_of_limits_through_tollgate() {
     let started = Instant::now();
-    let f = Fleet::start().await;
+    let mut f = Fleet::start().await;
+    f.prompt = upstream_error_gives_the_reservation_back(&f).await;
+    f.up.set_prompt_tokens(f.prompt);
     request_limit_holds_across_both_proxies(&f).await;
     token_limit_holds_across_both_proxies(&f).await;
     budget_holds_across_both_proxies(&f).await;
     key_and_user_limits_hold_across_both_proxies(&f).await;
     streamed_usage_is_settled(&f).await;
-    upstream_error_gives_the_reservation_back(&f).await;
     let without = litellm_own_rpm_lets_each_proxy_through(&f).await;
-    assert_eq!(without, 6, "LiteLLM alone: twice its limit across two proxies");
+    assert_eq!(
+        without, 6,
+        "LiteLLM alone: twice its limit across two proxies"
+    );
     tollgate_down_follows_fail_open(f).await;
     eprintln!("whole fleet test: {:?}", started.elapsed());
 }

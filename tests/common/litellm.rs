@@ -52,23 +52,6 @@ fn python_env(cmd: &mut Command) -> &mut Command {
         .env_remove("LITELLM_MASTER_KEY")
 }
 
-/// Prompt tokens of `messages` by LiteLLM's own counter, as the hook counts them.
-pub fn prompt_tokens(model: &str, messages: &Value) -> u64 {
-    let script = format!(
-        "import json, litellm; print(litellm.token_counter(model={model:?}, \
-         messages=json.loads({:?}), use_default_image_token_count=True))",
-        messages.to_string()
-    );
-    let out = python_env(&mut Command::new(venv_program("python")))
-        .args(["-c", &script])
-        .output()
-        .expect("run python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_default().trim().to_string();
-    last.parse().unwrap_or_else(|_| panic!("token count: {text}"))
-}
-
 /// An answer of the proxy: status, headers, JSON body (or the raw text in `text`).
 pub struct Reply {
     pub status: u16,
