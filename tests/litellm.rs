@@ -129,7 +129,11 @@ impl Fleet {
     }
 
     fn proxy(&self, i: usize) -> &Proxy {
-        if i % 2 == 0 { &self.p1 } else { &self.p2 }
+        if i.is_multiple_of(2) {
+            &self.p1
+        } else {
+            &self.p2
+        }
     }
 
     /// `n` requests at once, alternating between the proxies.

@@ -2,6 +2,7 @@
 //! by scripts/test.sh) for the tests: each one its own process on a free port, with a
 //! config.yaml written by the test and the hook of `clients/python` loaded from this
 //! checkout's source (so a stale installed copy can never be what is tested).
+#![allow(dead_code)]
 
 use crate::common::free_port;
 use reqwest::header::HeaderMap;
