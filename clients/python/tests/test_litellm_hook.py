@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Dict, List
 
 import httpx
@@ -115,6 +116,23 @@ def test_a_call_is_reserved_then_settled_with_usage_and_response_cost() -> None:
         assert (report["tokens"], report["cost"], report["reserved_at_ms"]) == (7, 0.01, 5)
         assert report["reserved_tokens"] == estimate.prompt_tokens("m", [], data) + 100
         assert report["request_id"] == data["metadata"][META_ID]
+
+    asyncio.run(run())
+
+
+def test_a_cache_hit_gives_the_estimate_back_and_old_reservations_expire() -> None:
+    async def run() -> None:
+        h, tollgate = hook(pending_ttl_s=60), Tollgate(ALLOWED, ALLOWED)
+        tollgate.install(h)
+        data = await h.async_pre_call_hook(KEY, None, {"model": "m", "messages": MESSAGES}, "acompletion")
+        response = litellm.ModelResponse(usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})
+        kwargs = {"litellm_params": {"metadata": data["metadata"]}, "response_cost": 0.0, "cache_hit": True}
+        await h.async_log_success_event(kwargs, response, None, None)
+        assert (tollgate.usage[0]["tokens"], tollgate.usage[0]["cost"]) == (0, 0.0)
+        await h.async_pre_call_hook(KEY, None, {"model": "m", "messages": MESSAGES}, "acompletion")
+        assert len(h._pending) == 1
+        h._sweep(time.monotonic() + 61)
+        assert not h._pending
 
     asyncio.run(run())
 

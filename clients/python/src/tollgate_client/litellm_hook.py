@@ -152,11 +152,16 @@ class TollgateHook(CustomLogger):
         return pending.reservation if pending else None
 
     def _sweep(self, now: float) -> None:
-        expired = [k for k, p in self._pending.items() if now - p.since > self.settings.pending_ttl_s]
-        for key in expired:
+        # Insertion order is age order, so only the expired head is ever looked at.
+        expired = 0
+        while self._pending:
+            key, oldest = next(iter(self._pending.items()))
+            if now - oldest.since <= self.settings.pending_ttl_s:
+                break
             del self._pending[key]
+            expired += 1
         if expired:
-            log.warning("tollgate: %d reservation(s) never settled; their estimates stay charged", len(expired))
+            log.warning("tollgate: %d reservation(s) never settled; their estimates stay charged", expired)
 
     async def _report(self, reservation: Reservation, tokens: int, cost: float) -> None:
         try:
@@ -255,6 +260,10 @@ class TollgateHook(CustomLogger):
         params = kwargs.get("litellm_params") or {}
         reservation = self._take(_request_id_of(params))
         if reservation is None:
+            return
+        if kwargs.get("cache_hit") is True:
+            # Answered from LiteLLM's cache: the upstream spent nothing.
+            await self._report(reservation, 0, 0.0)
             return
         tokens = _usage_tokens(response_obj)
         cost = kwargs.get("response_cost")
