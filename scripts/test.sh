@@ -11,8 +11,8 @@
 #   schemathesis   fuzzes the running server against /openapi.json (tests/openapi.rs)
 #   litellm[proxy] real LiteLLM proxies for tests/litellm.rs (pinned: newer releases need
 #                  extras this machine's index lacks)
-#   clients/python this repository's Python client and LiteLLM hook, and pytest for its
-#                  own tests (tests/litellm.rs loads the hook from the source tree)
+#   clients/python this repository's Python client and LiteLLM hook, with pytest and mypy
+#                  for its own checks (tests/litellm.rs loads the hook from the source tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,11 +58,15 @@ if ! target/pyenv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m
   echo "==> installing litellm[proxy]==$LITELLM_VERSION (PyPI) into target/pyenv"
   target/pyenv/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore "litellm[proxy]==$LITELLM_VERSION"
 fi
-if ! target/pyenv/bin/python -c "import tollgate_client, pytest" >/dev/null 2>&1; then
-  echo "==> installing clients/python and pytest into target/pyenv"
-  target/pyenv/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore ./clients/python pytest
+if ! target/pyenv/bin/python -c "import tollgate_client, pytest, mypy" >/dev/null 2>&1; then
+  echo "==> installing clients/python, pytest and mypy into target/pyenv"
+  target/pyenv/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    ./clients/python pytest 'mypy==2.4.1'
 fi
 
+echo "==> mypy --strict clients/python"
+target/pyenv/bin/python -m mypy --config-file clients/python/pyproject.toml --cache-dir target/mypy-cache \
+  clients/python/src/tollgate_client
 echo "==> pytest clients/python"
 # Offline machines: LiteLLM's bundled cost map, not a download at import.
 LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=clients/python/src \

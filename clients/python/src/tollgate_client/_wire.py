@@ -31,7 +31,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt `attempt + 1` (attempt counts from 0)."""
-        cap = min(self.max_delay, self.base_delay * (2**attempt))
+        cap = min(self.max_delay, self.base_delay * 2.0**attempt)
         return cap / 2 + random.uniform(0, cap / 2)
 
 

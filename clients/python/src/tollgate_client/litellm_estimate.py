@@ -25,7 +25,8 @@ def deployments(model_group: str) -> List[Dict[str, Any]]:
     if llm_router is None:
         return []
     try:
-        return list(llm_router.get_model_list(model_name=model_group) or [])
+        found = llm_router.get_model_list(model_name=model_group) or []
+        return [dict(d) for d in found]
     except Exception:  # noqa: BLE001 - a router that cannot list is treated as unknown
         return []
 
@@ -92,13 +93,15 @@ def completion_tokens(data: Mapping[str, Any], default: int, call_type: str) -> 
     """What the request lets the model write: `max_tokens` (or its aliases) × `n`."""
     if "embedding" in call_type:
         return 0
-    limit: Any = None
+    limit = default
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        if isinstance(data.get(name), int) and data[name] >= 0:
-            limit = data[name]
+        value = data.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            limit = value
             break
-    choices = data.get("n") if isinstance(data.get("n"), int) and data["n"] > 1 else 1
-    return (default if limit is None else limit) * choices
+    n = data.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    return limit * choices
 
 
 def _price(deployment: Mapping[str, Any], prompt: int, completion: int) -> float:

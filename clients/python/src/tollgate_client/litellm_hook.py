@@ -86,8 +86,9 @@ def _request_id_of(data: Optional[Mapping[str, Any]]) -> Optional[str]:
         return None
     for name in ("metadata", "litellm_metadata"):
         meta = data.get(name)
-        if isinstance(meta, Mapping) and isinstance(meta.get(META_ID), str):
-            return meta[META_ID]
+        value = meta.get(META_ID) if isinstance(meta, Mapping) else None
+        if isinstance(value, str):
+            return value
     return None
 
 
@@ -203,7 +204,7 @@ class TollgateHook(CustomLogger):
 
     # -- LiteLLM hooks --------------------------------------------------------------
 
-    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> Any:
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: Dict[str, Any], call_type: Any) -> Any:
         model_group = data.get("model")
         kind = getattr(call_type, "value", call_type)
         if not isinstance(model_group, str) or not model_group or kind not in CALL_TYPES:
@@ -256,7 +257,7 @@ class TollgateHook(CustomLogger):
             headers=check.client_headers(),
         )
 
-    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+    async def async_log_success_event(self, kwargs: Dict[str, Any], response_obj: Any, start_time: Any, end_time: Any) -> None:
         params = kwargs.get("litellm_params") or {}
         reservation = self._take(_request_id_of(params))
         if reservation is None:
@@ -278,7 +279,7 @@ class TollgateHook(CustomLogger):
         )
 
     async def async_post_call_failure_hook(
-        self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: Optional[str] = None
+        self, request_data: Dict[str, Any], original_exception: Exception, user_api_key_dict: Any, traceback_str: Optional[str] = None
     ) -> Any:
         reservation = self._take(_request_id_of(request_data))
         if reservation is not None:
@@ -288,7 +289,7 @@ class TollgateHook(CustomLogger):
 
     async def async_post_call_response_headers_hook(
         self,
-        data: dict,
+        data: Dict[str, Any],
         user_api_key_dict: Any,
         response: Any,
         request_headers: Optional[Dict[str, str]] = None,
