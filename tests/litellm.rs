@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 /// 5 requests a minute, 12 at once over both proxies: exactly 5 go through.
 async fn request_limit_holds_across_both_proxies(f: &Fleet) {
-    f.create(json!({"model_name": "req",
+    // Scoped to provider `openai`: it matches only if the hook sends LiteLLM's provider.
+    f.create(json!({"model_name": "req", "provider": "openai",
         "rate_limit": {"request_max_limit": 5, "request_reset_duration": "1m"}}))
         .await;
     let replies = f
@@ -48,7 +49,11 @@ async fn request_limit_holds_across_both_proxies(f: &Fleet) {
         5,
         "a refused request never reaches the upstream"
     );
-    assert_eq!(f.used(json!({"model": "req"}), "requests").await, 5.0);
+    assert_eq!(
+        f.used(json!({"model": "req", "provider": "openai"}), "requests")
+            .await,
+        5.0
+    );
 }
 
 /// Room for 3½ estimates: exactly 3 of 8 go through, and their real usage is counted.
