@@ -61,6 +61,15 @@ def hook(**settings: Any) -> TollgateHook:
     return TollgateHook(HookSettings.load(settings, env={}))
 
 
+def test_real_usage_is_the_total_or_one_pair_of_parts() -> None:
+    from tollgate_client.litellm_hook import _usage_tokens
+
+    assert _usage_tokens({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 9}}) == 9
+    assert _usage_tokens({"usage": {"input_tokens": 3, "output_tokens": 4}}) == 7
+    assert _usage_tokens({"usage": {"prompt_tokens": 3, "input_tokens": 3}}) == 3
+    assert _usage_tokens({"choices": []}) is None
+
+
 def test_identity_follows_the_configured_sources() -> None:
     data = {"model": "m", "user": "alice"}
     ident = hook().identity("m", [PRICED], data, KEY)

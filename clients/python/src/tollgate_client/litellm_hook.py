@@ -116,13 +116,21 @@ def _usage_tokens(response: Any) -> Optional[int]:
     total = get("total_tokens")
     if total is not None:
         return total
-    parts = [get(n) for n in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens")]
-    known = [p for p in parts if p is not None]
-    return sum(known) if known else None
+    # Chat names its parts prompt/completion; the Responses and Anthropic APIs input/output.
+    for names in (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens")):
+        known = [n for n in (get(name) for name in names) if n is not None]
+        if known:
+            return sum(known)
+    return None
 
 
 class TollgateHook(CustomLogger):
-    """Checks before, settles after. One instance serves the whole proxy process."""
+    """Checks before, settles after. One instance serves the whole proxy process.
+
+    To change its behaviour in a subclass, define `async_pre_call_hook` on the subclass
+    itself (calling `super()`): LiteLLM only runs a pre-call hook that the callback's own
+    class defines.
+    """
 
     def __init__(self, settings: Optional[HookSettings] = None) -> None:
         super().__init__()
