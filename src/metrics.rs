@@ -24,6 +24,9 @@ pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
 pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
+pub const CONFIGS_FILE_OK: &str = "tollgate_configs_file_ok";
+pub const CONFIGS_FILE_RECONCILES: &str = "tollgate_configs_file_reconciles_total";
+pub const CONFIGS_FILE_WRITES: &str = "tollgate_configs_file_writes_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -47,6 +50,9 @@ pub const ALL: &[&str] = &[
     STORE_BATCH_SIZE,
     STORE_GIVE_BACKS,
     CLUSTER_COMPENSATIONS,
+    CONFIGS_FILE_OK,
+    CONFIGS_FILE_RECONCILES,
+    CONFIGS_FILE_WRITES,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -160,5 +166,17 @@ fn describe() {
     describe_counter!(
         CLUSTER_COMPENSATIONS,
         "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."
+    );
+    describe_gauge!(
+        CONFIGS_FILE_OK,
+        "--configs-file: 1 while the file last read is valid, 0 while it is invalid or unreadable (the configs stay as they were)."
+    );
+    describe_counter!(
+        CONFIGS_FILE_RECONCILES,
+        "--configs-file: reconciles of the store to the file, by result (ok|invalid|error)."
+    );
+    describe_counter!(
+        CONFIGS_FILE_WRITES,
+        "--configs-file: config writes this replica made to match the file, by op (create|update|delete|release)."
     );
 }
