@@ -181,6 +181,9 @@ async fn start_with<S: Store>(
     // change; with the store down it retries, and /ready says what it always says.
     let configs_file = settings.configs_file.path.clone().map(|path| {
         // Before serving: with prune, no API write gets in before the file is read.
+        // The marker: the path as given, made absolute (not resolved: a ConfigMap's
+        // symlinks change on every update).
+        let path = std::path::absolute(&path).unwrap_or(path);
         app.set_configs_file(crate::configs_file::managed::ManagedFile::new(
             path.display().to_string(),
             settings.configs_file.prune,
