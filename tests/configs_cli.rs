@@ -52,6 +52,38 @@ async fn ids_and_times(c: &Client) -> Vec<(String, String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_and_flag_has_help() {
+    let top = configs_cmd(&["--help"]).await;
+    for sub in ["validate", "export", "apply"] {
+        assert!(top.stdout.contains(sub), "{top:?}");
+    }
+    let apply = configs_cmd(&["apply", "--help"]).await;
+    for flag in [
+        "--url",
+        "TOLLGATE_URL",
+        "--api-key",
+        "TOLLGATE_API_KEY",
+        "--prune",
+        "--dry-run",
+    ] {
+        assert!(
+            apply.stdout.contains(flag),
+            "apply --help lacks {flag}: {apply:?}"
+        );
+    }
+    let export = configs_cmd(&["export", "--help"]).await;
+    assert!(
+        export.stdout.contains("--format") && export.stdout.contains("json"),
+        "{export:?}"
+    );
+    let missing = configs_cmd(&["apply", "f.yaml"]).await;
+    assert!(
+        missing.code != 0 && missing.stderr.contains("--url"),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_accepts_a_valid_file_and_reports_every_error_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let good = write(dir.path(), "good.yaml", V1);

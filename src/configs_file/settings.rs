@@ -38,3 +38,26 @@ impl ConfigsFileSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Settings;
+    use clap::Parser;
+
+    fn validate(args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["tollgate"];
+        all.extend_from_slice(args);
+        Settings::try_parse_from(all).unwrap().validate()
+    }
+
+    #[test]
+    fn a_configs_file_needs_a_known_format_and_prune_needs_a_file() {
+        assert!(validate(&[]).is_ok());
+        assert!(validate(&["--configs-file", "/etc/tollgate/configs.yaml"]).is_ok());
+        assert!(validate(&["--configs-file", "c.json", "--configs-file-prune"]).is_ok());
+        let e = validate(&["--configs-file", "configs.toml"]).unwrap_err();
+        assert!(e.contains("--configs-file") && e.contains("*.yaml"), "{e}");
+        let e = validate(&["--configs-file-prune"]).unwrap_err();
+        assert!(e.contains("needs --configs-file"), "{e}");
+    }
+}
