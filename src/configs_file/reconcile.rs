@@ -67,6 +67,13 @@ pub enum ReconcileError {
     Contended,
 }
 
+/// A reconcile that stopped, and what it had written by then.
+#[derive(Debug)]
+pub struct Stopped {
+    pub error: ReconcileError,
+    pub so_far: Outcome,
+}
+
 /// Makes the store hold what `desired` says. `marker`: the file's path, stored in the
 /// configs it manages.
 pub async fn reconcile<S: Store>(
@@ -74,8 +81,24 @@ pub async fn reconcile<S: Store>(
     desired: &[Desired],
     prune: bool,
     marker: &str,
-) -> Result<Outcome, ReconcileError> {
+) -> Result<Outcome, Stopped> {
     let mut outcome = Outcome::default();
+    rounds(app, desired, prune, marker, &mut outcome)
+        .await
+        .map(|()| outcome)
+        .map_err(|error| Stopped {
+            error,
+            so_far: outcome,
+        })
+}
+
+async fn rounds<S: Store>(
+    app: &App<S>,
+    desired: &[Desired],
+    prune: bool,
+    marker: &str,
+    outcome: &mut Outcome,
+) -> Result<(), ReconcileError> {
     for _ in 0..ROUNDS {
         app.refresh().await?;
         let snapshot = app.snapshot().clone();
@@ -108,7 +131,7 @@ pub async fn reconcile<S: Store>(
             }
         }
         if !raced {
-            return Ok(outcome);
+            return Ok(());
         }
     }
     Err(ReconcileError::Contended)

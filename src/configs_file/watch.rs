@@ -75,10 +75,11 @@ pub async fn watch_forever<S: Store>(app: Arc<App<S>>, path: PathBuf, prune: boo
                     tracing::info!(file = %marker, ms = started.elapsed().as_millis() as u64, "configs file reconciled: {outcome}");
                     pending = None;
                 }
-                Err(e) => {
+                Err(stopped) => {
                     metrics::counter!(m::CONFIGS_FILE_RECONCILES, "result" => "error").increment(1);
                     if let Some(more) = throttle.allow(chrono::Utc::now().timestamp_millis()) {
-                        tracing::warn!(file = %marker, error = %e, also_since_last_line = more, "configs file not reconciled yet; retrying");
+                        tracing::warn!(file = %marker, error = %stopped.error, also_since_last_line = more,
+                            "configs file not reconciled yet (written so far: {}); retrying", stopped.so_far);
                     }
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
