@@ -172,6 +172,21 @@ async fn three_replicas_converge_on_every_kind_of_change() {
     assert_eq!(dup.status, 409);
     assert!(dup.message().contains(&expected), "{}", dup.body);
     assert_eq!(enforced_limit(&plain).await, Some(9));
+
+    // Redis loses everything: the replicas re-seed it, markers included.
+    let _: () = redis.cmd(&["FLUSHALL"]);
+    let restored = eventually(Duration::from_secs(10), || async {
+        let all = common::configs::stored(&plain).await;
+        all.len() == 3 && all.iter().all(|v| v["managed_by"] == path.as_str())
+    });
+    assert!(
+        restored.await,
+        "{:#?}",
+        common::configs::stored(&plain).await
+    );
+    let gpt = &of_model(&plain, "gpt-4o").await[0];
+    let at = format!("{CONFIGS}/{}", gpt["id"].as_str().unwrap());
+    assert_eq!(plain.put(&at, &json!({"rate_limit": {}})).await.status, 409);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

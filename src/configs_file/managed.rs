@@ -88,6 +88,25 @@ mod tests {
     }
 
     #[test]
+    fn the_marker_is_stored_with_the_config_and_changes_no_hash() {
+        let mut c = config(json!({"model_name": "m"}));
+        let unmarked = serde_json::to_value(&c).unwrap();
+        assert!(
+            unmarked.get("managed_by").is_none(),
+            "unmanaged configs are stored as before"
+        );
+        let hash = crate::model::hash::config_hash(&c);
+        c.managed_by = Some("/etc/tollgate/configs.yaml".into());
+        let stored: ModelConfig =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(
+            stored, c,
+            "kept through the store's JSON (Redis, sync, re-seed, state files)"
+        );
+        assert_eq!(crate::model::hash::config_hash(&c), hash);
+    }
+
+    #[test]
     fn the_local_file_refuses_what_it_names_and_with_prune_everything() {
         let named = config(json!({"model_name": "a"}));
         let other = config(json!({"model_name": "b"}));
