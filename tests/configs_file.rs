@@ -330,7 +330,7 @@ async fn a_store_that_is_down_at_start_gets_the_file_once_it_is_up() {
     all_enforce(&[&t.client], 7, Duration::from_secs(15)).await;
     assert_eq!(common::configs::stored(&t).await.len(), 3);
     assert!(
-        t.stderr().contains("not reconciled yet; retrying"),
+        t.stderr().contains("configs file not reconciled yet"),
         "{}",
         t.stderr()
     );
