@@ -187,7 +187,7 @@ fn entry(index: usize, item: Value, now: DateTime<Utc>) -> Result<Desired, Vec<F
     let mut unknown = Vec::new();
     let typed = serde_path_to_error::deserialize::<_, CreateModelConfig>(
         serde_ignored::Deserializer::new(item.clone(), &mut |path: serde_ignored::Path| {
-            unknown.push(path.to_string())
+            unknown.push(field_path(&path))
         }),
     );
     let mut errors: Vec<FileError> = unknown
@@ -217,6 +217,22 @@ fn entry(index: usize, item: Value, now: DateTime<Utc>) -> Result<Desired, Vec<F
             errors.push(FileError::at(&place, e.0));
             Err(errors)
         }
+    }
+}
+
+/// `budgets[0].foo`, as the other errors name fields.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            head if head.is_empty() => key.clone(),
+            head => format!("{head}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -289,21 +305,29 @@ configs:
     scope: virtual_key
     scope_id: vk-1
   - model_name: x
-    budgets: [{max_limit: 1, reset_duration: soon}]
+    budgets: [{max_limit: 1, reset_duration: soon, id_: 3}]
     rate_limt: {}
   - model_name: y
     budgets: [{max_limit: lots, reset_duration: 1d}]
   - just a string
 "#,
         );
-        assert_eq!(e.len(), 6, "{e:#?}");
+        assert_eq!(e.len(), 7, "{e:#?}");
         assert!(
             e[0].starts_with("configs[0] (virtual_key vk-1 gpt-4o): rate_limit.token_max_limit"),
             "{}",
             e[0]
         );
-        assert!(e[1].starts_with("configs[1] (user ?): ") || e[1].contains("configs[1]"));
-        assert!(e[1].contains("scope_id is required"), "{}", e[1]);
+        assert!(
+            e[1].starts_with("configs[1] (user m): scope_id is required"),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e.iter()
+                .any(|l| l == "configs[3] (global x): budgets[0].id_: unknown field"),
+            "{e:#?}"
+        );
         assert!(
             e.iter()
                 .any(|l| l.starts_with("configs[3] (global x): rate_limt: unknown field")),
