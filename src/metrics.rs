@@ -26,6 +26,9 @@ pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
+pub const CONFIGS_FILE_OK: &str = "tollgate_configs_file_ok";
+pub const CONFIGS_FILE_RECONCILES: &str = "tollgate_configs_file_reconciles_total";
+pub const CONFIGS_FILE_WRITES: &str = "tollgate_configs_file_writes_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -51,6 +54,9 @@ pub const ALL: &[&str] = &[
     CLUSTER_COMPENSATIONS,
     REDIS_WAIT_SHORTFALLS,
     REDIS_WAIT_SHORT,
+    CONFIGS_FILE_OK,
+    CONFIGS_FILE_RECONCILES,
+    CONFIGS_FILE_WRITES,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -172,5 +178,17 @@ fn describe() {
     describe_counter!(
         CLUSTER_COMPENSATIONS,
         "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."
+    );
+    describe_gauge!(
+        CONFIGS_FILE_OK,
+        "--configs-file: 1 while the file last read is valid, 0 while it is invalid or unreadable (the configs stay as they were)."
+    );
+    describe_counter!(
+        CONFIGS_FILE_RECONCILES,
+        "--configs-file: reconciles of the store to the file, by result (ok|invalid|error)."
+    );
+    describe_counter!(
+        CONFIGS_FILE_WRITES,
+        "--configs-file: config writes this replica made to match the file, by op (create|update|delete|release)."
     );
 }

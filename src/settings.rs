@@ -174,6 +174,9 @@ pub struct Settings {
     /// (`apply_on_stream_done`). Other domains count requests. Comma-separated.
     #[arg(long, env = "TOLLGATE_RLS_TOKEN_DOMAINS", value_delimiter = ',')]
     pub rls_token_domains: Vec<String>,
+
+    #[command(flatten)]
+    pub configs_file: crate::configs_file::ConfigsFileSettings,
 }
 
 /// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
@@ -208,6 +211,7 @@ impl Settings {
             ));
         }
         self.validate_redis()?;
+        self.configs_file.validate()?;
         let keys = [
             ("--rls-model-key", &self.rls_model_key),
             ("--rls-provider-key", &self.rls_provider_key),

@@ -57,6 +57,11 @@ pub struct ModelConfigView {
     pub config_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Present when a configs file (`--configs-file`) manages this config: its path.
+    /// Management-API writes to it are refused (409); change it in that file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub managed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -165,5 +170,6 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         config_hash: config_hash(c),
         created_at: c.created_at,
         updated_at: c.updated_at,
+        managed_by: c.managed_by.clone(),
     }
 }

@@ -5,6 +5,7 @@
 
 mod persist;
 pub mod sync;
+mod writes;
 
 use crate::limits::Snapshot;
 use crate::model::ModelConfig;
@@ -35,6 +36,8 @@ pub struct App<S> {
     snapshot_file: Option<PathBuf>,
     /// Poked on every new snapshot, for the state-file writer.
     published: Arc<Notify>,
+    /// This replica's `--configs-file`, as last read valid: the API writes it refuses.
+    configs_file: arc_swap::ArcSwapOption<crate::configs_file::managed::ManagedFile>,
 }
 
 /// A config change this replica just wrote, applied to its own snapshot at once.
@@ -56,6 +59,7 @@ impl<S: Store> App<S> {
             metrics: crate::metrics::handle(),
             snapshot_file: None,
             published: Arc::new(Notify::new()),
+            configs_file: arc_swap::ArcSwapOption::empty(),
         }
     }
 

@@ -50,6 +50,11 @@ pub struct ModelConfig {
     /// Bumped by every write; writes compare it to refuse lost updates.
     #[serde(default)]
     pub revision: u64,
+    /// The configs file (`--configs-file`) this config is managed by: every replica
+    /// refuses management-API writes to it. Kept in the store, so a replica started
+    /// without the file refuses too. Not part of `config_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 impl ModelConfig {

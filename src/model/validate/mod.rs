@@ -126,6 +126,7 @@ pub fn create_config(
         created_at: now,
         updated_at: now,
         revision: 1,
+        managed_by: None,
     })
 }
 
