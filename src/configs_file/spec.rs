@@ -129,6 +129,10 @@ pub fn update_body(desired: &ModelConfig) -> Value {
     body.entry("rate_limit").or_insert_with(|| json!({}));
     body.entry("calendar_aligned")
         .or_insert_with(|| json!(false));
+    body.entry("enforcement")
+        .or_insert_with(|| json!("enforce"));
+    body.entry("alert_thresholds")
+        .or_insert_with(|| json!("default"));
     Value::Object(body)
 }
 
@@ -259,7 +263,8 @@ mod tests {
         assert_eq!(
             update_body(&c),
             json!({"model_name": "m", "scope": "user", "scope_id": "u", "provider": "",
-                "budgets": [], "rate_limit": {}, "calendar_aligned": false})
+                "budgets": [], "rate_limit": {}, "calendar_aligned": false,
+                "enforcement": "enforce", "alert_thresholds": "default"})
         );
     }
 
