@@ -61,6 +61,7 @@ use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
 use tollgate::model::validate::create_config;
 use tollgate::store::Store;
 use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
+use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
 
 const KEY_PREFIX: &str = "tollgate:";
@@ -498,7 +499,7 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
             .iter()
             .map(|c| ConfigRef {
                 key: keys.counters(&c.config.id),
-                limits: c.lua_limits.clone(),
+                limits: packed_limits(c).clone(),
                 n_limits: c.limits.len(),
             })
             .collect(),

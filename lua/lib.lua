@@ -11,7 +11,8 @@
 --     to and the usage (nano-dollars).
 -- A config's limits travel as one ARGV: per limit, struct '<c1Bc0dddd': kind (r|t|b),
 -- field, max, length (ms), and for budgets the period grid: mode (0 fixed from anchor,
--- 1 months, 2 years) and param (the anchor in ms, or n). src/limits/compiled.rs packs it.
+-- 1 months, 2 years) and param (the anchor in ms, or n). src/store/redis/packed_limits.rs
+-- packs it.
 
 -- Library functions as locals: a global lookup per call adds up over nine limits.
 local floor, ceil, max, min = math.floor, math.ceil, math.max, math.min

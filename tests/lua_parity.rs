@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use tollgate::limits::period::PeriodGrid;
 use tollgate::limits::window::SlidingWindow;
 use tollgate::model::duration::{DAY_MS, MONTH_MS, WEEK_MS, YEAR_MS};
+use tollgate::store::redis::packed_limits::grid_args;
 use tollgate::store::redis::scripts::LIB;
 
 /// Runs one window operation at an explicit time, keeps the window in field `w` (and its
@@ -211,7 +212,7 @@ fn budget_periods_match_rust() {
     let conn = RefCell::new(redis.conn());
     let script = redis::Script::new(&format!("{LIB}\n{PERIOD_HARNESS}"));
     let check = |grid: PeriodGrid, now: i64| -> Result<(), TestCaseError> {
-        let (mode, param, len) = grid.lua_args();
+        let (mode, param, len) = grid_args(&grid);
         let got: Vec<i64> = script
             .arg(now)
             .arg(len)

@@ -32,7 +32,7 @@ impl Checked {
     pub fn pairs(&self) -> Vec<(&LimitSpec, LimitOutcome)> {
         self.configs
             .iter()
-            .flat_map(|c| c.answer_limits().iter())
+            .flat_map(|c| c.limits.iter())
             .zip(self.outcome.limits.iter().copied())
             .collect()
     }

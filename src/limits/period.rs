@@ -47,15 +47,6 @@ impl PeriodGrid {
         }
     }
 
-    /// Script encoding (mode, param, length) of `lua/lib.lua`'s `period_bounds`.
-    pub fn lua_args(&self) -> (u8, i64, i64) {
-        match *self {
-            PeriodGrid::Fixed { anchor_ms, len_ms } => (0, anchor_ms, len_ms),
-            PeriodGrid::Months { n } => (1, n, 0),
-            PeriodGrid::Years { n } => (2, n, 0),
-        }
-    }
-
     /// `[start, end)` of the period that contains `now_ms`.
     pub fn bounds(&self, now_ms: i64) -> (i64, i64) {
         match *self {

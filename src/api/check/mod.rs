@@ -209,7 +209,8 @@ fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
         checked.reason,
         checked.retry_after_ms,
         consumed.then_some(checked.outcome.now_ms),
-        &pairs,
+        &checked.configs,
+        &checked.outcome.limits,
     );
     (status, headers, body).into_response()
 }

@@ -4,6 +4,7 @@
 
 use super::RedisStore;
 use super::decode::{corrupt, write_result};
+use super::packed_limits::grid_args;
 use super::scripts::{Lua, invoke};
 use crate::limits::CompiledConfig;
 use crate::limits::LimitSpec;
@@ -152,7 +153,7 @@ impl RedisStore {
 /// and grid param, then the source budget's.
 pub(super) fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
     let limit = |cmd: &mut redis::Cmd, spec: &LimitSpec| {
-        let (mode, param, _) = spec.grid.map_or((0, 0, 0), |g| g.lua_args());
+        let (mode, param, _) = spec.grid.as_ref().map_or((0, 0, 0), grid_args);
         cmd.arg(&spec.field).arg(spec.len_ms).arg(mode).arg(param);
     };
     limit(cmd, &seed.target);

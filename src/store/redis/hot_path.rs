@@ -4,6 +4,7 @@
 use super::RedisStore;
 use super::decode::corrupt;
 use super::ops::{ConfigRef, Marker, Op, OpAnswer, OpKind};
+use super::packed_limits::packed_limits;
 use super::scripts::invoke;
 use crate::limits::CompiledConfig;
 use crate::store::{Amounts, CheckOutcome, LimitUsage, StoreError, UsageDelta, UsageOutcome};
@@ -14,7 +15,7 @@ impl RedisStore {
             .iter()
             .map(|c| ConfigRef {
                 key: self.keys.counters(&c.config.id),
-                limits: c.lua_limits.clone(),
+                limits: packed_limits(c).clone(),
                 n_limits: c.limits.len(),
             })
             .collect()

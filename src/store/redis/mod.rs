@@ -21,6 +21,7 @@ mod keys;
 mod listener;
 pub mod ops;
 mod options;
+pub mod packed_limits;
 mod replication;
 pub mod scripts;
 mod sentinel;
@@ -229,10 +230,10 @@ impl RedisStore {
         }
     }
 
-    /// Each config's limits (`ARGV`), as precompiled in the snapshot.
+    /// Each config's limits (`ARGV`), packed once per compiled config.
     fn limit_args(cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            cmd.arg(&*c.lua_limits);
+            cmd.arg(&**packed_limits::packed_limits(c));
         }
     }
 }
