@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
 use tollgate::model::validate::create_config;
-use tollgate::store::Store;
+use tollgate::store::ConfigWrites;
 use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
 use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};

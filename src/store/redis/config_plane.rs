@@ -1,6 +1,7 @@
-//! Config writes in Redis: one script each, atomic with the uniqueness rule, fenced by
-//! the config's revision, by the store epoch, and by a deadline on Redis's clock. Each
-//! costs O(1) in the number of configs: it logs the changed id for incremental sync.
+//! Config writes in Redis (`store::ConfigWrites`): one script each, atomic with the
+//! uniqueness rule, fenced by the config's revision, by the store epoch, and by a
+//! deadline on Redis's clock. Each costs O(1) in the number of configs: it logs the
+//! changed id for incremental sync.
 
 use super::RedisStore;
 use super::decode::{corrupt, write_result};
@@ -10,12 +11,12 @@ use crate::limits::CompiledConfig;
 use crate::limits::LimitSpec;
 use crate::model::ModelConfig;
 use crate::store::{
-    BudgetSeed, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
+    BudgetSeed, ConfigWrites, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
 };
 use redis::{AsyncCommands, Value};
 
-impl RedisStore {
-    pub(super) async fn read_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
+impl ConfigWrites for RedisStore {
+    async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
         let mut conn = self.connection()?;
         let raw: Option<String> = self
             .bounded(self.timeout, conn.hget(&self.keys.configs, id))
@@ -24,7 +25,7 @@ impl RedisStore {
             .transpose()
     }
 
-    pub(super) async fn write_new_config(
+    async fn create_config(
         &self,
         config: &ModelConfig,
         epoch: Option<&str>,
@@ -37,7 +38,7 @@ impl RedisStore {
         .await
     }
 
-    pub(super) async fn write_replaced_config(
+    async fn replace_config(
         &self,
         old: &ModelConfig,
         new: &ModelConfig,
@@ -90,7 +91,7 @@ impl RedisStore {
         .await
     }
 
-    pub(super) async fn write_deleted_config(
+    async fn delete_config(
         &self,
         old: &ModelConfig,
         epoch: Option<&str>,
@@ -112,7 +113,9 @@ impl RedisStore {
         }
         Ok(written)
     }
+}
 
+impl RedisStore {
     /// Runs a config script so that a write answered as failed never happens later:
     /// Redis queues commands while it is paused or stalled and runs them when it
     /// resumes, long after a timeout. So the script gets a deadline on Redis's own clock
