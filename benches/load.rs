@@ -40,7 +40,7 @@
 //! when other processes used more than CORES during it),
 //! `--tollgate PATH`, `--redis-server PATH`, `--redis-arg 'NAME VALUE'` (repeatable, e.g.
 //! `--redis-arg 'hash-max-listpack-entries 64'`), `--alt-script FILE` (also measure
-//! this version of the check script — `lib.lua` and `check.lua` concatenated — directly,
+//! this version of the check script — composed as `scripts::BATCH` is — directly,
 //! right after the built-in one, on the same counters).
 //!
 //! Never run by CI; nothing asserts on time.
@@ -99,8 +99,8 @@ struct Opts {
     redis_bin: String,
     /// Extra `redis-server` arguments, e.g. `--hash-max-listpack-entries 64`.
     redis_args: Vec<String>,
-    /// Another version of `batch.lua` (lib, check and usage prepended) to measure
-    /// directly next to the built-in one, on the same Redis and counters.
+    /// Another version of `batch.lua` (its library fragments, check and usage prepended) to
+    /// measure directly next to the built-in one, on the same Redis and counters.
     alt_script: Option<PathBuf>,
     /// Tollgate processes of scenario `e`.
     fleet: usize,

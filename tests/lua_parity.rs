@@ -1,7 +1,8 @@
-//! The Lua counters (`lua/lib.lua`) and the Rust ones (`src/limits`) must agree step by
-//! step: the Redis store and the memory store then enforce the same limits. Times are
-//! passed explicitly here, so every boundary can be exercised; the production scripts
-//! take them from Redis `TIME`.
+//! The Lua counters (`lua/lib/windows.lua`, `lua/lib/periods.lua`) and the Rust ones
+//! (`src/limits`) must agree step by step: the Redis store and the memory store then
+//! enforce the same limits. Times are passed explicitly here, so every boundary can be
+//! exercised; the production scripts take them from Redis `TIME`. The harnesses run on
+//! `scripts::LIB`, the same composed fragments as the production scripts.
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! creation. Calendar-aligned budgets use UTC calendar boundaries: whole years for
 //! multiples of 365d, whole months for multiples of 30d, and otherwise a grid anchored at
 //! Monday 1970-01-05T00:00Z, which puts days on UTC midnight and weeks on Mondays.
-//! `lua/lib.lua` implements the same arithmetic; `tests/lua_parity.rs` checks they agree.
+//! `lua/lib/periods.lua` implements the same arithmetic; `tests/lua_parity.rs` checks they agree.
 
 use crate::model::duration::{MONTH_MS, YEAR_MS};
 use chrono::{DateTime, Datelike, NaiveDate};

@@ -1,6 +1,6 @@
 //! A config's limits as the Lua scripts read them: one binary argument per config, per
 //! limit `struct.pack('<c1Bc0dddd', kind, field, max, length, grid mode, grid param)`
-//! (see `lua/lib.lua`). Packed at a config's first script call and kept in its
+//! (see `lua/lib/counters.lua`). Packed at a config's first script call and kept in its
 //! layer cache, so a check only adds its amounts; shared, so a coalesced call carries it
 //! without copying.
 
@@ -21,7 +21,7 @@ pub fn packed_limits(config: &CompiledConfig) -> &Arc<[u8]> {
 }
 
 /// The script encoding (mode, param, length) of a budget's period grid, as
-/// `lua/lib.lua`'s `period_bounds` reads it: mode 0 fixed from an anchor (param
+/// `lua/lib/periods.lua`'s `period_bounds` reads it: mode 0 fixed from an anchor (param
 /// the anchor, in ms), 1 months, 2 years (param n).
 pub fn grid_args(grid: &PeriodGrid) -> (u8, i64, i64) {
     match *grid {
