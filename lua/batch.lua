@@ -17,20 +17,26 @@
 --              the marker of a report with a request id (the indexes into KEYS of its
 --              day's hash, the day before's and the day after's, the field, the
 --              fingerprint, and when the day's hash expires, ms), or 'B' 0.
--- Returns {now_ms, then per op: status (-1 past its deadline; check: 1 allowed, 0 denied,
--- then 2 (allowed) or 4 (denied) values per limit as in check.lua; report: 1 applied,
--- 0 duplicate; give-back: 1)}.
+-- Returns {now_ms, then per op: status (-1 past its deadline; check: 1 allowed, 2
+-- allowed although a shadow limit refused, 0 denied, then 2 (1) or 4 (2, 0) values per
+-- limit as in check.lua; report: 1 applied, 0 duplicate; give-back: 1), then the
+-- threshold events the ops caused: their number, and 5 values each (op number, limit
+-- position in the op from 0, threshold position from 1, usage, period start or 0;
+-- see lib/alerts.lua)}.
 
 local now = now_ms()
 local nkeys = tonumber(ARGV[1])
 local configs = {}
 for k = 1, nkeys do
   configs[k] = open_config(KEYS[k], ARGV[1 + k], now)
+  for _, lim in ipairs(configs[k].limits) do alert_expire(lim, now) end
 end
+local events = {}
 
 local out = { now }
 for i = 2 + nkeys, #ARGV do
   local op = ARGV[i]
+  local opn = i - 1 - nkeys
   local kind, deadline, r, t, b, at, pos = struct.unpack('<c1ddddd', op)
   local n
   n, pos = struct.unpack('<H', op, pos)
@@ -42,7 +48,7 @@ for i = 2 + nkeys, #ARGV do
   if deadline > 0 and now > deadline then
     out[#out + 1] = -1
   elseif kind == 'c' or kind == 'd' then
-    check_op(cfgs, { r = r, t = t, b = b }, kind == 'c', now, out)
+    check_op(cfgs, { r = r, t = t, b = b }, kind == 'c', now, out, opn, events)
   else
     local has_marker
     has_marker, pos = struct.unpack('B', op, pos)
@@ -51,10 +57,10 @@ for i = 2 + nkeys, #ARGV do
       if marker_seen(KEYS[day], KEYS[before], KEYS[after], mf, fp, expire) then
         out[#out + 1] = 0
       else
-        out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now)
+        out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events, false)
       end
     else
-      out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now)
+      out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events, kind == 'g')
     end
   end
 end
@@ -64,4 +70,8 @@ for k = 1, nkeys do
 end
 -- The markers go last: a report that failed part-way is not taken for applied.
 save_markers()
+out[#out + 1] = #events
+for _, e in ipairs(events) do
+  for v = 1, 5 do out[#out + 1] = e[v] end
+end
 return out

@@ -6,10 +6,14 @@
 --          negative
 -- at       when the check reserved (ms, Redis clock; 0 = not known): a refund only
 --          returns what that reservation still holds (see win_refund)
+-- op       this op's number in the call, for the threshold events a rise causes
+-- give_back true for a give-back: a threshold its reservation fired may fire again
 -- Returns 1 (applied).
 
-local function adjust_op(cfgs, delta, at, now)
+local function adjust_op(cfgs, delta, at, now, op, events, give_back)
+  local pos = 0
   for _, cfg in ipairs(cfgs) do
+    local th = cfg.th
     for _, lim in ipairs(cfg.limits) do
       local d = delta[lim.kind]
       if d ~= 0 then
@@ -26,7 +30,15 @@ local function adjust_op(cfgs, delta, at, now)
           win_refund(lim.state, -d, at)
           lim.written = true
         end
+        if #th > 0 then
+          if d > 0 then
+            alert_rise(lim, th, now, op, pos, events)
+          elseif give_back then
+            alert_rollback(lim, th, at)
+          end
+        end
       end
+      pos = pos + 1
     end
   end
   return 1

@@ -24,6 +24,7 @@ pub const REDIS_MASTER_SWITCHES: &str = "tollgate_redis_master_switches_total";
 pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
+pub const SHADOW_DENIALS: &str = "tollgate_shadow_denials_total";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
 pub const CONFIGS_FILE_OK: &str = "tollgate_configs_file_ok";
@@ -54,6 +55,7 @@ pub const ALL: &[&str] = &[
     CLUSTER_COMPENSATIONS,
     REDIS_WAIT_SHORTFALLS,
     REDIS_WAIT_SHORT,
+    SHADOW_DENIALS,
     CONFIGS_FILE_OK,
     CONFIGS_FILE_RECONCILES,
     CONFIGS_FILE_WRITES,
@@ -166,6 +168,10 @@ fn describe() {
     describe_counter!(
         RLS_REQUESTS,
         "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
+    );
+    describe_counter!(
+        SHADOW_DENIALS,
+        "Limits of shadow configs that would have refused a check (it was not refused by them), by kind."
     );
     describe_counter!(
         REDIS_WAIT_SHORTFALLS,

@@ -166,7 +166,8 @@ async fn start_with<S: Store>(
         ),
         None => None,
     };
-    let mut app = App::new(store, settings.api_keys(), settings.on_store_error);
+    let mut app = App::new(store, settings.api_keys(), settings.on_store_error)
+        .with_policy(settings.policy.policy());
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
     }

@@ -177,6 +177,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub configs_file: crate::configs_file::ConfigsFileSettings,
+
+    #[command(flatten)]
+    pub policy: PolicySettings,
 }
 
 /// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
@@ -299,6 +302,9 @@ impl Settings {
         Settings::parse_from(["tollgate", "--listen", "127.0.0.1:0"])
     }
 }
+
+mod policy;
+pub use policy::{PolicySettings, Thresholds};
 
 #[cfg(test)]
 mod redis_mode_tests;

@@ -8,17 +8,21 @@
 --     bucket's last write, never earlier.
 --   budget ("b:<budget id>"): two doubles, the start (ms) of the period the usage belongs
 --     to and the usage (nano-dollars).
--- A config's limits travel as one ARGV: per limit, struct '<c1Bc0dddd': kind (r|t|b),
--- field, max, length (ms), and for budgets the period grid: mode (0 fixed from anchor,
--- 1 months, 2 years) and param (the anchor in ms, or n). src/store/redis/packed_limits.rs
--- packs it.
+-- A config's limits travel as one ARGV: a header '<BB' (flags: 1 = shadow, never
+-- refusing; n) and n doubles, its alert thresholds ascending; then per limit, struct
+-- '<c1Bc0dddd': kind (r|t|b), field, max, length (ms), and for budgets the period grid:
+-- mode (0 fixed from anchor, 1 months, 2 years) and param (the anchor in ms, or n).
+-- src/store/redis/packed_limits.rs packs it.
 -- requires: counts, windows, periods
 
 -- Opens the counters of one config: its hash `key` (one HMGET) and its limits, packed as
 -- described at the top. Windows are evicted up to now. A batch opens each config once.
 local function open_config(key, packed, now)
-  local cfg = { key = key, limits = {} }
-  local pos, fields = 1, {}
+  local flags, nth, pos = unpack_bin('<BB', packed)
+  local th = {}
+  for i = 1, nth do th[i], pos = unpack_bin('<d', packed, pos) end
+  local cfg = { key = key, limits = {}, shadow = flags % 2 == 1, th = th }
+  local fields = {}
   while pos <= #packed do
     local kind, field, cap, len, mode, param
     kind, field, cap, len, mode, param, pos = unpack_bin('<c1Bc0dddd', packed, pos)

@@ -48,17 +48,24 @@ end
 
 -- Usage recorded in an earlier period is dropped; usage from a later-starting period
 -- (the grid changed under an update) is kept.
+-- A budget is stored as two doubles, the start (ms) of its usage's period and the usage
+-- (nano-dollars), then, once a threshold fired in that period, two more: the highest
+-- threshold fired and when (see lib/alerts.lua). Both go with the period.
 local function budget_open(bin, now, len, mode, param)
   local start, fin = period_bounds(now, len, mode, param)
   -- `total` like a window's, so a check reads either the same way.
-  local b = { start = start, fin = fin, total = 0, fresh = true }
+  local b = { start = start, fin = fin, total = 0, fresh = true, level = 0, at = 0 }
   if type(bin) == 'string' then
     local s, u = unpack_bin('dd', bin)
-    if s >= start then b.total, b.fresh = u, false end
+    if s >= start then
+      b.total, b.fresh = u, false
+      if #bin >= 32 then b.level, b.at = unpack_bin('dd', bin, 17) end
+    end
   end
   return b
 end
 
 local function budget_encode(b)
+  if b.level > 0 then return pack('dddd', b.start, b.total, b.level, b.at) end
   return pack('dd', b.start, b.total)
 end

@@ -11,6 +11,8 @@ local SUB_BUCKETS = 30
 --        bucket's count and last write, the newest bucket's count and last write (with
 --        n = 1 the one bucket is the newest);
 --   cold (field .. ':c'): the n - 2 buckets in between, 16 bytes each (count, last).
+-- Once a threshold fired (lib/alerts.lua), the hot field carries two more doubles (72
+-- bytes): the highest threshold fired and when; they are dropped one window length later.
 -- A check that adds to the newest bucket and evicts nothing, or only down to two buckets,
 -- never reads the cold field; it is read (one HGET) when a bucket starts or leaves with
 -- more than two live, about twice per bucket width, and on the rare paths (a denial's
@@ -58,12 +60,14 @@ local function win_open(hot, len, key, field)
   local w = {
     len = len, g = max(1, ceil(len / SUB_BUCKETS)), total = 0, n = 0, key = key, field = field,
     oc = 0, ol = 0, nc = 0, nl = 0, cold = false, cold_dirty = false, fresh = false,
+    level = 0, at = 0,
   }
   if type(hot) ~= 'string' then return w end
   local recs
-  if #hot == HOT then
+  if #hot == HOT or #hot == HOT + 16 then
     local g, total, n, oc, ol, nc, nl = unpack_bin('ddddddd', hot)
     w.total, w.n, w.oc, w.ol, w.nc, w.nl = total, n, oc, ol, nc, nl
+    if #hot > HOT then w.level, w.at = unpack_bin('dd', hot, HOT + 1) end
     if g == w.g or n == 0 then return w end
     recs = { { total, nl } }
   elseif #hot >= 40 then
@@ -93,7 +97,12 @@ end
 -- The hash fields and values that store the window (the cold one only when changed).
 local function win_fields(w, fields)
   fields[#fields + 1] = w.field
-  fields[#fields + 1] = pack('ddddddd', w.g, w.total, w.n, w.oc or 0, w.ol or 0, w.nc or 0, w.nl or 0)
+  if w.level > 0 then
+    fields[#fields + 1] = pack('ddddddddd', w.g, w.total, w.n, w.oc or 0, w.ol or 0,
+      w.nc or 0, w.nl or 0, w.level, w.at)
+  else
+    fields[#fields + 1] = pack('ddddddd', w.g, w.total, w.n, w.oc or 0, w.ol or 0, w.nc or 0, w.nl or 0)
+  end
   if w.cold_dirty then
     fields[#fields + 1] = w.field .. ':c'
     fields[#fields + 1] = w.cold

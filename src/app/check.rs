@@ -25,6 +25,9 @@ pub struct Checked {
     pub reason: Option<&'static str>,
     /// When denied: how long until every refusing limit would admit.
     pub retry_after_ms: Option<i64>,
+    /// Positions in `pairs()` of the limits of shadow configs that refused: they never
+    /// deny, the answer lists them in `shadow_denied`.
+    pub shadow_denied: Vec<usize>,
 }
 
 impl Checked {
@@ -37,19 +40,44 @@ impl Checked {
             .collect()
     }
 
-    /// Positions in `pairs()` of the limits of key `k`'s configs.
+    /// Positions in `pairs()` of the limits of key `k`'s enforcing configs.
     pub fn limits_of_key(&self, k: usize) -> Vec<usize> {
+        let starts = self.starts();
+        self.per_key[k]
+            .iter()
+            .filter(|&&c| !self.configs[c].is_shadow())
+            .flat_map(|&c| starts[c]..starts[c] + self.configs[c].limits.len())
+            .collect()
+    }
+
+    /// Positions in `pairs()` of the limits of enforcing configs: what headers describe.
+    pub fn enforced(&self) -> Vec<usize> {
+        enforced_positions(&self.configs)
+    }
+
+    /// Where each config's limits start in `pairs()`.
+    fn starts(&self) -> Vec<usize> {
         let mut starts = Vec::with_capacity(self.configs.len());
         let mut at = 0;
         for c in &self.configs {
             starts.push(at);
             at += c.limits.len();
         }
-        self.per_key[k]
-            .iter()
-            .flat_map(|&c| starts[c]..starts[c] + self.configs[c].limits.len())
-            .collect()
+        starts
     }
+}
+
+/// Positions, among `configs`' limits in order, of those of enforcing configs.
+fn enforced_positions(configs: &[Arc<CompiledConfig>]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for c in configs {
+        if !c.is_shadow() {
+            out.extend(at..at + c.limits.len());
+        }
+        at += c.limits.len();
+    }
+    out
 }
 
 pub enum Decision {
@@ -88,6 +116,9 @@ pub async fn decide<S: Store>(
         Err(e) => return store_failed(app, started, e.to_string()),
     };
     remember_usage(&configs, &outcome);
+    if !dry_run {
+        super::crossings::announce(app, &configs, &outcome.crossings);
+    }
     let mut checked = Checked {
         configs,
         per_key,
@@ -95,26 +126,40 @@ pub async fn decide<S: Store>(
         deciding: None,
         reason: None,
         retry_after_ms: None,
+        shadow_denied: Vec::new(),
     };
     let pairs = checked.pairs();
     let allowed = checked.outcome.allowed;
-    let deciding = most_restrictive(&pairs, allowed);
+    // Shadow configs never decide: the reason, the retry time and the headers come from
+    // the enforcing configs' limits alone.
+    let enforced = enforced_positions(&checked.configs);
+    let deciding = most_restrictive_among(&pairs, &enforced);
     let reason = (!allowed)
         .then(|| deciding.map(|i| pairs[i].0.kind.denial_reason()))
         .flatten();
     let retry_after_ms = (!allowed).then(|| {
-        pairs
+        enforced
             .iter()
-            .filter(|(_, o)| !o.admitted)
-            .map(|(_, o)| o.retry_after_ms)
+            .map(|&i| pairs[i].1)
+            .filter(|o| !o.admitted)
+            .map(|o| o.retry_after_ms)
             .max()
             .unwrap_or(0)
     });
+    let shadow_denied: Vec<usize> = (0..pairs.len())
+        .filter(|i| !pairs[*i].1.admitted && !enforced.contains(i))
+        .collect();
+    if !dry_run {
+        for &i in &shadow_denied {
+            metrics::counter!(m::SHADOW_DENIALS, "kind" => pairs[i].0.kind.as_str()).increment(1);
+        }
+    }
     drop(pairs);
     record_check(started, allowed, reason);
     checked.deciding = deciding;
     checked.reason = reason;
     checked.retry_after_ms = retry_after_ms;
+    checked.shadow_denied = shadow_denied;
     Decision::Checked(checked)
 }
 

@@ -6,6 +6,7 @@
 //! `persist` keeps a copy of it in `--state-file` when the store is Redis.
 
 pub mod check;
+mod crossings;
 mod persist;
 pub mod sync;
 mod writes;
@@ -70,6 +71,14 @@ impl<S: Store> App<S> {
             published: Arc::new(Notify::new()),
             configs_file: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Compiles configs with `policy` (`--shadow-all`, `--alert-thresholds`); call before
+    /// any snapshot is loaded.
+    pub fn with_policy(self, policy: crate::limits::policy::Policy) -> Self {
+        self.snapshot
+            .store(Arc::new(Snapshot::empty_for(Arc::new(policy))));
+        self
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {

@@ -3,7 +3,6 @@
 //! onto an empty Redis enforces and restores its configs from it (SPEC §5).
 
 use super::App;
-use crate::limits::Snapshot;
 use crate::state_file::{self, StateFile};
 use crate::store::Store;
 use std::path::PathBuf;
@@ -25,7 +24,7 @@ impl<S: Store> App<S> {
                 "enforcing the configs of the state file until the store is reached"
             );
             let snapshot =
-                Snapshot::build(state.version, state.configs).at(state.epoch, state.version);
+                self.snapshot().rebuilt(state.version, state.configs).at(state.epoch, state.version);
             self.publish(snapshot);
         }
         self.snapshot_file = Some(path);

@@ -120,7 +120,7 @@ impl<S: Store> App<S> {
                     "a replica is restoring configs to the store; enforcing this replica's snapshot meanwhile"
                 );
             }
-            Plan::Empty => self.publish(Snapshot::empty().at(None, first.state.version)),
+            Plan::Empty => self.publish(current.emptied().at(None, first.state.version)),
             Plan::Apply => {
                 if let Some(next) = self.follow(current, first).await? {
                     self.publish(next);
@@ -188,7 +188,10 @@ impl<S: Store> App<S> {
         for _ in 0..3 {
             let start = self.changes_since(0).await?.state;
             let configs = super::timed("scan_configs", all_configs(&self.store)).await?;
-            let base = Snapshot::build(start.version, configs).at(start.epoch, start.version);
+            let base = self
+                .snapshot()
+                .rebuilt(start.version, configs)
+                .at(start.epoch, start.version);
             let changes = self.changes_since(start.version).await?;
             if changes.state.version == start.version && changes.state.epoch == base.epoch {
                 return Ok(base);

@@ -6,10 +6,11 @@ use super::check::matching;
 use super::{App, NO_SNAPSHOT, timed};
 use crate::limits::{CompiledConfig, MatchKey};
 use crate::metrics as m;
-use crate::store::{Store, StoreError, UsageDelta, UsageOutcome};
+use crate::store::{Recorded, Store, StoreError, UsageDelta, UsageOutcome};
 
 /// Records a settlement on every config matching any of `keys` (each once). Counts
-/// `tollgate_usage_reports_total`. Returns the outcome and how many configs matched.
+/// `tollgate_usage_reports_total`, and announces the thresholds it made a limit reach.
+/// Returns the outcome and how many configs matched.
 pub async fn record<S: Store>(
     app: &App<S>,
     keys: &[MatchKey<'_>],
@@ -32,10 +33,18 @@ pub async fn record<S: Store>(
         Err(StoreError::Unavailable(NO_SNAPSHOT.to_string()))
     };
     let label = match &result {
-        Ok(UsageOutcome::Applied) => "applied",
-        Ok(UsageOutcome::Duplicate) => "duplicate",
+        Ok(Recorded {
+            outcome: UsageOutcome::Applied,
+            ..
+        }) => "applied",
+        Ok(Recorded {
+            outcome: UsageOutcome::Duplicate,
+            ..
+        }) => "duplicate",
         Err(_) => "error",
     };
     metrics::counter!(m::USAGE_REPORTS, "outcome" => label).increment(1);
-    result.map(|o| (o, refs.len()))
+    let recorded = result?;
+    super::crossings::announce(app, &configs, &recorded.crossings);
+    Ok((recorded.outcome, refs.len()))
 }

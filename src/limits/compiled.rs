@@ -3,7 +3,10 @@
 
 use super::layer_cache::LayerCache;
 use super::period::PeriodGrid;
+use super::policy::Policy;
+use crate::model::config::Enforcement;
 use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
@@ -51,6 +54,11 @@ pub struct CompiledConfig {
     pub limits: Vec<LimitSpec>,
     /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
     pub seen: super::seen::SeenUsage,
+    /// As this replica applies it (`--shadow-all` makes every config shadow).
+    pub enforcement: Enforcement,
+    /// The alert thresholds of every limit of this config, ascending (its own, else the
+    /// replica's `--alert-thresholds`); empty: no threshold events.
+    pub thresholds: Arc<[f64]>,
     /// What the store and the answer derive from the limits, once per compiled config.
     pub cache: LayerCache,
 }
@@ -80,8 +88,14 @@ impl CompiledConfig {
             + 1000
     }
 
-    /// Fails only for data that bypassed validation (e.g. edited by hand in Redis).
+    /// `compile_for` the default policy (enforcing, `--alert-thresholds` defaults).
     pub fn compile(config: ModelConfig) -> Result<Self, String> {
+        Self::compile_for(config, &Policy::default())
+    }
+
+    /// The config as a replica with `policy` applies it. Fails only for data that
+    /// bypassed validation (e.g. edited by hand in Redis).
+    pub fn compile_for(config: ModelConfig, policy: &Policy) -> Result<Self, String> {
         let mut limits = Vec::new();
         let parse =
             |d: &str| parse_duration_ms(d).map_err(|e| format!("config {}: {e}", config.id));
@@ -126,11 +140,19 @@ impl CompiledConfig {
             });
         }
         Ok(CompiledConfig {
+            enforcement: policy.enforcement(&config),
+            thresholds: policy.thresholds(&config),
             config,
             seen: super::seen::SeenUsage::new(limits.len()),
             limits,
             cache: LayerCache::default(),
         })
+    }
+}
+
+impl CompiledConfig {
+    pub fn is_shadow(&self) -> bool {
+        self.enforcement == Enforcement::Shadow
     }
 }
 

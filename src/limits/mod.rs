@@ -6,6 +6,7 @@ pub mod compiled;
 pub mod layer_cache;
 pub mod matching;
 pub mod period;
+pub mod policy;
 pub mod seen;
 pub mod snapshot;
 pub mod thresholds;

@@ -6,6 +6,7 @@
 
 use super::compiled::CompiledConfig;
 use super::matching::{ConfigIndex, Groups, MatchKey, name_key};
+use super::policy::Policy;
 use crate::model::ModelConfig;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Snapshot {
     index: ConfigIndex,
     /// scope_id → its configs: the list filter operators use most pages from here.
     by_scope_id: Groups,
+    /// How this replica applies its configs (every snapshot derived from this one keeps it).
+    policy: Arc<Policy>,
 }
 
 fn list_key(c: &ModelConfig) -> ListKey {
@@ -32,6 +35,11 @@ fn list_key(c: &ModelConfig) -> ListKey {
 
 impl Snapshot {
     pub fn empty() -> Self {
+        Self::empty_for(Arc::new(Policy::default()))
+    }
+
+    /// No configs yet; those to come are compiled with `policy`.
+    pub fn empty_for(policy: Arc<Policy>) -> Self {
         Snapshot {
             version: 0,
             epoch: None,
@@ -39,17 +47,29 @@ impl Snapshot {
             ordered: imbl::OrdMap::new(),
             index: ConfigIndex::default(),
             by_scope_id: Groups::default(),
+            policy,
         }
     }
 
-    /// Configs that fail to compile (hand-edited store data) are logged and skipped.
+    /// `rebuilt` with the default policy.
     pub fn build(version: u64, configs: Vec<ModelConfig>) -> Self {
-        let mut snapshot = Snapshot::empty();
+        Snapshot::empty().rebuilt(version, configs)
+    }
+
+    /// A snapshot of `configs` alone at `version`, under this one's policy. Configs that
+    /// fail to compile (hand-edited store data) are logged and skipped.
+    pub fn rebuilt(&self, version: u64, configs: Vec<ModelConfig>) -> Self {
+        let mut snapshot = Snapshot::empty_for(self.policy.clone());
         snapshot.version = version;
         for c in configs {
             snapshot.upsert(c);
         }
         snapshot
+    }
+
+    /// No configs, under this one's policy.
+    pub fn emptied(&self) -> Self {
+        Snapshot::empty_for(self.policy.clone())
     }
 
     /// The same configs under another epoch and version (after a re-seed or adoption).
@@ -86,7 +106,7 @@ impl Snapshot {
 
     fn upsert(&mut self, config: ModelConfig) {
         self.remove(&config.id);
-        if let Some(compiled) = compile_or_log(config) {
+        if let Some(compiled) = compile_or_log(config, &self.policy) {
             self.index.insert(&compiled);
             if let Some(sid) = &compiled.config.scope_id {
                 self.by_scope_id.insert(name_key(sid), &compiled);
@@ -147,8 +167,8 @@ impl Snapshot {
     }
 }
 
-fn compile_or_log(config: ModelConfig) -> Option<Arc<CompiledConfig>> {
-    match CompiledConfig::compile(config) {
+fn compile_or_log(config: ModelConfig, policy: &Policy) -> Option<Arc<CompiledConfig>> {
+    match CompiledConfig::compile_for(config, policy) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
             tracing::error!(error = %e, "skipping invalid config from the store");

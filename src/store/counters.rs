@@ -1,12 +1,14 @@
 //! The hot path's side of a store: checks, usage reports, and live usage for the
 //! management API. Redis: `redis/hot_path.rs`; memory: `memory/counters.rs`.
 
-use super::{Amounts, CheckOutcome, LimitUsage, StoreError, UsageDelta, UsageOutcome};
+use super::{Amounts, CheckOutcome, LimitUsage, Recorded, StoreError, UsageDelta};
 use crate::limits::CompiledConfig;
 use std::future::Future;
 
 pub trait Counters {
-    /// Atomic check-and-consume over every limit of `configs`.
+    /// Atomic check-and-consume over every limit of `configs`: every limit of an
+    /// enforcing config admits, or nothing is consumed (a shadow config's limits never
+    /// refuse; they are consumed from like the others).
     fn check(
         &self,
         configs: &[&CompiledConfig],
@@ -22,7 +24,7 @@ pub trait Counters {
         configs: &[&CompiledConfig],
         delta: UsageDelta,
         request_id: Option<&str>,
-    ) -> impl Future<Output = Result<UsageOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Recorded, StoreError>> + Send;
 
     /// Live usage of every limit of `configs` (in order), and the store's time now.
     fn read_usage(

@@ -96,6 +96,8 @@ pub struct LimitOutcome {
     pub retry_after_ms: i64,
 }
 
+/// `allowed` is decided by the enforcing configs alone: a shadow config's limit may
+/// refuse (`admitted: false`) in an allowed check, which then consumed on every limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckOutcome {
     pub allowed: bool,
@@ -103,6 +105,42 @@ pub struct CheckOutcome {
     /// The store's time of the decision (Unix ms): what a settling usage report passes
     /// back as `reserved_at_ms`.
     pub now_ms: i64,
+    /// The alert thresholds this check made a limit reach (the store decided them, for
+    /// the whole fleet at once).
+    pub crossings: Vec<Crossing>,
+}
+
+/// A limit reaching one of its config's alert thresholds, as the store saw it happen:
+/// once per budget period, or per window length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crossing {
+    /// The limit: its position among the limits of the op's configs, in order.
+    pub limit: usize,
+    /// The threshold: its position in the limit's config's thresholds.
+    pub threshold: usize,
+    /// Usage after the op (requests, tokens or nano-dollars).
+    pub used: i64,
+    /// A budget's period start (ms); None for a window.
+    pub period_start_ms: Option<i64>,
+    /// The store's time of the op (ms).
+    pub at_ms: i64,
+}
+
+/// A usage report as recorded: applied or a duplicate, and the thresholds it made a
+/// limit reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub outcome: UsageOutcome,
+    pub crossings: Vec<Crossing>,
+}
+
+impl Recorded {
+    pub fn plain(outcome: UsageOutcome) -> Self {
+        Recorded {
+            outcome,
+            crossings: Vec::new(),
+        }
+    }
 }
 
 /// Actual minus reserved usage; negative values are refunds.

@@ -20,6 +20,11 @@ pub struct CheckAnswer {
     pub retry_after_ms: Option<i64>,
     /// Every limit of every matching config; empty when none matched.
     pub limits: Vec<LimitAnswer>,
+    /// Limits of shadow configs that would have refused this check (they never refuse;
+    /// the check was decided by the others). Absent when none did.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub shadow_denied: Option<Vec<LimitAnswer>>,
     /// When the check consumed (the store's clock), to pass back in `/v1/usage`.
     #[serde(default)]
     #[schema(nullable = false)]
@@ -68,6 +73,8 @@ pub struct LimitAnswer {
     pub used: f64,
     pub remaining: f64,
     pub reset_after_ms: i64,
+    /// The config's enforcement on this replica: `shadow` limits never refuse.
+    pub enforcement: crate::model::config::Enforcement,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -119,6 +126,7 @@ struct AnswerHead<'a> {
     budget_id: Option<&'a str>,
     reset_duration: &'a str,
     max: serde_json::Value,
+    enforcement: &'static str,
 }
 
 /// `config`'s answer heads, one per limit in order (serialized once per compiled config).
@@ -139,6 +147,7 @@ fn answer_heads(config: &CompiledConfig) -> &[String] {
                     budget_id: spec.budget_id.as_deref(),
                     reset_duration: &spec.reset_duration,
                     max: quantity(spec.kind, spec.max),
+                    enforcement: config.enforcement.as_str(),
                 };
                 let mut json = serde_json::to_string(&head).expect("plain data serializes");
                 json.pop(); // the closing brace
@@ -158,8 +167,9 @@ fn quantity(kind: LimitKind, raw: i64) -> serde_json::Value {
 }
 
 /// The answer with its limits, in the shape of `CheckResponse`: every limit of every
-/// config in order, with `outcomes` (the store's, in the same order). Each limit's fixed
-/// fields come pre-serialized (`answer_heads`); only the counts are written per check.
+/// config in order, with `outcomes` (the store's, in the same order), then those at
+/// positions `shadow_denied` again under `shadow_denied`. Each limit's fixed fields come
+/// pre-serialized (`answer_heads`); only the counts are written per check.
 /// `reserved_at_ms`: when the check consumed (the store's clock), for the gateway to
 /// pass back in its usage report.
 pub fn write_answer<C: Deref<Target = CompiledConfig>>(
@@ -169,6 +179,7 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
     reserved_at_ms: Option<i64>,
     configs: &[C],
     outcomes: &[LimitOutcome],
+    shadow_denied: &[usize],
 ) -> Vec<u8> {
     use std::io::Write;
     let heads: usize = configs
@@ -190,28 +201,47 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
         }
         None => out.extend_from_slice(b",\"retry_after_ms\":null"),
     }
-    out.extend_from_slice(b",\"limits\":[");
-    let limits = configs
+    let limits: Vec<_> = configs
         .iter()
         .flat_map(|c| answer_heads(c).iter().zip(&c.limits))
-        .zip(outcomes);
-    for (i, ((head, spec), o)) in limits.enumerate() {
+        .zip(outcomes)
+        .collect();
+    out.extend_from_slice(b",\"limits\":[");
+    for (i, &((head, spec), o)) in limits.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(b",\"used\":");
-        let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, o.used));
-        out.extend_from_slice(b",\"remaining\":");
-        let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, (spec.max - o.used).max(0)));
-        let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
+        write_limit(&mut out, head, spec, o);
     }
     out.push(b']');
+    if !shadow_denied.is_empty() {
+        out.extend_from_slice(b",\"shadow_denied\":[");
+        for (n, &i) in shadow_denied.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            if let Some(&((head, spec), o)) = limits.get(i) {
+                write_limit(&mut out, head, spec, o);
+            }
+        }
+        out.push(b']');
+    }
     if let Some(at) = reserved_at_ms {
         let _ = write!(out, ",\"reserved_at_ms\":{at}");
     }
     out.push(b'}');
     out
+}
+
+/// One limit's entry: its head, then its counts after the check.
+fn write_limit(out: &mut Vec<u8>, head: &str, spec: &crate::limits::LimitSpec, o: &LimitOutcome) {
+    use std::io::Write;
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(b",\"used\":");
+    let _ = serde_json::to_writer(&mut *out, &quantity(spec.kind, o.used));
+    out.extend_from_slice(b",\"remaining\":");
+    let _ = serde_json::to_writer(&mut *out, &quantity(spec.kind, (spec.max - o.used).max(0)));
+    let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
 }
 
 #[cfg(test)]
@@ -248,6 +278,7 @@ mod tests {
             None,
             &configs,
             &outcomes,
+            &[],
         );
         let got: Value = serde_json::from_slice(&body).expect("valid JSON");
         let (id, budget_id) = (&compiled.config.id, &compiled.config.budgets[0].id);
@@ -255,10 +286,11 @@ mod tests {
             "allowed": false, "reason": "token_limited", "retry_after_ms": 1200,
             "limits": [
                 {"config_id": id, "scope": "user", "scope_id": "u-1", "model_name": "gpt-4o", "provider": "openai",
-                 "kind": "tokens", "reset_duration": "1m", "max": 1000, "used": 990, "remaining": 10, "reset_after_ms": 1200},
+                 "kind": "tokens", "reset_duration": "1m", "max": 1000, "enforcement": "enforce",
+                 "used": 990, "remaining": 10, "reset_after_ms": 1200},
                 {"config_id": id, "scope": "user", "scope_id": "u-1", "model_name": "gpt-4o", "provider": "openai",
-                 "kind": "budget", "budget_id": budget_id, "reset_duration": "1d", "max": 2.5, "used": 0.25,
-                 "remaining": 2.25, "reset_after_ms": 1200}
+                 "kind": "budget", "budget_id": budget_id, "reset_duration": "1d", "max": 2.5,
+                 "enforcement": "enforce", "used": 0.25, "remaining": 2.25, "reset_after_ms": 1200}
             ]
         });
         assert_eq!(got, expected);
@@ -272,6 +304,7 @@ mod tests {
             Some(1_795_000_000_123),
             &configs,
             &outcomes[..1],
+            &[],
         ))
         .unwrap();
         serde_json::from_value::<CheckAnswer>(allowed.clone()).expect("documented shape");
@@ -284,6 +317,29 @@ mod tests {
             got.get("reserved_at_ms").is_none(),
             "nothing reserved, nothing to say"
         );
+    }
+
+    #[test]
+    fn shadow_limits_that_refused_are_listed_again() {
+        let config = create_config(
+            serde_json::from_value(json!({"model_name": "m", "enforcement": "shadow",
+                "rate_limit": {"request_max_limit": 1, "request_reset_duration": "1m"}}))
+            .unwrap(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let compiled = CompiledConfig::compile(config).unwrap();
+        let refused = LimitOutcome {
+            admitted: false,
+            used: 2,
+            reset_after_ms: 5,
+            retry_after_ms: 5,
+        };
+        let body = write_answer(true, None, None, Some(1), &[&compiled], &[refused], &[0]);
+        let got: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(got["limits"][0]["enforcement"], "shadow");
+        assert_eq!(got["shadow_denied"], got["limits"]);
+        serde_json::from_value::<CheckAnswer>(got).expect("documented shape");
     }
 
     #[test]

@@ -191,7 +191,8 @@ fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
     if let Some(i) = checked.deciding {
         headers::ratelimit_headers(&mut headers, pairs[i].0, &pairs[i].1);
     }
-    headers::openai_headers(&mut headers, &pairs);
+    let enforced: Vec<_> = checked.enforced().into_iter().map(|i| pairs[i]).collect();
+    headers::openai_headers(&mut headers, &enforced);
     let status = if allowed {
         StatusCode::OK
     } else {
@@ -211,6 +212,7 @@ fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
         consumed.then_some(checked.outcome.now_ms),
         &checked.configs,
         &checked.outcome.limits,
+        &checked.shadow_denied,
     );
     (status, headers, body).into_response()
 }

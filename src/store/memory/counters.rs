@@ -4,11 +4,12 @@
 
 use super::{MemoryStore, now_ms};
 use crate::limits::period::BudgetCounter;
+use crate::limits::thresholds::{self, Fired};
 use crate::limits::window::{SlidingWindow, admits};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
 use crate::store::{
-    self, Amounts, BudgetSeed, CheckOutcome, LimitOutcome, LimitUsage, StoreError, USAGE_ID_TTL,
-    UsageDelta, UsageOutcome,
+    self, Amounts, BudgetSeed, CheckOutcome, Crossing, LimitOutcome, LimitUsage, Recorded,
+    StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome,
 };
 use std::collections::HashMap;
 
@@ -19,8 +20,45 @@ pub(super) const SWEEP_EVERY_MS: i64 = 10_000;
 pub(super) struct ConfigCounters {
     pub(super) windows: HashMap<String, SlidingWindow>,
     pub(super) budgets: HashMap<String, BudgetCounter>,
+    /// Per limit field: the highest alert threshold it fired, and (budgets) the period
+    /// it fired in (see `limits::thresholds`).
+    pub(super) fired: HashMap<String, (i64, Fired)>,
     /// Like a Redis TTL: after this nothing in here counts any more.
     pub(super) expires_ms: i64,
+}
+
+/// After an op raised limit `spec` (at position `pos` of the op) to `used`: the
+/// thresholds of `config` it reached, once per budget period or window length, as the
+/// scripts decide them (`lua/lib/alerts.lua`).
+fn rise(
+    c: &mut ConfigCounters,
+    config: &CompiledConfig,
+    spec: &LimitSpec,
+    (pos, used, now): (usize, i64, i64),
+    period_start: Option<i64>,
+    out: &mut Vec<Crossing>,
+) {
+    if config.thresholds.is_empty() {
+        return;
+    }
+    let (start, fired) = c.fired.get(&spec.field).copied().unwrap_or_default();
+    let fired = match period_start {
+        Some(p) if start != p => Fired::default(),
+        Some(_) => fired,
+        None => fired.in_window(now, spec.len_ms),
+    };
+    let (hits, next) = thresholds::reached(&config.thresholds, fired, used, spec.max, now);
+    for threshold in hits {
+        out.push(Crossing {
+            limit: pos,
+            threshold,
+            used,
+            period_start_ms: period_start,
+            at_ms: now,
+        });
+    }
+    c.fired
+        .insert(spec.field.clone(), (period_start.unwrap_or(0), next));
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +156,7 @@ impl store::Counters for MemoryStore {
         let mut counters = self.counters.lock();
         Self::sweep(&mut counters, now);
         let mut admitted = Vec::new();
+        let mut allowed = true;
         for config in configs {
             let c = counters
                 .by_config
@@ -128,15 +167,14 @@ impl store::Counters for MemoryStore {
             }
             for spec in &config.limits {
                 let counter = Counter::open(c, spec, now);
-                admitted.push(admits(
-                    counter.used(),
-                    spec.max,
-                    amounts.for_kind(spec.kind),
-                ));
+                let ok = admits(counter.used(), spec.max, amounts.for_kind(spec.kind));
+                // A shadow config's limits never refuse.
+                allowed &= ok || config.is_shadow();
+                admitted.push(ok);
             }
         }
-        let allowed = admitted.iter().all(|&ok| ok);
         let mut limits = Vec::with_capacity(admitted.len());
+        let mut crossings = Vec::new();
         let mut admitted = admitted.into_iter();
         for config in configs {
             let c = counters
@@ -149,6 +187,7 @@ impl store::Counters for MemoryStore {
                 let amount = amounts.for_kind(spec.kind);
                 let consume = allowed && !dry_run && amount > 0;
                 wrote |= consume;
+                let pos = limits.len();
                 let outcome = match Counter::open(c, spec, now) {
                     Counter::Window(w) => {
                         if consume {
@@ -177,6 +216,11 @@ impl store::Counters for MemoryStore {
                         }
                     }
                 };
+                if consume {
+                    let start = spec.grid.as_ref().map(|g| g.bounds(now).0);
+                    let at = (pos, outcome.used, now);
+                    rise(c, config, spec, at, start, &mut crossings);
+                }
                 limits.push(outcome);
             }
             if wrote {
@@ -187,6 +231,7 @@ impl store::Counters for MemoryStore {
             allowed,
             limits,
             now_ms: now,
+            crossings,
         })
     }
 
@@ -195,16 +240,18 @@ impl store::Counters for MemoryStore {
         configs: &[&CompiledConfig],
         delta: UsageDelta,
         request_id: Option<&str>,
-    ) -> Result<UsageOutcome, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         if configs.is_empty() {
-            return Ok(UsageOutcome::Applied);
+            return Ok(Recorded::plain(UsageOutcome::Applied));
         }
         let now = now_ms();
         let mut counters = self.counters.lock();
         Self::sweep(&mut counters, now);
         if let Some(id) = request_id {
             match counters.usage_ids.get(id) {
-                Some(&expires) if expires > now => return Ok(UsageOutcome::Duplicate),
+                Some(&expires) if expires > now => {
+                    return Ok(Recorded::plain(UsageOutcome::Duplicate));
+                }
                 _ => {
                     counters
                         .usage_ids
@@ -212,6 +259,8 @@ impl store::Counters for MemoryStore {
                 }
             }
         }
+        let mut crossings = Vec::new();
+        let mut pos = 0;
         for config in configs {
             let c = counters
                 .by_config
@@ -222,6 +271,7 @@ impl store::Counters for MemoryStore {
             }
             let mut wrote = false;
             for spec in &config.limits {
+                pos += 1;
                 let d = match spec.kind {
                     LimitKind::Requests => continue,
                     LimitKind::Tokens => delta.tokens,
@@ -231,24 +281,33 @@ impl store::Counters for MemoryStore {
                     continue;
                 }
                 wrote = true;
-                match Counter::open(c, spec, now) {
+                let mut counter = Counter::open(c, spec, now);
+                match &mut counter {
                     Counter::Window(w) if d > 0 => w.add(now, d),
                     Counter::Window(w) => w.refund(-d, delta.reserved_at_ms),
                     // A refund of a reservation made in an earlier period has nothing
                     // left to return.
                     Counter::Budget(b, (start, _))
-                        if d > 0 || delta.reserved_at_ms.is_none_or(|at| at >= start) =>
+                        if d > 0 || delta.reserved_at_ms.is_none_or(|at| at >= *start) =>
                     {
                         b.add(d)
                     }
                     Counter::Budget(..) => {}
+                }
+                if d > 0 {
+                    let used = counter.used();
+                    let start = spec.grid.as_ref().map(|g| g.bounds(now).0);
+                    rise(c, config, spec, (pos - 1, used, now), start, &mut crossings);
                 }
             }
             if wrote {
                 c.expires_ms = c.expires_ms.max(now + lifetime_ms(config, now));
             }
         }
-        Ok(UsageOutcome::Applied)
+        Ok(Recorded {
+            outcome: UsageOutcome::Applied,
+            crossings,
+        })
     }
 
     async fn read_usage(

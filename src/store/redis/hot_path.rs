@@ -9,7 +9,7 @@ use super::packed_limits::packed_limits;
 use super::scripts::invoke;
 use crate::limits::CompiledConfig;
 use crate::store::{
-    Amounts, CheckOutcome, Counters, LimitUsage, StoreError, UsageDelta, UsageOutcome,
+    Amounts, CheckOutcome, Counters, LimitUsage, Recorded, StoreError, UsageDelta, UsageOutcome,
 };
 
 impl RedisStore {
@@ -70,9 +70,9 @@ impl Counters for RedisStore {
         configs: &[&CompiledConfig],
         delta: UsageDelta,
         request_id: Option<&str>,
-    ) -> Result<UsageOutcome, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         if configs.is_empty() {
-            return Ok(UsageOutcome::Applied);
+            return Ok(Recorded::plain(UsageOutcome::Applied));
         }
         let op = Op {
             kind: OpKind::Usage,

@@ -3,7 +3,7 @@
 //!
 //! Public so that benchmarks can call the script exactly as tollgate does.
 
-use crate::store::{CheckOutcome, LimitOutcome, StoreError, UsageOutcome};
+use crate::store::{CheckOutcome, Crossing, LimitOutcome, Recorded, StoreError, UsageOutcome};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,8 +108,19 @@ pub enum OpAnswer {
     /// Redis ran the call past the op's deadline; the op changed nothing.
     Late,
     Check(CheckOutcome),
-    Usage(UsageOutcome),
+    Usage(Recorded),
     GaveBack,
+}
+
+impl OpAnswer {
+    /// The thresholds this op made a limit reach.
+    fn crossings_mut(&mut self) -> Option<&mut Vec<Crossing>> {
+        match self {
+            OpAnswer::Check(o) => Some(&mut o.crossings),
+            OpAnswer::Usage(r) => Some(&mut r.crossings),
+            _ => None,
+        }
+    }
 }
 
 impl Op {
@@ -268,9 +279,15 @@ pub fn decode_batch<'a>(
         let answer = match (status, op.kind) {
             (-1, _) => OpAnswer::Late,
             (s, kind) if kind.is_check() => {
-                // Allowed: used and reset per limit; denied: also admitted and retry.
-                let allowed = s == 1;
-                let width = if allowed { 2 } else { 4 };
+                // 1 allowed: used and reset per limit; 0 denied or 2 allowed although a
+                // shadow limit refused: also admitted and retry.
+                let (allowed, full) = match s {
+                    1 => (true, false),
+                    2 => (true, true),
+                    0 => (false, true),
+                    s => return Err(corrupt(format_args!("check answered {s}"))),
+                };
+                let width = if full { 4 } else { 2 };
                 let n = op.limit_count();
                 if rest.len() < width * n {
                     return Err(corrupt(format_args!("check answered too few values")));
@@ -282,26 +299,56 @@ pub fn decode_batch<'a>(
                     limits: values
                         .chunks_exact(width)
                         .map(|c| LimitOutcome {
-                            admitted: allowed || c[2] == 1,
+                            admitted: !full || c[2] == 1,
                             used: c[0],
                             reset_after_ms: c[1],
-                            retry_after_ms: if allowed { 0 } else { c[3] },
+                            retry_after_ms: if full { c[3] } else { 0 },
                         })
                         .collect(),
                     now_ms: now,
+                    crossings: Vec::new(),
                 })
             }
-            (1, OpKind::Usage) => OpAnswer::Usage(UsageOutcome::Applied),
-            (0, OpKind::Usage) => OpAnswer::Usage(UsageOutcome::Duplicate),
+            (1, OpKind::Usage) => OpAnswer::Usage(Recorded::plain(UsageOutcome::Applied)),
+            (0, OpKind::Usage) => OpAnswer::Usage(Recorded::plain(UsageOutcome::Duplicate)),
             (1, OpKind::GiveBack) => OpAnswer::GaveBack,
             (s, kind) => return Err(corrupt(format_args!("{kind:?} answered {s}"))),
         };
         answers.push(answer);
     }
-    if !rest.is_empty() {
-        return Err(corrupt("batch answered too many values"));
-    }
+    decode_crossings(rest, now, &mut answers)?;
     Ok((now, answers))
+}
+
+/// The reply's tail: the number of threshold events, then 5 values each (op number from
+/// 1, limit position in the op from 0, threshold position from 1, usage, a budget's
+/// period start or 0), each handed to its op's answer.
+fn decode_crossings(rest: &[i64], now: i64, answers: &mut [OpAnswer]) -> Result<(), StoreError> {
+    let (&n, events) = rest
+        .split_first()
+        .ok_or_else(|| corrupt("batch answered no event count"))?;
+    if n < 0 || events.len() != 5 * n as usize {
+        return Err(corrupt("batch answered a wrong number of event values"));
+    }
+    for e in events.chunks_exact(5) {
+        let (op, limit, threshold) = (e[0], e[1], e[2]);
+        let crossings = usize::try_from(op - 1)
+            .ok()
+            .and_then(|i| answers.get_mut(i))
+            .and_then(OpAnswer::crossings_mut)
+            .ok_or_else(|| corrupt(format_args!("an event of op {op}, which has none")))?;
+        if limit < 0 || threshold < 1 {
+            return Err(corrupt("an event of no limit or no threshold"));
+        }
+        crossings.push(Crossing {
+            limit: limit as usize,
+            threshold: threshold as usize - 1,
+            used: e[3],
+            period_start_ms: (e[4] != 0).then_some(e[4]),
+            at_ms: now,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! A config's limits as the Lua scripts read them: one binary argument per config, per
-//! limit `struct.pack('<c1Bc0dddd', kind, field, max, length, grid mode, grid param)`
-//! (see `lua/lib/counters.lua`). Packed at a config's first script call and kept in its
+//! A config's limits as the Lua scripts read them: one binary argument per config, a
+//! header `struct.pack('<BB', flags, n)` (flags: 1 = shadow) and its n alert thresholds
+//! as doubles, then per limit `struct.pack('<c1Bc0dddd', kind, field, max, length, grid
+//! mode, grid param)` (see `lua/lib/counters.lua`). Packed at a config's first script call and kept in its
 //! layer cache, so a check only adds its amounts; shared, so a coalesced call carries it
 //! without copying.
 
@@ -16,7 +17,7 @@ pub fn packed_limits(config: &CompiledConfig) -> &Arc<[u8]> {
     &config
         .cache
         .store
-        .get_or_init(|| PackedLimits(pack(&config.limits).into()))
+        .get_or_init(|| PackedLimits(pack(config).into()))
         .0
 }
 
@@ -40,8 +41,15 @@ fn kind_code(kind: LimitKind) -> &'static str {
     }
 }
 
-fn pack(limits: &[LimitSpec]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(limits.len() * 80);
+fn pack(config: &CompiledConfig) -> Vec<u8> {
+    let limits: &[LimitSpec] = &config.limits;
+    let mut out = Vec::with_capacity(2 + 8 * config.thresholds.len() + limits.len() * 80);
+    out.push(u8::from(config.is_shadow()));
+    // At most MAX_THRESHOLDS (8), validated on write.
+    out.push(u8::try_from(config.thresholds.len()).unwrap_or(u8::MAX));
+    for t in config.thresholds.iter().take(u8::MAX as usize) {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
     for l in limits {
         let (mode, param) = match &l.grid {
             Some(grid) => {
@@ -88,7 +96,12 @@ mod tests {
             Arc::ptr_eq(&packed, packed_limits(&compiled)),
             "packed once"
         );
-        let mut expected = b"r\x01r".to_vec();
+        // Enforcing, the default thresholds 0.8 and 1.0.
+        let mut expected = vec![0u8, 2];
+        for t in [0.8f64, 1.0] {
+            expected.extend_from_slice(&t.to_le_bytes());
+        }
+        expected.extend_from_slice(b"r\x01r");
         for v in [5.0f64, 60_000.0, 0.0, 0.0] {
             expected.extend_from_slice(&v.to_le_bytes());
         }

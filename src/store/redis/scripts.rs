@@ -14,6 +14,7 @@
 //! | `windows` | sliding windows (`win_*`) | counts |
 //! | `periods` | budget periods: `period_bounds`, `budget_open`, `budget_encode` | clock, counts |
 //! | `counters` | one config's counters: `open_config`, `used_of`, `save_config` | counts, windows, periods |
+//! | `alerts` | threshold events: `alert_expire`, `alert_rise`, `alert_rollback` | counts |
 //! | `counter_updates` | a config update's effect on its counters: `update_counters` | counts, periods |
 //! | `config_plane` | config-plane KEYS/ARGV, the epoch fence, `write_guard`, `refusal`, `commit` | clock |
 //!
@@ -66,7 +67,7 @@ macro_rules! scripts {
 scripts! {
     /// Checks and usage reports, coalesced: the counters, the two operations, the entry.
     BATCH = ["lib/clock", "lib/counts", "lib/windows", "lib/periods", "lib/counters",
-        "check", "usage", "batch"];
+        "lib/alerts", "check", "usage", "batch"];
     READ_USAGE = ["lib/clock", "lib/counts", "lib/windows", "lib/periods", "lib/counters",
         "read_usage"];
     CONFIG_CREATE = ["lib/clock", "lib/config_plane", "config_create"];

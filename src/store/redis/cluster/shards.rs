@@ -24,7 +24,7 @@ use super::super::ops::{Op, OpAnswer, OpKind};
 use super::super::scripts::{BATCH, Lua};
 use super::slot::key_slot;
 use crate::metrics as m;
-use crate::store::{CheckOutcome, StoreError, UsageOutcome};
+use crate::store::{CheckOutcome, Crossing, Recorded, StoreError, UsageOutcome};
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -122,12 +122,18 @@ impl Shards {
                 Ok(OpAnswer::Check(merged))
             }
             OpKind::Usage => {
-                let applied = answers.contains(&OpAnswer::Usage(UsageOutcome::Applied));
-                Ok(OpAnswer::Usage(if applied {
-                    UsageOutcome::Applied
-                } else {
-                    UsageOutcome::Duplicate
-                }))
+                let mut merged = Recorded::plain(UsageOutcome::Duplicate);
+                for (part, answer) in parts.iter().zip(&answers) {
+                    if let OpAnswer::Usage(r) = answer {
+                        if r.outcome == UsageOutcome::Applied {
+                            merged.outcome = UsageOutcome::Applied;
+                        }
+                        merged
+                            .crossings
+                            .extend(in_op(part, &parts, &r.crossings));
+                    }
+                }
+                Ok(OpAnswer::Usage(merged))
             }
             OpKind::GiveBack => Ok(OpAnswer::GaveBack),
         }
@@ -176,6 +182,35 @@ fn split(op: Op) -> Vec<Part> {
     parts
 }
 
+/// `crossings` of `part`, their limits renumbered from the part's configs to the op's.
+fn in_op<'a>(
+    part: &'a Part,
+    parts: &'a [Part],
+    crossings: &'a [Crossing],
+) -> impl Iterator<Item = Crossing> + 'a {
+    // Limits of each config of the op, by the op's order of configs.
+    let mut n_limits = vec![0; parts.iter().map(|p| p.positions.len()).sum()];
+    for p in parts {
+        for (&pos, c) in p.positions.iter().zip(&p.op.configs) {
+            n_limits[pos] = c.n_limits;
+        }
+    }
+    let op_start = move |pos: usize| n_limits[..pos].iter().sum::<usize>();
+    crossings.iter().filter_map(move |x| {
+        let mut at = x.limit;
+        for (&pos, c) in part.positions.iter().zip(&part.op.configs) {
+            if at < c.n_limits {
+                return Some(Crossing {
+                    limit: op_start(pos) + at,
+                    ..*x
+                });
+            }
+            at -= c.n_limits;
+        }
+        None
+    })
+}
+
 /// One check's answer from its slots' answers: allowed only if every slot allowed; each
 /// limit's outcome back in the op's order.
 fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, StoreError> {
@@ -196,9 +231,24 @@ fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, St
             per_config[pos] = limits.by_ref().take(config.n_limits).cloned().collect();
         }
     }
+    // A check that is not allowed keeps none of the slots' reservations: their crossings
+    // did not happen (the give-backs lower the levels again).
+    let crossings = if allowed {
+        parts
+            .iter()
+            .zip(answers)
+            .flat_map(|(part, answer)| match answer {
+                OpAnswer::Check(o) => in_op(part, parts, &o.crossings).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(CheckOutcome {
         allowed,
         limits: per_config.into_iter().flatten().collect(),
         now_ms,
+        crossings,
     })
 }

@@ -1,0 +1,53 @@
+-- lib/alerts.lua: threshold events, decided here where the counters live, so exactly one
+-- replica of a fleet sees each crossing; as src/limits/thresholds.rs decides them.
+-- Each limit keeps the highest threshold it fired (`level`, a fraction of its max) and
+-- when (`at`, ms): in its budget field, forgotten with the period; in its window's hot
+-- field, forgotten one window length after it fired. A threshold fires when an op makes
+-- usage reach t × max while the level is below t (several at once when one op jumps
+-- over them). A give-back of a reservation that fired (same call: its `at` equals the
+-- reservation time) lowers the level to what usage still reaches, so a crossing whose
+-- event was dropped with its check may fire again.
+-- requires: counts
+
+-- A window's level one window length after it fired is gone.
+local function alert_expire(lim, now)
+  local st = lim.state
+  if st.level > 0 and lim.kind ~= 'b' and now - st.at >= lim.len then
+    st.level, st.at = 0, 0
+  end
+end
+
+-- After an op raised `lim`'s usage: appends to `events` (op number, the limit's position
+-- in the op from 0, the threshold's position from 1, usage, the period's start or 0)
+-- for every threshold of `th` reached above the level.
+local function alert_rise(lim, th, now, op, pos, events)
+  local st = lim.state
+  local top
+  for i = 1, #th do
+    local t = th[i]
+    if t > st.level and st.total >= t * lim.max then
+      events[#events + 1] = { op, pos, i, st.total, (lim.kind == 'b') and st.start or 0 }
+      top = t
+    end
+  end
+  if top then
+    st.level, st.at = top, now
+    lim.written = true
+  end
+end
+
+-- After a give-back of a reservation made at `reserved` lowered `lim`'s usage.
+local function alert_rollback(lim, th, reserved)
+  local st = lim.state
+  if st.level == 0 or st.at ~= reserved then return end
+  local still = 0
+  for i = 1, #th do
+    local t = th[i]
+    if t <= st.level and st.total >= t * lim.max then still = max(still, t) end
+  end
+  if still < st.level then
+    st.level = still
+    if still == 0 then st.at = 0 end
+    lim.written = true
+  end
+end
