@@ -2,8 +2,9 @@
 //!
 //! `api` (HTTP handlers) → `app` (state and config snapshot) → `store` (Redis or memory)
 //! with `limits` (matching, window and period math) and `model` (config types and
-//! validation) as plain logic underneath.
+//! validation) as plain logic underneath; `alerts` delivers threshold events.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod limits;

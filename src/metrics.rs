@@ -26,6 +26,9 @@ pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
+pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
+pub const ALERT_DELIVERIES: &str = "tollgate_alert_deliveries_total";
+pub const ALERT_QUEUE: &str = "tollgate_alert_queue";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -51,6 +54,9 @@ pub const ALL: &[&str] = &[
     CLUSTER_COMPENSATIONS,
     REDIS_WAIT_SHORTFALLS,
     REDIS_WAIT_SHORT,
+    THRESHOLD_CROSSINGS,
+    ALERT_DELIVERIES,
+    ALERT_QUEUE,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -168,6 +174,18 @@ fn describe() {
     describe_gauge!(
         REDIS_WAIT_SHORT,
         "--redis-wait-replicas: 1 while the master's replicas do not confirm writes (WAIT falls short), else 0."
+    );
+    describe_counter!(
+        THRESHOLD_CROSSINGS,
+        "Threshold events this replica emitted (each logged), by kind (requests|tokens|budget)."
+    );
+    describe_counter!(
+        ALERT_DELIVERIES,
+        "Alert webhook deliveries, by result (delivered|retried|dropped); retried counts attempts after a failed one."
+    );
+    describe_gauge!(
+        ALERT_QUEUE,
+        "Threshold events held for the alert webhook: queued, being sent, or waiting to retry."
     );
     describe_counter!(
         CLUSTER_COMPENSATIONS,

@@ -1,5 +1,6 @@
 //! Start-up and shutdown: pick the store, load configs, serve until told to stop.
 
+use crate::alerts::AlertSink;
 use crate::api::rls::{Rls, RlsOptions};
 use crate::app::App;
 use crate::settings::{RedisMode, Settings};
@@ -22,6 +23,7 @@ pub struct Running {
     grpc: Option<Grpc>,
     sync: JoinHandle<()>,
     persist: JoinHandle<()>,
+    alerts: Arc<AlertSink>,
 }
 
 /// The gRPC server beside the HTTP one, stopped with it.
@@ -67,6 +69,10 @@ impl Running {
         }
         self.sync.abort();
         self.persist.abort();
+        // No check can emit any more: what the webhook has not taken is logged.
+        self.alerts
+            .shutdown(grace.saturating_sub(started.elapsed()))
+            .await;
         result
     }
 }
@@ -156,7 +162,9 @@ async fn start_with<S: Store>(
         ),
         None => None,
     };
+    let alerts = Arc::new(AlertSink::from_settings(settings)?);
     let mut app = App::new(store, settings.api_keys(), settings.on_store_error);
+    app.alerts = alerts.clone();
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
     }
@@ -209,6 +217,7 @@ async fn start_with<S: Store>(
         grpc,
         sync,
         persist,
+        alerts,
     })
 }
 

@@ -35,6 +35,8 @@ pub struct App<S> {
     snapshot_file: Option<PathBuf>,
     /// Poked on every new snapshot, for the state-file writer.
     published: Arc<Notify>,
+    /// Where threshold events go (`emit` never waits); log-only until the server sets it.
+    pub alerts: Arc<crate::alerts::AlertSink>,
 }
 
 /// A config change this replica just wrote, applied to its own snapshot at once.
@@ -56,6 +58,7 @@ impl<S: Store> App<S> {
             metrics: crate::metrics::handle(),
             snapshot_file: None,
             published: Arc::new(Notify::new()),
+            alerts: Arc::default(),
         }
     }
 
