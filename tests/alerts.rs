@@ -392,6 +392,24 @@ async fn shutdown_logs_every_pending_event_and_does_not_hang() {
     );
 }
 
+/// Events still queued at shutdown get an attempt within the grace: a healthy receiver
+/// gets them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_what_is_queued_within_its_grace() {
+    let receiver = Receiver::up(Mode::Up).await;
+    let sink = sink(
+        &receiver,
+        options(1, Duration::from_secs(5), Duration::from_secs(60)),
+    );
+    for i in 0..20 {
+        sink.emit(event(&format!("last-{i}"), LimitKind::Tokens));
+    }
+    sink.shutdown(Duration::from_secs(5)).await;
+    let s = sink.stats();
+    assert_eq!((s.delivered, s.dropped, s.pending), (20, 0, 0), "{s:?}");
+    assert_eq!(receiver.answered_ok().len(), 20);
+}
+
 /// Logs written to memory, for the test to read.
 #[derive(Clone, Default)]
 struct LogCapture(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);

@@ -3,9 +3,9 @@
 //! holds at most `concurrency` attempts (each bounded by its timeout) and never the
 //! events behind them. Fresh events and due retries take turns for free slots.
 //!
-//! On shutdown (or when its sink is dropped) the loop lets attempts in flight finish
-//! within the grace it is given, then logs every event it still holds as not delivered
-//! (with its JSON, to replay by hand) and counts it dropped.
+//! On shutdown (or when its sink is dropped) the loop lets attempts in flight finish and
+//! tries queued events once, within the grace it is given, then logs every event it
+//! still holds as not delivered (with its JSON, to replay by hand) and counts it dropped.
 
 use super::backoff::RetryPolicy;
 use super::stats::Counters;
@@ -195,10 +195,20 @@ impl Loop {
         }
     }
 
+    /// Within `grace`: finishes the attempts in flight and tries queued events once
+    /// (not parked ones: their receiver just failed). Whatever is left is logged.
     async fn shut_down(mut self, mut rx: UnboundedReceiver<Queued>, grace: Duration) {
         rx.close();
         let deadline = Instant::now() + grace;
-        while !self.attempts.is_empty() {
+        loop {
+            while self.attempts.len() < self.d.concurrency && Instant::now() < deadline {
+                let Ok(q) = rx.try_recv() else { break };
+                let p = self.fresh(q);
+                self.start(p);
+            }
+            if self.attempts.is_empty() {
+                break;
+            }
             match tokio::time::timeout_at(deadline, self.attempts.next()).await {
                 Ok(Some((seq, Ok(())))) => self.finished(seq, Ok(())),
                 Ok(Some((seq, Err(reason)))) => {

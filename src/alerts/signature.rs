@@ -42,7 +42,7 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

@@ -143,9 +143,10 @@ impl AlertSink {
         self.counters.snapshot()
     }
 
-    /// Stops delivering: attempts in flight get up to `grace` to finish; every event
-    /// still held is then logged as not delivered and counted dropped. Returns within
-    /// about `grace`, whatever the receiver does. Later events are dropped (logged).
+    /// Stops delivering. Within `grace`, attempts in flight may finish and queued events
+    /// get one attempt each; every event still held is then logged as not delivered and
+    /// counted dropped. Returns within about `grace`, whatever the receiver does. Later
+    /// events are dropped (logged).
     pub async fn shutdown(&self, grace: Duration) {
         let Some(queue) = &self.queue else {
             return;
