@@ -7,6 +7,8 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod cli;
+pub mod configs_file;
 pub mod limits;
 pub mod log_throttle;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! Parses the settings, builds the runtime, and hands over to `tollgate::run`.
+//! Parses the command line: a `configs` subcommand runs to its exit code; otherwise it
+//! builds the server's runtime and hands over to `tollgate::run`.
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -9,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let settings = tollgate::Settings::parse();
+    let cli = tollgate::cli::Cli::parse();
+    if let Some(command) = cli.command {
+        return tollgate::cli::run(command);
+    }
+    let settings = cli.settings;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.worker_threads(worker_threads(settings.worker_threads));
     match runtime.enable_all().build() {

@@ -29,6 +29,9 @@ pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
 pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
 pub const ALERT_DELIVERIES: &str = "tollgate_alert_deliveries_total";
 pub const ALERT_QUEUE: &str = "tollgate_alert_queue";
+pub const CONFIGS_FILE_OK: &str = "tollgate_configs_file_ok";
+pub const CONFIGS_FILE_RECONCILES: &str = "tollgate_configs_file_reconciles_total";
+pub const CONFIGS_FILE_WRITES: &str = "tollgate_configs_file_writes_total";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -57,6 +60,9 @@ pub const ALL: &[&str] = &[
     THRESHOLD_CROSSINGS,
     ALERT_DELIVERIES,
     ALERT_QUEUE,
+    CONFIGS_FILE_OK,
+    CONFIGS_FILE_RECONCILES,
+    CONFIGS_FILE_WRITES,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -190,5 +196,17 @@ fn describe() {
     describe_counter!(
         CLUSTER_COMPENSATIONS,
         "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."
+    );
+    describe_gauge!(
+        CONFIGS_FILE_OK,
+        "--configs-file: 1 while the file last read is valid, 0 while it is invalid or unreadable (the configs stay as they were)."
+    );
+    describe_counter!(
+        CONFIGS_FILE_RECONCILES,
+        "--configs-file: reconciles of the store to the file, by result (ok|invalid|error)."
+    );
+    describe_counter!(
+        CONFIGS_FILE_WRITES,
+        "--configs-file: config writes this replica made to match the file, by op (create|update|delete|release)."
     );
 }

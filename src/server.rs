@@ -24,6 +24,8 @@ pub struct Running {
     sync: JoinHandle<()>,
     persist: JoinHandle<()>,
     alerts: Arc<AlertSink>,
+    /// `--configs-file`'s watcher.
+    configs_file: Option<JoinHandle<()>>,
 }
 
 /// The gRPC server beside the HTTP one, stopped with it.
@@ -67,8 +69,7 @@ impl Running {
                 }
             }
         }
-        self.sync.abort();
-        self.persist.abort();
+        self.abort_tasks();
         // No check can emit any more: what the webhook has not taken is logged.
         self.alerts
             .shutdown(grace.saturating_sub(started.elapsed()))
@@ -77,10 +78,19 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
+impl Running {
+    fn abort_tasks(&self) {
         self.sync.abort();
         self.persist.abort();
+        if let Some(watch) = &self.configs_file {
+            watch.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.abort_tasks();
         self.server.abort();
         if let Some(grpc) = &self.grpc {
             grpc.server.abort();
@@ -178,6 +188,24 @@ async fn start_with<S: Store>(
             .sync_forever(Duration::from_millis(settings.config_poll_ms)),
     );
     let persist = tokio::spawn(app.clone().persist_forever());
+    // The file is reconciled through this replica's app layer, at start and on every
+    // change; with the store down it retries, and /ready says what it always says.
+    let configs_file = settings.configs_file.path.clone().map(|path| {
+        // Before serving: with prune, no API write gets in before the file is read.
+        // The marker: the path as given, made absolute (not resolved: a ConfigMap's
+        // symlinks change on every update).
+        let path = std::path::absolute(&path).unwrap_or(path);
+        app.set_configs_file(crate::configs_file::managed::ManagedFile::new(
+            path.display().to_string(),
+            settings.configs_file.prune,
+            [],
+        ));
+        tokio::spawn(crate::configs_file::watch::watch_forever(
+            app.clone(),
+            path,
+            settings.configs_file.prune,
+        ))
+    });
     let (grpc, grpc_addr) = match grpc_listener {
         Some(listener) => {
             let at = listener.local_addr().map_err(|e| e.to_string())?;
@@ -218,6 +246,7 @@ async fn start_with<S: Store>(
         sync,
         persist,
         alerts,
+        configs_file,
     })
 }
 

@@ -186,6 +186,8 @@ pub struct Settings {
     /// HMAC-SHA256 of the body>` with this key. Empty: unsigned.
     #[arg(long, env = "TOLLGATE_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
     pub alert_webhook_secret: Option<String>,
+    #[command(flatten)]
+    pub configs_file: crate::configs_file::ConfigsFileSettings,
 }
 
 /// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
@@ -221,6 +223,7 @@ impl Settings {
         }
         self.validate_redis()?;
         self.alert_webhook()?;
+        self.configs_file.validate()?;
         let keys = [
             ("--rls-model-key", &self.rls_model_key),
             ("--rls-provider-key", &self.rls_provider_key),

@@ -27,6 +27,8 @@ fn help_lists_every_setting_with_its_variable() {
         ("--state-file", "TOLLGATE_STATE_FILE"),
         ("--on-store-error", "TOLLGATE_ON_STORE_ERROR"),
         ("--insecure-no-auth", "TOLLGATE_INSECURE_NO_AUTH"),
+        ("--configs-file", "TOLLGATE_CONFIGS_FILE"),
+        ("--configs-file-prune", "TOLLGATE_CONFIGS_FILE_PRUNE"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),

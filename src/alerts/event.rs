@@ -7,20 +7,12 @@
 
 use crate::limits::LimitKind;
 use crate::model::Scope;
+pub use crate::model::config::Enforcement;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 /// The one event type tollgate sends today (the JSON `type` field).
 pub const EVENT_TYPE: &str = "threshold_crossed";
-
-/// Whether the limit's config refuses traffic (`enforce`) or only counts it (`shadow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Enforcement {
-    #[default]
-    Enforce,
-    Shadow,
-}
 
 /// One crossing of one threshold by one limit. Built by whoever decided the crossing
 /// (the store, atomically with the counters), so exactly one replica emits it.

@@ -37,6 +37,10 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, message)
     }
 
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+
     pub fn config_not_found(id: &str) -> Self {
         ApiError::not_found(format!("model config {id:?} not found"))
     }

@@ -3,7 +3,7 @@
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AnyJsonBody, ConfigId};
 use super::views::{ConfigFound, ConfigWritten, Deleted, ModelConfigView, view};
-use crate::app::{App, LocalChange, timed, timed_write};
+use crate::app::{App, timed};
 use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
 use crate::model::config::{CreateModelConfig, UpdateModelConfig};
@@ -93,7 +93,7 @@ async fn after_write<S: Store>(
         (status = 200, description = "Created", body = ConfigWritten),
         (status = 400, description = "Invalid config (the message names the field) or body not a JSON object", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 409, description = "A config with this scope, scope_id, model_name and provider exists", body = ErrorBody),
+        (status = 409, description = "A config with this scope, scope_id, model_name and provider exists, or a configs file (--configs-file) manages this config (the message names the file)", body = ErrorBody),
         (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
         (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
     )
@@ -104,19 +104,23 @@ pub async fn create<S: Store>(
 ) -> Result<Json<ConfigWritten>, ApiError> {
     let now = timed("clock", app.store.clock()).await?;
     let config = create_config(req, now)?;
-    let write = |epoch: Option<String>| {
-        let (config, app) = (&config, &app);
-        async move {
-            timed_write(
-                "create_config",
-                app.store.create_config(config, epoch.as_deref()),
-            )
-            .await
+    if let Some(refused) = app.write_refusal(None, Some(&config)) {
+        return Err(ApiError::conflict(refused));
+    }
+    match app.write_create(&config).await {
+        Ok(_) => {}
+        // The config that has this identity may be a configs file's: say so.
+        Err(WriteError::Conflict(id)) => {
+            let existing = app.snapshot().get(&id).map(|c| c.config.clone());
+            return Err(
+                match existing.and_then(|c| app.write_refusal(Some(&c), None)) {
+                    Some(refused) => ApiError::conflict(refused),
+                    None => WriteError::Conflict(id).into(),
+                },
+            );
         }
-    };
-    let written = app.fenced_write(write).await?;
-    app.apply_local(&written, LocalChange::Upsert(&config))
-        .await;
+        Err(e) => return Err(e.into()),
+    }
     let shown = after_write(&app, config).await?;
     Ok(Json(ConfigWritten {
         message: "Model config created successfully".into(),
@@ -162,7 +166,7 @@ pub async fn get<S: Store>(
         (status = 400, description = "Invalid change (the message names the field), an identity change, or body not a JSON object", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such config", body = ErrorBody),
-        (status = 409, description = "The change collides with another config, or the config kept changing concurrently", body = ErrorBody),
+        (status = 409, description = "The change collides with another config, a configs file (--configs-file) manages this config (the message names the file), or the config kept changing concurrently", body = ErrorBody),
         (status = 413, description = "Body larger than --max-body-bytes", body = ErrorBody),
         (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
     )
@@ -178,20 +182,11 @@ pub async fn update<S: Store>(
             .ok_or_else(|| ApiError::config_not_found(&id))?;
         let now = timed("clock", app.store.clock()).await?;
         let next = update_config(&current, req.clone(), now)?;
-        let write = |epoch: Option<String>| {
-            let (current, next) = (&current, &next);
-            let app = &app;
-            async move {
-                timed_write(
-                    "replace_config",
-                    app.store.replace_config(current, next, epoch.as_deref()),
-                )
-                .await
-            }
-        };
-        match app.fenced_write(write).await {
-            Ok(written) => {
-                app.apply_local(&written, LocalChange::Upsert(&next)).await;
+        if let Some(refused) = app.write_refusal(Some(&current), Some(&next)) {
+            return Err(ApiError::conflict(refused));
+        }
+        match app.write_replace(&current, &next).await {
+            Ok(_) => {
                 let shown = after_write(&app, next).await?;
                 return Ok(Json(ConfigWritten {
                     message: "Model config updated successfully".into(),
@@ -217,7 +212,7 @@ pub async fn update<S: Store>(
         (status = 400, description = "Malformed id in the path", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such config", body = ErrorBody),
-        (status = 409, description = "The config kept changing concurrently", body = ErrorBody),
+        (status = 409, description = "A configs file (--configs-file) manages this config (the message names the file), or the config kept changing concurrently", body = ErrorBody),
         (status = 503, description = "The store is unreachable; nothing was changed", body = ErrorBody),
     )
 )]
@@ -229,19 +224,11 @@ pub async fn delete<S: Store>(
         let current = timed("get_config", app.store.get_config(&id))
             .await?
             .ok_or_else(|| ApiError::config_not_found(&id))?;
-        let write = |epoch: Option<String>| {
-            let (current, app) = (&current, &app);
-            async move {
-                timed_write(
-                    "delete_config",
-                    app.store.delete_config(current, epoch.as_deref()),
-                )
-                .await
-            }
-        };
-        match app.fenced_write(write).await {
-            Ok(written) => {
-                app.apply_local(&written, LocalChange::Delete(&id)).await;
+        if let Some(refused) = app.write_refusal(Some(&current), None) {
+            return Err(ApiError::conflict(refused));
+        }
+        match app.write_delete(&current).await {
+            Ok(_) => {
                 return Ok(Json(Deleted {
                     message: "Model config deleted successfully".into(),
                 }));

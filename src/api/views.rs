@@ -57,6 +57,18 @@ pub struct ModelConfigView {
     pub config_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Present when a configs file (`--configs-file`) manages this config: its path.
+    /// Management-API writes to it are refused (409); change it in that file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub managed_by: Option<String>,
+    /// `enforce`, or `shadow`: counted, never refusing (what `--shadow-all` makes every
+    /// config on its replica, whatever this says).
+    pub enforcement: crate::model::config::Enforcement,
+    /// The config's own alert thresholds; absent: the replica's `--alert-thresholds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub alert_thresholds: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -165,5 +177,8 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         config_hash: config_hash(c),
         created_at: c.created_at,
         updated_at: c.updated_at,
+        managed_by: c.managed_by.clone(),
+        enforcement: c.enforcement,
+        alert_thresholds: c.alert_thresholds.clone(),
     }
 }

@@ -5,6 +5,7 @@
 
 mod persist;
 pub mod sync;
+mod writes;
 
 use crate::limits::Snapshot;
 use crate::model::ModelConfig;
@@ -37,6 +38,8 @@ pub struct App<S> {
     published: Arc<Notify>,
     /// Where threshold events go (`emit` never waits); log-only until the server sets it.
     pub alerts: Arc<crate::alerts::AlertSink>,
+    /// This replica's `--configs-file`, as last read valid: the API writes it refuses.
+    configs_file: arc_swap::ArcSwapOption<crate::configs_file::managed::ManagedFile>,
 }
 
 /// A config change this replica just wrote, applied to its own snapshot at once.
@@ -59,6 +62,7 @@ impl<S: Store> App<S> {
             snapshot_file: None,
             published: Arc::new(Notify::new()),
             alerts: Arc::default(),
+            configs_file: arc_swap::ArcSwapOption::empty(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod matching;
 pub mod period;
 pub mod seen;
 pub mod snapshot;
+pub mod thresholds;
 pub mod window;
 
 pub use compiled::{CompiledConfig, LimitKind, LimitSpec};

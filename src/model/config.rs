@@ -33,6 +33,38 @@ impl Scope {
     }
 }
 
+/// Whether a config's limits refuse checks, or only count and say what they would have
+/// refused: a new limit can be tried on real traffic before it is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Enforce => "enforce",
+            Enforcement::Shadow => "shadow",
+        }
+    }
+
+    pub fn is_enforce(&self) -> bool {
+        *self == Enforcement::Enforce
+    }
+}
+
+/// A config's own alert thresholds on update: a list (`[]`: none), or `"default"`: back
+/// to the replica's `--alert-thresholds` (null on `PUT` means unchanged, so it cannot).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ThresholdsInput {
+    List(Vec<f64>),
+    Default(String),
+}
+
 /// A model config as kept in the store. Usage is not part of it: counters live apart
 /// and are joined in when a config is shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +82,18 @@ pub struct ModelConfig {
     /// Bumped by every write; writes compare it to refuse lost updates.
     #[serde(default)]
     pub revision: u64,
+    /// `shadow`: counted, never refusing (kept out of the stored JSON when `enforce`).
+    #[serde(default, skip_serializing_if = "Enforcement::is_enforce")]
+    pub enforcement: Enforcement,
+    /// Fractions of each limit's max at which a threshold event is emitted, ascending;
+    /// None: the replica's `--alert-thresholds`; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_thresholds: Option<Vec<f64>>,
+    /// The configs file (`--configs-file`) this config is managed by: every replica
+    /// refuses management-API writes to it. Kept in the store, so a replica started
+    /// without the file refuses too. Not part of `config_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 impl ModelConfig {
@@ -113,6 +157,13 @@ pub struct CreateModelConfig {
     /// Legacy single budget: accepted as a one-element `budgets`.
     pub budget: Option<BudgetInput>,
     pub rate_limit: Option<RateLimitInput>,
+    /// `enforce` (absent or null) or `shadow`: counted like any config, never refusing;
+    /// checks it would have refused list it in `shadow_denied`.
+    pub enforcement: Option<Enforcement>,
+    /// Fractions of each limit's max (0 < t <= 10, at most 8) at which a threshold event
+    /// is emitted. Absent or null: the replica's `--alert-thresholds`; `[]`: none.
+    #[schema(max_items = 8, value_type = Option<Vec<f64>>)]
+    pub alert_thresholds: Option<Vec<f64>>,
 }
 
 /// `PUT /api/governance/model-configs/{id}`. A field that is absent **or null** is left
@@ -139,6 +190,9 @@ pub struct UpdateModelConfig {
     pub budget: Option<BudgetInput>,
     /// Replaced as a whole (counters kept); `{}` or both maxes null removes it.
     pub rate_limit: Option<RateLimitInput>,
+    pub enforcement: Option<Enforcement>,
+    #[schema(schema_with = crate::model::schema::thresholds_update)]
+    pub alert_thresholds: Option<ThresholdsInput>,
 }
 
 /// A budget as sent. On create both fields are required; on update an entry may name an

@@ -12,9 +12,11 @@
 //! `calendar_aligned`, then per budget in id order `budget_id`, `budget_max_limit`,
 //! `budget_reset_duration`, then, if there is a rate limit, `rate_limit_id`,
 //! `token_max_limit`, `token_reset_duration`, `request_max_limit`,
-//! `request_reset_duration` (absent values as `""`). Numbers are written as Rust's
-//! shortest round-trip form (`120`, `5.5`). Usage, timestamps and revision are not
-//! hashed: they change without the config changing.
+//! `request_reset_duration` (absent values as `""`); then `enforcement` only when it is
+//! `shadow`, and `alert_thresholds` (comma-separated) only when the config has its own,
+//! so a config without them keeps the hash it always had. Numbers are written as Rust's
+//! shortest round-trip form (`120`, `5.5`). Usage, timestamps, revision and the
+//! configs-file marker are not hashed: they change without the config changing.
 
 use super::config::{Budget, ModelConfig, RateLimit};
 use sha2::{Digest, Sha256};
@@ -86,6 +88,13 @@ pub fn config_hash(c: &ModelConfig) -> String {
     if let Some(rl) = &c.rate_limit {
         h.rate_limit(rl);
     }
+    if !c.enforcement.is_enforce() {
+        h.field("enforcement", c.enforcement.as_str());
+    }
+    if let Some(thresholds) = &c.alert_thresholds {
+        let list: Vec<String> = thresholds.iter().map(f64::to_string).collect();
+        h.field("alert_thresholds", &list.join(","));
+    }
     h.hex()
 }
 
@@ -156,9 +165,21 @@ mod tests {
             json!({"rate_limit": {"request_max_limit": 6, "request_reset_duration": "1m"}}),
             json!({"rate_limit": {"request_max_limit": 5, "request_reset_duration": "2m"}}),
             json!({"rate_limit": {}}),
+            json!({"enforcement": "shadow"}),
+            json!({"alert_thresholds": [0.5]}),
+            json!({"alert_thresholds": []}),
         ] {
             assert_ne!(config_hash(&updated(&c, change.clone())), h, "{change}");
         }
+        // Back to the defaults: back to the hash it always had.
+        let back = updated(
+            &updated(
+                &c,
+                json!({"enforcement": "shadow", "alert_thresholds": [0.5]}),
+            ),
+            json!({"enforcement": "enforce", "alert_thresholds": "default"}),
+        );
+        assert_eq!(config_hash(&back), h);
         assert_ne!(budget_hash(&c.budgets[0]), budget_hash(&c.budgets[1]));
         assert_eq!(rate_limit_hash(c.rate_limit.as_ref().unwrap()).len(), 64);
     }

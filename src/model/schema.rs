@@ -83,6 +83,30 @@ pub fn scope_input() -> Schema {
         .into()
 }
 
+/// `alert_thresholds` on update: a list of fractions (`[]`: none), `"default"` (the
+/// replica's `--alert-thresholds`), or null (unchanged).
+pub fn thresholds_update() -> Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, OneOfBuilder};
+    let fraction = ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Number))
+        .exclusive_minimum(Some(0.0))
+        .maximum(Some(10.0));
+    let list = ArrayBuilder::new().items(fraction).max_items(Some(8));
+    let word = ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .enum_values(Some(["default"]));
+    let null = ObjectBuilder::new().schema_type(SchemaType::new(Type::Null));
+    OneOfBuilder::new()
+        .item(list)
+        .item(word)
+        .item(null)
+        .description(Some(
+            "A list replaces the config's thresholds (`[]`: none); `\"default\"`: back to the \
+             replica's `--alert-thresholds`; absent or null: unchanged.",
+        ))
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

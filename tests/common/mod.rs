@@ -2,6 +2,7 @@
 //! separate processes, and a small JSON client. Never a mocked Redis.
 #![allow(dead_code)]
 
+pub mod configs;
 pub mod sentinel;
 
 use reqwest::StatusCode;

@@ -21,6 +21,9 @@ pub const MAX_COUNT_LIMIT: u64 = (1 << 53) - 1;
 pub const MAX_BUDGET_DOLLARS: f64 = 1e9;
 pub const MAX_BUDGETS: usize = 16;
 pub const MAX_NAME_LEN: usize = 256;
+/// Alert thresholds per config at most, and the largest (a shadow limit may pass its max).
+pub const MAX_THRESHOLDS: usize = 8;
+pub const MAX_THRESHOLD: f64 = 10.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationError(pub String);
@@ -77,6 +80,29 @@ fn check_provider(provider: Option<String>) -> Result<Option<String>, Validation
     Ok(provider)
 }
 
+/// Alert thresholds, sorted: each a fraction of a limit's max, 0 < t <= 10, no two equal.
+pub fn check_thresholds(field: &str, list: &[f64]) -> Result<Vec<f64>, ValidationError> {
+    if list.len() > MAX_THRESHOLDS {
+        return invalid(format!(
+            "{field} may list at most {MAX_THRESHOLDS} thresholds (got {})",
+            list.len()
+        ));
+    }
+    for (i, t) in list.iter().enumerate() {
+        if !t.is_finite() || *t <= 0.0 || *t > MAX_THRESHOLD {
+            return invalid(format!(
+                "{field}[{i}] must be a fraction of the limit's max, > 0 and <= {MAX_THRESHOLD} (got {t})"
+            ));
+        }
+    }
+    let mut sorted = list.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return invalid(format!("{field} lists a threshold twice"));
+    }
+    Ok(sorted)
+}
+
 fn check_duration(field: &str, value: &str) -> Result<u64, ValidationError> {
     parse_duration_ms(value).map_err(|e| ValidationError(format!("{field}: {e}")))
 }
@@ -114,6 +140,10 @@ pub fn create_config(
         Some(rl) => build_rate_limit(rl, None, now)?,
         None => None,
     };
+    let alert_thresholds = match &req.alert_thresholds {
+        Some(list) => Some(check_thresholds("alert_thresholds", list)?),
+        None => None,
+    };
     Ok(ModelConfig {
         id: new_id(),
         model_name,
@@ -126,6 +156,9 @@ pub fn create_config(
         created_at: now,
         updated_at: now,
         revision: 1,
+        managed_by: None,
+        enforcement: req.enforcement.unwrap_or_default(),
+        alert_thresholds,
     })
 }
 
@@ -197,6 +230,29 @@ mod tests {
         let e = err(json!({"model_name": "m", "budgets": [
             {"max_limit": 1, "reset_duration": "1d"}, {"max_limit": 2, "reset_duration": "24h"}]}));
         assert!(e.contains("budgets[1].reset_duration"), "{e}");
+    }
+
+    #[test]
+    fn enforcement_and_thresholds() {
+        use crate::model::config::Enforcement;
+        let c = create(json!({"model_name": "m"})).unwrap();
+        assert_eq!(
+            (c.enforcement, c.alert_thresholds),
+            (Enforcement::Enforce, None)
+        );
+        let c = create(json!({"model_name": "m", "enforcement": "shadow",
+                              "alert_thresholds": [0.9, 0.5]}))
+        .unwrap();
+        assert_eq!(c.enforcement, Enforcement::Shadow);
+        assert_eq!(c.alert_thresholds, Some(vec![0.5, 0.9]), "sorted");
+        assert!(
+            err(json!({"model_name": "m", "alert_thresholds": [0.0]}))
+                .contains("alert_thresholds[0]")
+        );
+        assert!(err(json!({"model_name": "m", "alert_thresholds": [11]})).contains("<= 10"));
+        assert!(err(json!({"model_name": "m", "alert_thresholds": [0.5, 0.5]})).contains("twice"));
+        let none = create(json!({"model_name": "m", "alert_thresholds": []})).unwrap();
+        assert_eq!(none.alert_thresholds, Some(vec![]));
     }
 
     #[test]

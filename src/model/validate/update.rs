@@ -4,8 +4,8 @@
 
 use super::budgets::{budget_inputs, build_budgets, legacy_budget_update};
 use super::rate_limit::build_rate_limit;
-use super::{ValidationError, check_name, check_provider, invalid, parse_scope};
-use crate::model::config::{ModelConfig, Scope, UpdateModelConfig};
+use super::{ValidationError, check_name, check_provider, check_thresholds, invalid, parse_scope};
+use crate::model::config::{ModelConfig, Scope, ThresholdsInput, UpdateModelConfig};
 use chrono::{DateTime, Utc};
 
 /// `scope`/`scope_id` are identity: a different value is a 400 (`""` and null are
@@ -73,6 +73,21 @@ pub fn update_config(
     }
     if let Some(rl) = req.rate_limit {
         next.rate_limit = build_rate_limit(rl, current.rate_limit.as_ref(), now)?;
+    }
+    if let Some(enforcement) = req.enforcement {
+        next.enforcement = enforcement;
+    }
+    match req.alert_thresholds {
+        None => {}
+        Some(ThresholdsInput::List(list)) => {
+            next.alert_thresholds = Some(check_thresholds("alert_thresholds", &list)?);
+        }
+        Some(ThresholdsInput::Default(word)) if word == "default" => next.alert_thresholds = None,
+        Some(ThresholdsInput::Default(word)) => {
+            return invalid(format!(
+                "alert_thresholds must be a list of fractions or \"default\" (got {word:?})"
+            ));
+        }
     }
     next.updated_at = now;
     next.revision = current.revision + 1;
