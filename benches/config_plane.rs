@@ -23,7 +23,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate::model::validate::create_config;
-use tollgate::store::Store;
+use tollgate::store::ConfigLog;
 use tollgate::store::redis::{RedisOptions, RedisStore};
 
 fn free_port() -> u16 {

@@ -22,6 +22,7 @@ use tollgate::model::duration::parse_duration_ms;
 use tollgate::model::validate::create_config;
 use tollgate::store::LimitOutcome;
 use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, fill_batch};
+use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, scripts};
 
 const CHECK_BODY: &[u8] =
@@ -115,7 +116,7 @@ fn check_op(keys: &Keys, matched: &[&CompiledConfig]) -> Op {
             .iter()
             .map(|c| ConfigRef {
                 key: keys.counters(&c.config.id),
-                limits: c.lua_limits.clone(),
+                limits: packed_limits(c).clone(),
                 n_limits: c.limits.len(),
             })
             .collect(),
@@ -168,26 +169,30 @@ fn json_codec(c: &mut Criterion) {
         .into_iter()
         .map(|c| &**c)
         .collect();
-    // The limits' fixed fields come pre-serialized from the snapshot; only counts vary.
+    // The limits' fixed fields are serialized once per compiled config; only counts vary.
     let outcome = LimitOutcome {
         admitted: true,
         used: 12_345,
         reset_after_ms: 59_000,
         retry_after_ms: 0,
     };
+    let outcomes = vec![outcome; 9];
     group.bench_function("write_check_response_9_limits", |b| {
         b.iter(|| {
-            let limits: Vec<_> = matched
+            // The (limit, outcome) pairs the handler also collects (for the headers).
+            let pairs: Vec<_> = matched
                 .iter()
-                .flat_map(|c| c.answer_limits().iter())
-                .map(|s| (s, outcome))
+                .flat_map(|c| c.limits.iter())
+                .zip(outcomes.iter().copied())
                 .collect();
+            black_box(&pairs);
             black_box(write_answer(
                 true,
                 None,
                 None,
                 Some(1_795_000_000_000),
-                &limits,
+                &matched,
+                &outcomes,
             ))
         })
     });

@@ -40,7 +40,7 @@
 //! when other processes used more than CORES during it),
 //! `--tollgate PATH`, `--redis-server PATH`, `--redis-arg 'NAME VALUE'` (repeatable, e.g.
 //! `--redis-arg 'hash-max-listpack-entries 64'`), `--alt-script FILE` (also measure
-//! this version of the check script — `lib.lua` and `check.lua` concatenated — directly,
+//! this version of the check script — composed as `scripts::BATCH` is — directly,
 //! right after the built-in one, on the same counters).
 //!
 //! Never run by CI; nothing asserts on time.
@@ -59,8 +59,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
 use tollgate::model::validate::create_config;
-use tollgate::store::Store;
+use tollgate::store::ConfigWrites;
 use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
+use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
 
 const KEY_PREFIX: &str = "tollgate:";
@@ -98,8 +99,8 @@ struct Opts {
     redis_bin: String,
     /// Extra `redis-server` arguments, e.g. `--hash-max-listpack-entries 64`.
     redis_args: Vec<String>,
-    /// Another version of `batch.lua` (lib, check and usage prepended) to measure
-    /// directly next to the built-in one, on the same Redis and counters.
+    /// Another version of `batch.lua` (its library fragments, check and usage prepended) to
+    /// measure directly next to the built-in one, on the same Redis and counters.
     alt_script: Option<PathBuf>,
     /// Tollgate processes of scenario `e`.
     fleet: usize,
@@ -498,7 +499,7 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
             .iter()
             .map(|c| ConfigRef {
                 key: keys.counters(&c.config.id),
-                limits: c.lua_limits.clone(),
+                limits: packed_limits(c).clone(),
                 n_limits: c.limits.len(),
             })
             .collect(),

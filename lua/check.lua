@@ -1,13 +1,13 @@
 -- check.lua: one check-and-consume, all or nothing, over every limit of its configs.
 -- Run by batch.lua (which holds KEYS/ARGV), once per check op, in arrival order.
--- cfgs    the opened configs of this check (see open_config in lib.lua)
+-- cfgs    the opened configs of this check (see open_config in lib/counters.lua)
 -- amount  { r = requests, t = tokens, b = cost in nano-dollars }
 -- consume false for a dry run
 -- Appends to out: allowed (1|0), then per limit: used, reset_after_ms, and when denied
 -- also admitted (1|0) and retry_after_ms. Amounts are added only when every limit admits
 -- them.
 -- This runs once per check of a batch, so it is written for the interpreter: numeric
--- loops, the admission rule (lib.lua's admits) and the reset time inlined.
+-- loops, the admission rule (lib/counts.lua's admits) and the reset time inlined.
 
 local function check_op(cfgs, amount, consume, now, out)
   local allowed = true

@@ -1,17 +1,13 @@
 -- config_delete.lua: remove a config and its counters if nobody changed it since it
 -- was read.
--- KEYS[1…6], ARGV[1…4]: see config_lib.lua   KEYS[7] counters hash of this config
+-- KEYS[1…6], ARGV[1…4]: see lib/config_plane.lua   KEYS[7] counters hash of this config
 -- ARGV[5] id   ARGV[6] revision that was read   ARGV[7] identity
 -- Returns {1, version, epoch} | {0, 'missing' | 'stale' | 'expired' | 'seeding' |
 -- 'epoch'}.
 
-local now = now_ms()
-if past_deadline(now) then
-  return { 0, 'expired' }
-end
-local fenced = fence(now)
-if fenced then
-  return { 0, fenced }
+local _, refused_write = write_guard()
+if refused_write then
+  return refused_write
 end
 local refused = refusal(ARGV[5], ARGV[6])
 if refused then

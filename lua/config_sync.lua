@@ -1,5 +1,5 @@
 -- config_sync.lua: where the config plane stands, and what changed since a version.
--- Reads only. KEYS[1…6]: see config_lib.lua.
+-- Reads only. KEYS[1…6]: see lib/config_plane.lua.
 -- ARGV[1] the version the caller is current to (0: only the state)
 -- ARGV[2] at most this many changes per call
 -- Returns {epoch or '', version, intact, seeding, floor, configs, through,

@@ -1,5 +1,5 @@
 -- config_update.lua: replace a config if nobody changed it since it was read.
--- KEYS[1…6], ARGV[1…4]: see config_lib.lua   KEYS[7] counters hash of this config
+-- KEYS[1…6], ARGV[1…4]: see lib/config_plane.lua   KEYS[7] counters hash of this config
 -- ARGV[5] id   ARGV[6] revision that was read   ARGV[7] old identity
 -- ARGV[8] new identity   ARGV[9] new JSON
 -- ARGV[10] how long the kept counters may matter under the new limits (ms): their TTL
@@ -10,17 +10,13 @@
 --          existing budget whose current usage it starts with (see budget_seeds in
 --          src/store/mod.rs)
 -- ARGV[12 + 8n…] counter fields to drop (removed budgets)
--- lib.lua is prepended too (before config_lib.lua), for update_counters.
+-- update_counters: see lib/counter_updates.lua.
 -- Returns {1, version, epoch} | {0, 'missing' | 'stale' | 'expired' | 'seeding' |
 -- 'epoch'} | {0, 'conflict', other id}.
 
-local now = now_ms()
-if past_deadline(now) then
-  return { 0, 'expired' }
-end
-local fenced = fence(now)
-if fenced then
-  return { 0, fenced }
+local now, refused_write = write_guard()
+if refused_write then
+  return refused_write
 end
 local refused = refusal(ARGV[5], ARGV[6])
 if refused then

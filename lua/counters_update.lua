@@ -7,7 +7,7 @@
 -- ARGV[2] n, the number of new budgets to seed, then per seed 8 values (as in
 --         config_update.lua)
 -- ARGV[3 + 8n…] counter fields to drop (removed budgets)
--- lib.lua is prepended. Returns 1.
+-- update_counters: see lib/counter_updates.lua. Returns 1.
 
 update_counters(KEYS[1], 1, now_ms())
 return 1

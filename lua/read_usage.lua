@@ -1,6 +1,6 @@
 -- read_usage.lua: live usage of configs for the management API. Writes nothing.
--- KEYS[k]  counters hash of the k-th config (see lib.lua)
--- ARGV[k]  limits of KEYS[k], packed (see lib.lua)
+-- KEYS[k]  counters hash of the k-th config (see lib/counters.lua)
+-- ARGV[k]  limits of KEYS[k], packed (see lib/counters.lua)
 -- Returns {now_ms, then per limit: used, start_ms of the current window or period}.
 
 local now = now_ms()

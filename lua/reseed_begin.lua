@@ -1,6 +1,6 @@
 -- reseed_begin.lua: claim the right to re-seed a Redis that lost configs, and clear
 -- what is left of them. One replica wins; the others see the new epoch and adopt it.
--- KEYS[1…6]: see config_lib.lua
+-- KEYS[1…6]: see lib/config_plane.lua
 -- ARGV[1] the epoch the caller found ('' = none)   ARGV[2] the new epoch
 -- ARGV[3] the caller's snapshot version   ARGV[4] lease (ms): if the winner stops
 --         sending chunks for this long, another replica may take over

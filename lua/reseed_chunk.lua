@@ -1,5 +1,5 @@
 -- reseed_chunk.lua: one chunk of configs for a re-seed this caller began.
--- KEYS[1…6]: see config_lib.lua
+-- KEYS[1…6]: see lib/config_plane.lua
 -- ARGV[1] the new epoch   ARGV[2] the seeded version   ARGV[3] lease (ms), extended
 -- ARGV[4…] per config: id, identity, JSON
 -- Returns {1} | {0, 'lost'} (another replica took the re-seed over).

@@ -1,5 +1,5 @@
 -- reseed_end.lua: finish a re-seed: mark the epoch and tell every replica.
--- KEYS[1…6]: see config_lib.lua
+-- KEYS[1…6]: see lib/config_plane.lua
 -- ARGV[1] the new epoch   ARGV[2] change channel
 -- Returns {1, version} | {0, 'lost'}.
 

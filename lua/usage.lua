@@ -1,7 +1,7 @@
 -- usage.lua: one settlement (a usage report) or give-back (a check that tollgate answered
 -- by its store-error policy although Redis ran it). Never denies.
 -- Run by batch.lua (which holds KEYS/ARGV), once per op, in arrival order.
--- cfgs     the opened configs (see open_config in lib.lua)
+-- cfgs     the opened configs (see open_config in lib/counters.lua)
 -- delta    { r = requests, t = tokens, b = nano-dollars }: added, or taken back when
 --          negative
 -- at       when the check reserved (ms, Redis clock; 0 = not known): a refund only

@@ -1,8 +1,10 @@
 //! tollgate: a distributed rate-limit and budget sidecar for LLM gateways.
 //!
-//! `api` (HTTP handlers) → `app` (state and config snapshot) → `store` (Redis or memory)
-//! with `limits` (matching, window and period math) and `model` (config types and
-//! validation) as plain logic underneath; `alerts` delivers threshold events.
+//! `api` (HTTP handlers and Envoy's gRPC service: parse, format) → `app` (state, config
+//! snapshot, and the check and usage decisions) → `store` (Redis or memory), with
+//! `limits` (matching, window and period math) and `model` (config types and
+//! validation) as plain logic underneath. Arrows point down only. `alerts` delivers
+//! threshold events (logged, counted, POSTed to the alert webhook).
 
 pub mod alerts;
 pub mod api;

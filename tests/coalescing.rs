@@ -10,7 +10,7 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate::limits::CompiledConfig;
 use tollgate::store::redis::{RedisOptions, RedisStore};
-use tollgate::store::{Amounts, Store};
+use tollgate::store::{Amounts, Counters};
 
 fn compiled(body: serde_json::Value) -> CompiledConfig {
     let req = serde_json::from_value(body).unwrap();

@@ -405,7 +405,7 @@ async fn incremental_sync_applies_only_what_changed() {
 
 /// 10,000 configs written as a re-seed would (chunks of 1,000), before any replica runs.
 async fn seed(url: &str, n: usize) {
-    use tollgate::store::Store;
+    use tollgate::store::ConfigLog;
     let store = tollgate::store::RedisStore::connect(tollgate::store::redis::RedisOptions {
         bulk_timeout: Duration::from_secs(60),
         ..tollgate::store::redis::RedisOptions::standalone(url, "tollgate:", Duration::from_secs(5))

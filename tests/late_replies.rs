@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tollgate::limits::CompiledConfig;
 use tollgate::store::redis::{RedisOptions, RedisStore};
-use tollgate::store::{Amounts, Store, StoreError};
+use tollgate::store::{Amounts, Counters, StoreError};
 
 /// Forwards `from` to `to`, each chunk `delay` after it was read, in order.
 async fn pump(

@@ -1,7 +1,8 @@
-//! The Lua counters (`lua/lib.lua`) and the Rust ones (`src/limits`) must agree step by
-//! step: the Redis store and the memory store then enforce the same limits. Times are
-//! passed explicitly here, so every boundary can be exercised; the production scripts
-//! take them from Redis `TIME`.
+//! The Lua counters (`lua/lib/windows.lua`, `lua/lib/periods.lua`) and the Rust ones
+//! (`src/limits`) must agree step by step: the Redis store and the memory store then
+//! enforce the same limits. Times are passed explicitly here, so every boundary can be
+//! exercised; the production scripts take them from Redis `TIME`. The harnesses run on
+//! `scripts::LIB`, the same composed fragments as the production scripts.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use tollgate::limits::period::PeriodGrid;
 use tollgate::limits::window::SlidingWindow;
 use tollgate::model::duration::{DAY_MS, MONTH_MS, WEEK_MS, YEAR_MS};
+use tollgate::store::redis::packed_limits::grid_args;
 use tollgate::store::redis::scripts::LIB;
 
 /// Runs one window operation at an explicit time, keeps the window in field `w` (and its
@@ -211,7 +213,7 @@ fn budget_periods_match_rust() {
     let conn = RefCell::new(redis.conn());
     let script = redis::Script::new(&format!("{LIB}\n{PERIOD_HARNESS}"));
     let check = |grid: PeriodGrid, now: i64| -> Result<(), TestCaseError> {
-        let (mode, param, len) = grid.lua_args();
+        let (mode, param, len) = grid_args(&grid);
         let got: Vec<i64> = script
             .arg(now)
             .arg(len)

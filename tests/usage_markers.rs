@@ -9,7 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate::limits::{CompiledConfig, MatchKey};
 use tollgate::store::redis::{RedisOptions, RedisStore};
-use tollgate::store::{Store, UsageDelta, UsageOutcome, scoped_request_id};
+use tollgate::store::{Counters, UsageDelta, UsageOutcome, scoped_request_id};
 
 const MARKERS: usize = 100_000;
 

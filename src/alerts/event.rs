@@ -6,8 +6,8 @@
 //! rely on one shape for every event.
 
 use crate::limits::LimitKind;
-use crate::model::Scope;
 pub use crate::model::config::Enforcement;
+use crate::model::{Scope, nanos_to_dollars};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
@@ -81,11 +81,19 @@ impl Serialize for ThresholdEvent {
             kind: self.kind.as_str(),
             reset_duration: &self.reset_duration,
             threshold: self.threshold,
-            used: self.kind.quantity(self.used),
-            max: self.kind.quantity(self.max),
+            used: quantity(self.kind, self.used),
+            max: quantity(self.kind, self.max),
             period_start: self.period_start.as_ref(),
         }
         .serialize(s)
+    }
+}
+
+/// As in a check answer: whole requests and tokens, dollars for budgets.
+fn quantity(kind: LimitKind, raw: i64) -> serde_json::Value {
+    match kind {
+        LimitKind::Budget => serde_json::Value::from(nanos_to_dollars(raw)),
+        LimitKind::Requests | LimitKind::Tokens => serde_json::Value::from(raw),
     }
 }
 

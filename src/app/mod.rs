@@ -1,10 +1,14 @@
-//! Shared state of one tollgate: its store, its config snapshot, and its settings.
+//! Shared state of one tollgate: its store, its config snapshot, and its settings; and
+//! the decisions of the hot path, whatever protocol asked.
 //!
-//! `sync` keeps the snapshot current (and the store's configs alive); `persist` keeps a
-//! copy of it in `--state-file` when the store is Redis.
+//! `check` decides a check and `usage` records a usage report (both over HTTP and
+//! Envoy's gRPC); `sync` keeps the snapshot current (and the store's configs alive);
+//! `persist` keeps a copy of it in `--state-file` when the store is Redis.
 
+pub mod check;
 mod persist;
 pub mod sync;
+pub mod usage;
 mod writes;
 
 use crate::limits::Snapshot;
@@ -18,6 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Until the first snapshot load, no config is known, so "nothing matches" cannot be
+/// concluded: the store has been unreachable since start.
+pub const NO_SNAPSHOT: &str =
+    "no config snapshot loaded yet: the store has been unreachable since start";
 
 pub struct App<S> {
     pub store: S,

@@ -1,10 +1,9 @@
-//! A config turned into the list of limits a check evaluates.
+//! A config turned into the list of limits a check evaluates. How a store or an answer
+//! encodes them is theirs (`layer_cache`): no wire format here.
 
+use super::layer_cache::LayerCache;
 use super::period::PeriodGrid;
-use crate::model::{
-    ModelConfig, Scope, dollars_to_nanos, duration::parse_duration_ms, nanos_to_dollars,
-};
-use serde::Serialize;
+use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
@@ -19,15 +18,6 @@ impl LimitKind {
             LimitKind::Requests => "requests",
             LimitKind::Tokens => "tokens",
             LimitKind::Budget => "budget",
-        }
-    }
-
-    /// The one-letter kind code of the Lua scripts.
-    pub fn code(self) -> &'static str {
-        match self {
-            LimitKind::Requests => "r",
-            LimitKind::Tokens => "t",
-            LimitKind::Budget => "b",
         }
     }
 
@@ -53,88 +43,19 @@ pub struct LimitSpec {
     pub grid: Option<PeriodGrid>,
     pub reset_duration: String,
     pub budget_id: Option<String>,
-    /// This limit's fixed fields in a check answer, as JSON: an object without its
-    /// closing brace, for the answer to append the counts. Serialized at the first check
-    /// that shows it, not per check (it was 11% of tollgate's CPU), and not for configs
-    /// never checked (with a million configs, most: ~600 bytes each). Read it through
-    /// `CompiledConfig::answer_limits`, which fills it.
-    pub answer_head: std::sync::OnceLock<String>,
-}
-
-/// The fixed fields of a limit in a check answer (`answer_head`).
-#[derive(Serialize)]
-struct AnswerHead<'a> {
-    config_id: &'a str,
-    scope: Scope,
-    scope_id: Option<&'a str>,
-    model_name: &'a str,
-    provider: Option<&'a str>,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    budget_id: Option<&'a str>,
-    reset_duration: &'a str,
-    max: serde_json::Value,
-}
-
-impl LimitKind {
-    /// A count as the client sees it: whole requests/tokens, or dollars for budgets.
-    pub fn quantity(self, raw: i64) -> serde_json::Value {
-        match self {
-            LimitKind::Budget => serde_json::Value::from(nanos_to_dollars(raw)),
-            _ => serde_json::Value::from(raw),
-        }
-    }
-}
-
-fn answer_head(config: &ModelConfig, spec: &LimitSpec) -> String {
-    let head = AnswerHead {
-        config_id: &config.id,
-        scope: config.scope,
-        scope_id: config.scope_id.as_deref(),
-        model_name: &config.model_name,
-        provider: config.provider.as_deref(),
-        kind: spec.kind.as_str(),
-        budget_id: spec.budget_id.as_deref(),
-        reset_duration: &spec.reset_duration,
-        max: spec.kind.quantity(spec.max),
-    };
-    let mut json = serde_json::to_string(&head).expect("plain data serializes");
-    json.pop(); // the closing brace
-    json
 }
 
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
     pub config: ModelConfig,
     pub limits: Vec<LimitSpec>,
-    /// The limits as the Lua scripts read them: one binary argument per config, per limit
-    /// `struct.pack('<c1Bc0dddd', kind, field, max, length, grid mode, grid param)` (see
-    /// `lua/lib.lua`). Built once per snapshot, so a check only adds its amounts.
-    /// Shared, so a coalesced call can carry it without copying.
-    pub lua_limits: std::sync::Arc<[u8]>,
     /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
     pub seen: super::seen::SeenUsage,
-}
-
-impl LimitSpec {
-    /// The head filled by `CompiledConfig::answer_limits`.
-    pub fn answer_head(&self) -> &str {
-        self.answer_head
-            .get()
-            .expect("answer heads are filled by CompiledConfig::answer_limits")
-    }
+    /// What the store and the answer derive from the limits, once per compiled config.
+    pub cache: LayerCache,
 }
 
 impl CompiledConfig {
-    /// The limits, with their answer heads filled (once per compiled config).
-    pub fn answer_limits(&self) -> &[LimitSpec] {
-        for spec in &self.limits {
-            spec.answer_head
-                .get_or_init(|| answer_head(&self.config, spec));
-        }
-        &self.limits
-    }
-
     /// `max_counter_lifetime_ms` of a config about to be written (stores extend kept
     /// counters to it on update).
     pub fn counter_lifetime_of(config: &ModelConfig) -> Result<i64, String> {
@@ -174,7 +95,6 @@ impl CompiledConfig {
                     grid: None,
                     reset_duration: d.clone(),
                     budget_id: None,
-                    answer_head: std::sync::OnceLock::new(),
                 });
             }
             if let (Some(max), Some(d)) = (rl.token_max_limit, &rl.token_reset_duration) {
@@ -186,7 +106,6 @@ impl CompiledConfig {
                     grid: None,
                     reset_duration: d.clone(),
                     budget_id: None,
-                    answer_head: std::sync::OnceLock::new(),
                 });
             }
         }
@@ -204,38 +123,15 @@ impl CompiledConfig {
                 )),
                 reset_duration: b.reset_duration.clone(),
                 budget_id: Some(b.id.clone()),
-                answer_head: std::sync::OnceLock::new(),
             });
         }
-        let lua_limits = lua_limits(&limits).into();
         Ok(CompiledConfig {
             config,
             seen: super::seen::SeenUsage::new(limits.len()),
             limits,
-            lua_limits,
+            cache: LayerCache::default(),
         })
     }
-}
-
-fn lua_limits(limits: &[LimitSpec]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(limits.len() * 80);
-    for l in limits {
-        let (mode, param) = match l.grid {
-            Some(grid) => {
-                let (mode, param, _) = grid.lua_args();
-                (mode, param)
-            }
-            None => (0, 0),
-        };
-        out.extend_from_slice(l.kind.code().as_bytes());
-        // Fields are "r", "t" or "b:<uuid>": far below the 255-byte length prefix.
-        out.push(u8::try_from(l.field.len()).expect("limit field under 256 bytes"));
-        out.extend_from_slice(l.field.as_bytes());
-        for value in [l.max as f64, l.len_ms as f64, f64::from(mode), param as f64] {
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-    }
-    out
 }
 
 pub fn budget_field(budget_id: &str) -> String {

@@ -1,6 +1,9 @@
-//! Pure limit logic: which configs match, and window/period arithmetic.
+//! Pure limit logic: which configs match, and window/period arithmetic. No wire
+//! formats: the store and the API encode limits themselves, once per compiled config,
+//! in its `layer_cache`.
 
 pub mod compiled;
+pub mod layer_cache;
 pub mod matching;
 pub mod period;
 pub mod seen;

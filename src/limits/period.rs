@@ -4,7 +4,7 @@
 //! creation. Calendar-aligned budgets use UTC calendar boundaries: whole years for
 //! multiples of 365d, whole months for multiples of 30d, and otherwise a grid anchored at
 //! Monday 1970-01-05T00:00Z, which puts days on UTC midnight and weeks on Mondays.
-//! `lua/lib.lua` implements the same arithmetic; `tests/lua_parity.rs` checks they agree.
+//! `lua/lib/periods.lua` implements the same arithmetic; `tests/lua_parity.rs` checks they agree.
 
 use crate::model::duration::{MONTH_MS, YEAR_MS};
 use chrono::{DateTime, Datelike, NaiveDate};
@@ -44,15 +44,6 @@ impl PeriodGrid {
                 anchor_ms: MONDAY_EPOCH_MS,
                 len_ms: len,
             }
-        }
-    }
-
-    /// Script encoding (mode, param, length) of `lua/lib.lua`'s `period_bounds`.
-    pub fn lua_args(&self) -> (u8, i64, i64) {
-        match *self {
-            PeriodGrid::Fixed { anchor_ms, len_ms } => (0, anchor_ms, len_ms),
-            PeriodGrid::Months { n } => (1, n, 0),
-            PeriodGrid::Years { n } => (2, n, 0),
         }
     }
 

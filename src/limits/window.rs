@@ -7,7 +7,7 @@
 //! which is what guarantees that no span of length `W` admits more than `max`. Capacity
 //! returns bucket by bucket (gradually), and a whole idle window empties it.
 //!
-//! `lua/lib.lua` stores the same structure in a Redis hash; `tests/lua_parity.rs`
+//! `lua/lib/windows.lua` stores the same structure in a Redis hash; `tests/lua_parity.rs`
 //! checks that the two agree step by step.
 
 use std::collections::VecDeque;
@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 pub const SUB_BUCKETS: i64 = 30;
 
 /// Usage saturates here (above any max, exact in a Lua double), so usage reports can never
-/// overflow a counter. `lua/lib.lua` has the same bound.
+/// overflow a counter. `lua/lib/counts.lua` has the same bound.
 pub const MAX_USED: i64 = 1 << 62;
 
 fn clamp_used(x: i64) -> i64 {
@@ -130,7 +130,7 @@ impl SlidingWindow {
         }
     }
 
-    /// Takes `take` out of bucket `k`; an emptied oldest bucket goes (as in `lib.lua`).
+    /// Takes `take` out of bucket `k`; an emptied oldest bucket goes (as in `lua/lib/windows.lua`).
     fn take(&mut self, k: usize, take: i64) {
         self.buckets[k].count -= take;
         self.total = clamp_used(self.total - take);

@@ -1,9 +1,64 @@
 //! What a replica learns from the store about the config plane: its epoch (one lifetime
-//! of the store's data), its version, and the configs changed since a version.
+//! of the store's data), its version, and the configs changed since a version; and the
+//! trait a store follows it by. Redis: `redis/config_sync.rs`; memory:
+//! `memory/config_log.rs`.
 
+use super::StoreError;
 use crate::model::ModelConfig;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
-/// Whether a replica is re-seeding the store (SPEC §5: configs outlive Redis's data).
+/// How replicas follow the configs: the state and the changes since a version, full
+/// scans, the re-seed of a store that lost its configs, and change notifications.
+pub trait ConfigLog {
+    /// The config plane's state, and the configs changed after version `since` (at most
+    /// about `limit` of them; `since` = 0: only the state).
+    fn config_changes(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<ConfigChanges, StoreError>> + Send;
+
+    /// One page of every config: start at cursor 0, stop when it answers 0. Pages may
+    /// miss or repeat configs written meanwhile: a full load follows it with
+    /// `config_changes` since the version it started at.
+    fn scan_configs(
+        &self,
+        cursor: u64,
+    ) -> impl Future<Output = Result<(u64, Vec<ModelConfig>), StoreError>> + Send;
+
+    /// Puts `configs` back into a store that lost them, unless another replica does (or
+    /// did): race-safe. `found` is the epoch the caller found (None: none), `min_version`
+    /// its snapshot's version.
+    fn reseed(
+        &self,
+        found: Option<&str>,
+        configs: Vec<ModelConfig>,
+        min_version: u64,
+    ) -> impl Future<Output = Result<ReseedOutcome, StoreError>> + Send;
+
+    /// Notified when another replica may have changed configs.
+    fn changes(&self) -> Arc<Notify>;
+}
+
+/// Every config, page by page (not a consistent cut when writes go on meanwhile: a
+/// replica's full load follows it with the change log).
+pub async fn all_configs<S: ConfigLog>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
+    let mut configs = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (next, page) = store.scan_configs(cursor).await?;
+        configs.extend(page);
+        if next == 0 {
+            return Ok(configs);
+        }
+        cursor = next;
+    }
+}
+
+/// Whether a replica is re-seeding the store (configs outlive Redis's data: see the
+/// README, "Configs outlive Redis's data").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seeding {
     None,

@@ -1,22 +1,30 @@
-//! Where configs and counters live: one small trait, two backends.
+//! Where configs and counters live: one trait per concern, two backends.
 //!
-//! `redis` shares everything between replicas (every counter operation is one Lua script
-//! call); `memory` is the embedded single-instance store. Both implement the same
-//! semantics and run the same scenario suite (`tests/scenarios.rs`).
+//! `Counters` (checks, usage reports, live usage), `ConfigWrites` (the management API's
+//! reads and writes), `ConfigLog` (what replicas follow: state, changes, full scans,
+//! re-seeds) and `Health` (readiness, the store's clock); `Store` is all four. `redis`
+//! shares everything between replicas (every counter operation is one Lua script call);
+//! `memory` is the embedded single-instance store. Both implement the same semantics
+//! and run the same scenario suite (`tests/scenarios.rs`), each concern in the file that
+//! owns it.
 
 pub mod config_log;
+pub mod config_writes;
+pub mod counters;
+pub mod health;
 pub mod memory;
 pub mod redis;
 
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
 use crate::model::ModelConfig;
-use chrono::{DateTime, Utc};
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
-pub use self::config_log::{ConfigChanges, ConfigState, ReseedOutcome, Seeding, Written};
+pub use self::config_log::{
+    ConfigChanges, ConfigLog, ConfigState, ReseedOutcome, Seeding, Written, all_configs,
+};
+pub use self::config_writes::ConfigWrites;
+pub use self::counters::Counters;
+pub use self::health::Health;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
@@ -147,120 +155,12 @@ pub fn scoped_request_id(key: &crate::limits::MatchKey<'_>, request_id: &str) ->
 /// How long a usage report's request id is remembered.
 pub const USAGE_ID_TTL: Duration = Duration::from_secs(25 * 3600);
 
-pub trait Store: Send + Sync + 'static {
-    /// The config plane's state, and the configs changed after version `since` (at most
-    /// about `limit` of them; `since` = 0: only the state).
-    fn config_changes(
-        &self,
-        since: u64,
-        limit: usize,
-    ) -> impl Future<Output = Result<ConfigChanges, StoreError>> + Send;
+/// Everything a backend provides, by concern: its counters (the hot path), config
+/// writes, the config log replicas follow, and its health. Implemented by every type
+/// that implements the four, so `S: Store` bounds need nothing else.
+pub trait Store: Counters + ConfigWrites + ConfigLog + Health + Send + Sync + 'static {}
 
-    /// One page of every config: start at cursor 0, stop when it answers 0. Pages may
-    /// miss or repeat configs written meanwhile: a full load follows it with
-    /// `config_changes` since the version it started at.
-    fn scan_configs(
-        &self,
-        cursor: u64,
-    ) -> impl Future<Output = Result<(u64, Vec<ModelConfig>), StoreError>> + Send;
-
-    /// Puts `configs` back into a store that lost them, unless another replica does (or
-    /// did): race-safe. `found` is the epoch the caller found (None: none), `min_version`
-    /// its snapshot's version.
-    fn reseed(
-        &self,
-        found: Option<&str>,
-        configs: Vec<ModelConfig>,
-        min_version: u64,
-    ) -> impl Future<Output = Result<ReseedOutcome, StoreError>> + Send;
-
-    fn get_config(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<ModelConfig>, StoreError>> + Send;
-
-    /// Atomic with the uniqueness rule. Every write is fenced by `epoch`, the epoch of
-    /// the writer's snapshot.
-    fn create_config(
-        &self,
-        config: &ModelConfig,
-        epoch: Option<&str>,
-    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
-
-    /// Replaces `old` (as read, compared by revision) with `new`; counters of budgets
-    /// that `new` no longer has are dropped, all others are kept, and a budget that `new`
-    /// adds starts with the current usage of `old`'s closest shorter budget
-    /// ([`budget_seeds`]), in the same atomic step.
-    fn replace_config(
-        &self,
-        old: &ModelConfig,
-        new: &ModelConfig,
-        epoch: Option<&str>,
-    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
-
-    /// Deletes `old` (as read, compared by revision) and its counters.
-    fn delete_config(
-        &self,
-        old: &ModelConfig,
-        epoch: Option<&str>,
-    ) -> impl Future<Output = Result<Written, WriteError>> + Send;
-
-    /// Atomic check-and-consume over every limit of `configs`.
-    fn check(
-        &self,
-        configs: &[&CompiledConfig],
-        amounts: Amounts,
-        dry_run: bool,
-    ) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
-
-    /// Adds a settlement to the token windows and budgets of `configs`, once per request id
-    /// (scoped by the report's identity: `scoped_request_id`). With no configs it writes
-    /// nothing, not even the request id.
-    fn record_usage(
-        &self,
-        configs: &[&CompiledConfig],
-        delta: UsageDelta,
-        request_id: Option<&str>,
-    ) -> impl Future<Output = Result<UsageOutcome, StoreError>> + Send;
-
-    /// Live usage of every limit of `configs` (in order), and the store's time now.
-    fn read_usage(
-        &self,
-        configs: &[&CompiledConfig],
-    ) -> impl Future<Output = Result<(i64, Vec<Vec<LimitUsage>>), StoreError>> + Send;
-
-    /// Reachable, ready to run its scripts, and accepting writes.
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Notified when another replica may have changed configs.
-    fn changes(&self) -> Arc<Notify>;
-
-    /// Why writes are not confirmed on the replicas asked for (`--redis-wait-replicas`),
-    /// while that is so: the store works, with less protection against a failover.
-    fn replication_shortfall(&self) -> Option<String> {
-        None
-    }
-
-    /// The store's time (Redis `TIME`). Configs are stamped with it, so a budget grid
-    /// anchored at a config's creation runs on the clock the scripts count with, whatever
-    /// the clock of the replica that wrote it.
-    fn clock(&self) -> impl Future<Output = Result<DateTime<Utc>, StoreError>> + Send;
-}
-
-/// Every config, page by page (not a consistent cut when writes go on meanwhile: a
-/// replica's full load follows it with the change log).
-pub async fn all_configs<S: Store>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
-    let mut configs = Vec::new();
-    let mut cursor = 0;
-    loop {
-        let (next, page) = store.scan_configs(cursor).await?;
-        configs.extend(page);
-        if next == 0 {
-            return Ok(configs);
-        }
-        cursor = next;
-    }
-}
+impl<T> Store for T where T: Counters + ConfigWrites + ConfigLog + Health + Send + Sync + 'static {}
 
 /// Counter fields of a budget that `new` no longer has.
 pub fn removed_budget_fields(old: &ModelConfig, new: &ModelConfig) -> Vec<String> {

@@ -1,8 +1,10 @@
 //! The JSON body of a check answer.
 
-use crate::limits::LimitSpec;
+use crate::limits::{CompiledConfig, LimitKind};
+use crate::model::{Scope, nanos_to_dollars};
 use crate::store::LimitOutcome;
 use serde::{Deserialize, Serialize};
+use std::ops::Deref;
 use utoipa::ToSchema;
 
 /// The answer of `POST /v1/check`, as documented. Answers are written by `write_answer`
@@ -97,24 +99,84 @@ pub struct Fallback {
     pub error: String,
 }
 
-/// The answer with its limits, in the shape of `CheckResponse`. Each limit's fixed
-/// fields come pre-serialized from the snapshot (`LimitSpec::answer_head`); only the
-/// counts are written per check. `reserved_at_ms`: when the check consumed (the store's
-/// clock), for the gateway to pass back in its usage report.
-pub fn write_answer(
+/// Each limit's fixed fields in a check answer, as JSON: an object without its closing
+/// brace, for the answer to append the counts. Serialized at the first check that shows
+/// the config, not per check (it was 11% of tollgate's CPU), and not for configs never
+/// checked (with a million configs, most: ~600 bytes each). This module's slot type in
+/// `CompiledConfig::cache`: private, so only this file fills it.
+struct AnswerHeads(Box<[String]>);
+
+/// The fixed fields of one limit in a check answer.
+#[derive(Serialize)]
+struct AnswerHead<'a> {
+    config_id: &'a str,
+    scope: Scope,
+    scope_id: Option<&'a str>,
+    model_name: &'a str,
+    provider: Option<&'a str>,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_id: Option<&'a str>,
+    reset_duration: &'a str,
+    max: serde_json::Value,
+}
+
+/// `config`'s answer heads, one per limit in order (serialized once per compiled config).
+fn answer_heads(config: &CompiledConfig) -> &[String] {
+    &config
+        .cache
+        .answer
+        .get_or_init(|| {
+            let c = &config.config;
+            let heads = config.limits.iter().map(|spec| {
+                let head = AnswerHead {
+                    config_id: &c.id,
+                    scope: c.scope,
+                    scope_id: c.scope_id.as_deref(),
+                    model_name: &c.model_name,
+                    provider: c.provider.as_deref(),
+                    kind: spec.kind.as_str(),
+                    budget_id: spec.budget_id.as_deref(),
+                    reset_duration: &spec.reset_duration,
+                    max: quantity(spec.kind, spec.max),
+                };
+                let mut json = serde_json::to_string(&head).expect("plain data serializes");
+                json.pop(); // the closing brace
+                json
+            });
+            AnswerHeads(heads.collect())
+        })
+        .0
+}
+
+/// A count as the client sees it: whole requests/tokens, or dollars for budgets.
+fn quantity(kind: LimitKind, raw: i64) -> serde_json::Value {
+    match kind {
+        LimitKind::Budget => serde_json::Value::from(nanos_to_dollars(raw)),
+        _ => serde_json::Value::from(raw),
+    }
+}
+
+/// The answer with its limits, in the shape of `CheckResponse`: every limit of every
+/// config in order, with `outcomes` (the store's, in the same order). Each limit's fixed
+/// fields come pre-serialized (`answer_heads`); only the counts are written per check.
+/// `reserved_at_ms`: when the check consumed (the store's clock), for the gateway to
+/// pass back in its usage report.
+pub fn write_answer<C: Deref<Target = CompiledConfig>>(
     allowed: bool,
     reason: Option<&str>,
     retry_after_ms: Option<i64>,
     reserved_at_ms: Option<i64>,
-    limits: &[(&LimitSpec, LimitOutcome)],
+    configs: &[C],
+    outcomes: &[LimitOutcome],
 ) -> Vec<u8> {
     use std::io::Write;
-    let mut out = Vec::with_capacity(
-        64 + limits
-            .iter()
-            .map(|(s, _)| s.answer_head().len() + 64)
-            .sum::<usize>(),
-    );
+    let heads: usize = configs
+        .iter()
+        .flat_map(|c| answer_heads(c))
+        .map(|h| h.len() + 64)
+        .sum();
+    let mut out = Vec::with_capacity(64 + heads);
     let _ = write!(out, "{{\"allowed\":{allowed},\"reason\":");
     match reason {
         Some(r) => {
@@ -129,15 +191,19 @@ pub fn write_answer(
         None => out.extend_from_slice(b",\"retry_after_ms\":null"),
     }
     out.extend_from_slice(b",\"limits\":[");
-    for (i, (spec, o)) in limits.iter().enumerate() {
+    let limits = configs
+        .iter()
+        .flat_map(|c| answer_heads(c).iter().zip(&c.limits))
+        .zip(outcomes);
+    for (i, ((head, spec), o)) in limits.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(spec.answer_head().as_bytes());
+        out.extend_from_slice(head.as_bytes());
         out.extend_from_slice(b",\"used\":");
-        let _ = serde_json::to_writer(&mut out, &spec.kind.quantity(o.used));
+        let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, o.used));
         out.extend_from_slice(b",\"remaining\":");
-        let _ = serde_json::to_writer(&mut out, &spec.kind.quantity((spec.max - o.used).max(0)));
+        let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, (spec.max - o.used).max(0)));
         let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
     }
     out.push(b']');
@@ -151,7 +217,6 @@ pub fn write_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::CompiledConfig;
     use crate::model::validate::create_config;
     use serde_json::{Value, json};
 
@@ -174,11 +239,16 @@ mod tests {
             reset_after_ms: 1200,
             retry_after_ms: 0,
         };
-        let pairs = vec![
-            (&compiled.answer_limits()[0], outcome(990, false)),
-            (&compiled.answer_limits()[1], outcome(250_000_000, true)),
-        ];
-        let body = write_answer(false, Some("token_limited"), Some(1200), None, &pairs);
+        let configs = [&compiled];
+        let outcomes = [outcome(990, false), outcome(250_000_000, true)];
+        let body = write_answer(
+            false,
+            Some("token_limited"),
+            Some(1200),
+            None,
+            &configs,
+            &outcomes,
+        );
         let got: Value = serde_json::from_slice(&body).expect("valid JSON");
         let (id, budget_id) = (&compiled.config.id, &compiled.config.budgets[0].id);
         let expected = json!({
@@ -200,7 +270,8 @@ mod tests {
             None,
             None,
             Some(1_795_000_000_123),
-            &pairs[..1],
+            &configs,
+            &outcomes[..1],
         ))
         .unwrap();
         serde_json::from_value::<CheckAnswer>(allowed.clone()).expect("documented shape");

@@ -2,7 +2,7 @@
 //! for the most restrictive limit, and OpenAI's `x-ratelimit-*-requests` /
 //! `x-ratelimit-*-tokens` for the most restrictive request and token limits.
 
-use super::decide::most_restrictive_among;
+use crate::app::check::most_restrictive_among;
 use crate::limits::{LimitKind, LimitSpec};
 use crate::store::LimitOutcome;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};

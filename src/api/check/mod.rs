@@ -1,9 +1,9 @@
-//! The hot path: `POST /v1/check` (atomic check-and-consume) and `POST /v1/usage`
-//! (settlement after the upstream call). The check itself (`decide`) is shared with
-//! Envoy's rate limit service (`api::rls`).
+//! The hot path over HTTP: `POST /v1/check` (atomic check-and-consume) and
+//! `POST /v1/usage` (settlement after the upstream call). Each handler parses the
+//! request, lets `app::check` / `app::usage` decide (as Envoy's rate limit service,
+//! `api::rls`, does), and formats the answer.
 
 pub mod answer;
-pub mod decide;
 pub mod headers;
 pub mod usage;
 
@@ -13,6 +13,7 @@ pub use usage::{UsageAnswer, UsageRequest, usage};
 use super::error::{ApiError, ErrorBody};
 use super::extract::JsonBody;
 use crate::app::App;
+use crate::app::check::{Checked, Decision, decide};
 use crate::limits::MatchKey;
 use crate::model::dollars_to_nanos;
 use crate::model::validate::MAX_COUNT_LIMIT;
@@ -22,16 +23,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use decide::{Checked, Decision, decide};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
 use utoipa::ToSchema;
-
-/// Until the first snapshot load, no config is known, so "nothing matches" cannot be
-/// concluded: the store has been unreachable since start.
-pub const NO_SNAPSHOT: &str =
-    "no config snapshot loaded yet: the store has been unreachable since start";
 
 /// Largest cost accepted in one check or report, in dollars.
 const MAX_COST_DOLLARS: f64 = 1e6;
@@ -214,7 +209,8 @@ fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
         checked.reason,
         checked.retry_after_ms,
         consumed.then_some(checked.outcome.now_ms),
-        &pairs,
+        &checked.configs,
+        &checked.outcome.limits,
     );
     (status, headers, body).into_response()
 }

@@ -1,13 +1,13 @@
 //! `POST /v1/usage`: what the upstream call really used, recorded after the fact.
 
-use super::{MAX_ID_LEN, NO_SNAPSHOT, check_model, count, dollars, ident, too_long};
+use super::{MAX_ID_LEN, check_model, count, dollars, ident, too_long};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
-use crate::app::{App, timed};
-use crate::limits::{CompiledConfig, MatchKey};
-use crate::metrics as m;
+use crate::app::App;
+use crate::app::usage::record;
+use crate::limits::MatchKey;
 use crate::model::nanos_to_dollars;
-use crate::store::{Store, StoreError, UsageDelta, UsageOutcome};
+use crate::store::{Store, UsageDelta, UsageOutcome};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -139,37 +139,4 @@ pub async fn usage<S: Store>(
         cost_delta: nanos_to_dollars(delta.cost_nanos),
     };
     Ok(Json(body).into_response())
-}
-
-/// Records a settlement on every config matching any of `keys` (each once), shared by
-/// `POST /v1/usage` and Envoy's token domains. Counts `tollgate_usage_reports_total`.
-/// Returns the outcome and how many configs matched.
-pub async fn record<S: Store>(
-    app: &App<S>,
-    keys: &[MatchKey<'_>],
-    delta: UsageDelta,
-    request_id: Option<&str>,
-) -> Result<(UsageOutcome, usize), StoreError> {
-    let (configs, _) = super::decide::matching(app, keys);
-    let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
-    // Scoped by the report's identity: two tenants' equal ids never collide.
-    let scoped_id = request_id
-        .zip(keys.first())
-        .map(|(id, key)| crate::store::scoped_request_id(key, id));
-    let result = if app.snapshot_loaded() {
-        timed(
-            "usage",
-            app.store.record_usage(&refs, delta, scoped_id.as_deref()),
-        )
-        .await
-    } else {
-        Err(StoreError::Unavailable(NO_SNAPSHOT.to_string()))
-    };
-    let label = match &result {
-        Ok(UsageOutcome::Applied) => "applied",
-        Ok(UsageOutcome::Duplicate) => "duplicate",
-        Err(_) => "error",
-    };
-    metrics::counter!(m::USAGE_REPORTS, "outcome" => label).increment(1);
-    result.map(|o| (o, refs.len()))
 }

@@ -1,14 +1,14 @@
 //! Envoy's rate limit service (`envoy.service.ratelimit.v3.RateLimitService`) over gRPC,
 //! on `--grpc-listen`.
 //!
-//! One `ShouldRateLimit` request is one check of SPEC §3. Each descriptor's entries
-//! (`model`, `provider`, `virtual_key`, `user`; names from `--rls-*-key`) give a match
-//! key; the configs matching any descriptor are checked together, each once, in one
-//! store call, all-or-nothing: the request is `OVER_LIMIT` if any limit refuses, and
-//! then nothing is consumed (Envoy's "limit on ALL of them", without charging the
-//! descriptors that passed for a request that was refused). Each descriptor's status
-//! is that of its own most restrictive limit. A descriptor without a model entry is
-//! not tollgate's: `OK`.
+//! One `ShouldRateLimit` request is one check, decided by `app::check` as for
+//! `POST /v1/check`. Each descriptor's entries (`model`, `provider`, `virtual_key`,
+//! `user`; names from `--rls-*-key`) give a match key; the configs matching any
+//! descriptor are checked together, each once, in one store call, all-or-nothing: the
+//! request is `OVER_LIMIT` if any limit refuses, and then nothing is consumed (Envoy's
+//! "limit on ALL of them", without charging the descriptors that passed for a request
+//! that was refused). Each descriptor's status is that of its own most restrictive
+//! limit. A descriptor without a model entry is not tollgate's: `OK`.
 //!
 //! The amount is `hits_addend` (the descriptor's, else the request's, else 1): requests,
 //! or, in a token domain (`--rls-token-domains`), tokens recorded as used like
@@ -18,9 +18,9 @@
 pub mod request;
 pub mod response;
 
-use crate::api::check::decide::{Decision, decide};
-use crate::api::check::usage::record;
 use crate::app::App;
+use crate::app::check::{Decision, decide};
+use crate::app::usage::record;
 use crate::limits::MatchKey;
 use crate::metrics as m;
 use crate::store::{Amounts, Store, UsageDelta};

@@ -1,7 +1,7 @@
 //! A tollgate decision as Envoy's `RateLimitResponse`: per-descriptor codes, limits,
 //! remaining and reset, from which Envoy writes its `x-ratelimit-*` headers.
 
-use crate::api::check::decide::{Checked, most_restrictive_among};
+use crate::app::check::{Checked, most_restrictive_among};
 use crate::limits::{LimitKind, LimitSpec};
 use crate::model::duration::{DAY_MS, HOUR_MS, MINUTE_MS, MONTH_MS, SECOND_MS, WEEK_MS, YEAR_MS};
 use crate::store::LimitOutcome;

@@ -1,12 +1,13 @@
-//! The embedded store's counters: the same window and period arithmetic as the Lua
-//! scripts (`src/limits/`), under one lock, so each check is atomic.
+//! The embedded store's counters (`store::Counters`): the same window and period
+//! arithmetic as the Lua scripts (`src/limits/`), under one lock, so each check is
+//! atomic.
 
 use super::{MemoryStore, now_ms};
 use crate::limits::period::BudgetCounter;
 use crate::limits::window::{SlidingWindow, admits};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
 use crate::store::{
-    Amounts, BudgetSeed, CheckOutcome, LimitOutcome, LimitUsage, StoreError, USAGE_ID_TTL,
+    self, Amounts, BudgetSeed, CheckOutcome, LimitOutcome, LimitUsage, StoreError, USAGE_ID_TTL,
     UsageDelta, UsageOutcome,
 };
 use std::collections::HashMap;
@@ -106,8 +107,8 @@ fn lifetime_ms(config: &CompiledConfig, now: i64) -> i64 {
         + 1000
 }
 
-impl MemoryStore {
-    pub(super) async fn run_check(
+impl store::Counters for MemoryStore {
+    async fn check(
         &self,
         configs: &[&CompiledConfig],
         amounts: Amounts,
@@ -189,7 +190,7 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn run_usage(
+    async fn record_usage(
         &self,
         configs: &[&CompiledConfig],
         delta: UsageDelta,
@@ -250,7 +251,7 @@ impl MemoryStore {
         Ok(UsageOutcome::Applied)
     }
 
-    pub(super) async fn run_read_usage(
+    async fn read_usage(
         &self,
         configs: &[&CompiledConfig],
     ) -> Result<(i64, Vec<Vec<LimitUsage>>), StoreError> {

@@ -1,12 +1,15 @@
-//! The embedded store: one process, counters in memory, configs optionally kept in a
-//! state file that is replaced atomically (write to a temp file, fsync, rename).
+//! The embedded store: one process, counters in memory (`counters`), configs optionally
+//! kept in a state file that is replaced atomically (write to a temp file, fsync,
+//! rename). This file holds the config set and its writes (`store::ConfigWrites`) and
+//! the store's health; `config_log` the log replicas follow.
 
+mod config_log;
 mod counters;
 
+use self::config_log::ChangeLog;
 use self::counters::{Counters, seed_budgets};
 use super::{
-    Amounts, CheckOutcome, ConfigChanges, ConfigState, LimitUsage, ReseedOutcome, Seeding, Store,
-    StoreError, UsageDelta, UsageOutcome, WriteError, Written, budget_seeds, removed_budget_fields,
+    ConfigWrites, Health, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
 };
 use crate::limits::CompiledConfig;
 use crate::model::ModelConfig;
@@ -24,6 +27,7 @@ struct Configs {
     /// Never changes: this store never loses its data behind its own back.
     epoch: String,
     configs: HashMap<String, ModelConfig>,
+    log: ChangeLog,
 }
 
 impl Default for Configs {
@@ -32,6 +36,7 @@ impl Default for Configs {
             version: 0,
             epoch: uuid::Uuid::new_v4().to_string(),
             configs: HashMap::new(),
+            log: ChangeLog::default(),
         }
     }
 }
@@ -66,6 +71,7 @@ impl MemoryStore {
         if let Some(state) = state_file::open(path)? {
             let configs = store.configs.get_mut();
             configs.version = state.version;
+            configs.log = ChangeLog::starting_at(state.version);
             if let Some(epoch) = state.epoch {
                 configs.epoch = epoch;
             }
@@ -79,15 +85,19 @@ impl MemoryStore {
         Ok(store)
     }
 
-    /// Computes the next config set with `change`, persists it, then makes it current.
+    /// Computes the next config set with `change` (to config `id`), persists it, then
+    /// makes it current.
     async fn write(
         &self,
+        id: &str,
         change: impl FnOnce(&mut Configs) -> Result<(), WriteError>,
     ) -> Result<Written, WriteError> {
         let _guard = self.write_lock.lock().await;
         let mut next = self.configs.lock().clone();
         change(&mut next)?;
         next.version += 1;
+        let deleted = !next.configs.contains_key(id);
+        next.log.record(id, next.version, deleted);
         if let Some(path) = &self.state_file {
             let mut configs: Vec<ModelConfig> = next.configs.values().cloned().collect();
             configs.sort_by(|a, b| a.list_order().cmp(&b.list_order()));
@@ -125,42 +135,7 @@ impl Default for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    /// Never lost, so never incremental either: a replica behind is told to reload
-    /// (the floor is the version), which for this one-process store is rare.
-    async fn config_changes(
-        &self,
-        _since: u64,
-        _limit: usize,
-    ) -> Result<ConfigChanges, StoreError> {
-        let configs = self.configs.lock();
-        Ok(ConfigChanges {
-            state: ConfigState {
-                epoch: Some(configs.epoch.clone()),
-                version: configs.version,
-                intact: true,
-                seeding: Seeding::None,
-                floor: configs.version,
-                configs: configs.configs.len() as u64,
-            },
-            changed: Vec::new(),
-            through: configs.version,
-        })
-    }
-
-    async fn scan_configs(&self, _cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
-        Ok((0, self.configs.lock().configs.values().cloned().collect()))
-    }
-
-    async fn reseed(
-        &self,
-        _found: Option<&str>,
-        _configs: Vec<ModelConfig>,
-        _min_version: u64,
-    ) -> Result<ReseedOutcome, StoreError> {
-        Ok(ReseedOutcome::Adopt)
-    }
-
+impl ConfigWrites for MemoryStore {
     async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
         Ok(self.configs.lock().configs.get(id).cloned())
     }
@@ -170,7 +145,7 @@ impl Store for MemoryStore {
         config: &ModelConfig,
         epoch: Option<&str>,
     ) -> Result<Written, WriteError> {
-        self.write(|set| {
+        self.write(&config.id, |set| {
             fence(set, epoch)?;
             let identity = config.identity();
             if let Some(other) = set.configs.values().find(|c| c.identity() == identity) {
@@ -191,7 +166,7 @@ impl Store for MemoryStore {
         let lifetime = CompiledConfig::counter_lifetime_of(new).map_err(StoreError::Corrupt)?;
         let seeds = budget_seeds(old, new).map_err(StoreError::Corrupt)?;
         let written = self
-            .write(|set| {
+            .write(&old.id, |set| {
                 fence(set, epoch)?;
                 match set.configs.get(&old.id) {
                     None => return Err(WriteError::NotFound),
@@ -232,7 +207,7 @@ impl Store for MemoryStore {
         epoch: Option<&str>,
     ) -> Result<Written, WriteError> {
         let written = self
-            .write(|set| match set.configs.get(&old.id) {
+            .write(&old.id, |set| match set.configs.get(&old.id) {
                 _ if fence(set, epoch).is_err() => Err(WriteError::EpochChanged),
                 None => Err(WriteError::NotFound),
                 Some(c) if c.revision != old.revision => Err(WriteError::Stale),
@@ -245,41 +220,15 @@ impl Store for MemoryStore {
         self.counters.lock().by_config.remove(&old.id);
         Ok(written)
     }
+}
 
-    async fn check(
-        &self,
-        configs: &[&CompiledConfig],
-        amounts: Amounts,
-        dry_run: bool,
-    ) -> Result<CheckOutcome, StoreError> {
-        self.run_check(configs, amounts, dry_run).await
-    }
-
-    async fn record_usage(
-        &self,
-        configs: &[&CompiledConfig],
-        delta: UsageDelta,
-        request_id: Option<&str>,
-    ) -> Result<UsageOutcome, StoreError> {
-        self.run_usage(configs, delta, request_id).await
-    }
-
-    async fn read_usage(
-        &self,
-        configs: &[&CompiledConfig],
-    ) -> Result<(i64, Vec<Vec<LimitUsage>>), StoreError> {
-        self.run_read_usage(configs).await
-    }
-
+/// One process, always there.
+impl Health for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
     async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
         Ok(Utc::now())
-    }
-
-    fn changes(&self) -> Arc<Notify> {
-        self.changes.clone()
     }
 }

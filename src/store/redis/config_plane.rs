@@ -1,20 +1,22 @@
-//! Config writes in Redis: one script each, atomic with the uniqueness rule, fenced by
-//! the config's revision, by the store epoch, and by a deadline on Redis's clock. Each
-//! costs O(1) in the number of configs: it logs the changed id for incremental sync.
+//! Config writes in Redis (`store::ConfigWrites`): one script each, atomic with the
+//! uniqueness rule, fenced by the config's revision, by the store epoch, and by a
+//! deadline on Redis's clock. Each costs O(1) in the number of configs: it logs the
+//! changed id for incremental sync.
 
 use super::RedisStore;
 use super::decode::{corrupt, write_result};
+use super::packed_limits::grid_args;
 use super::scripts::{Lua, invoke};
 use crate::limits::CompiledConfig;
 use crate::limits::LimitSpec;
 use crate::model::ModelConfig;
 use crate::store::{
-    BudgetSeed, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
+    BudgetSeed, ConfigWrites, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
 };
 use redis::{AsyncCommands, Value};
 
-impl RedisStore {
-    pub(super) async fn read_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
+impl ConfigWrites for RedisStore {
+    async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
         let mut conn = self.connection()?;
         let raw: Option<String> = self
             .bounded(self.timeout, conn.hget(&self.keys.configs, id))
@@ -23,7 +25,7 @@ impl RedisStore {
             .transpose()
     }
 
-    pub(super) async fn write_new_config(
+    async fn create_config(
         &self,
         config: &ModelConfig,
         epoch: Option<&str>,
@@ -36,7 +38,7 @@ impl RedisStore {
         .await
     }
 
-    pub(super) async fn write_replaced_config(
+    async fn replace_config(
         &self,
         old: &ModelConfig,
         new: &ModelConfig,
@@ -89,7 +91,7 @@ impl RedisStore {
         .await
     }
 
-    pub(super) async fn write_deleted_config(
+    async fn delete_config(
         &self,
         old: &ModelConfig,
         epoch: Option<&str>,
@@ -111,7 +113,9 @@ impl RedisStore {
         }
         Ok(written)
     }
+}
 
+impl RedisStore {
     /// Runs a config script so that a write answered as failed never happens later:
     /// Redis queues commands while it is paused or stalled and runs them when it
     /// resumes, long after a timeout. So the script gets a deadline on Redis's own clock
@@ -152,7 +156,7 @@ impl RedisStore {
 /// and grid param, then the source budget's.
 pub(super) fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
     let limit = |cmd: &mut redis::Cmd, spec: &LimitSpec| {
-        let (mode, param, _) = spec.grid.map_or((0, 0, 0), |g| g.lua_args());
+        let (mode, param, _) = spec.grid.as_ref().map_or((0, 0, 0), grid_args);
         cmd.arg(&spec.field).arg(spec.len_ms).arg(mode).arg(param);
     };
     limit(cmd, &seed.target);

@@ -1,13 +1,16 @@
-//! How replicas follow the configs in Redis: the state and change log in one script
-//! call, a full load by `HSCAN` pages, and the re-seed of a Redis that lost its configs.
+//! How replicas follow the configs in Redis (`store::ConfigLog`): the state and change
+//! log in one script call, a full load by `HSCAN` pages, the re-seed of a Redis that
+//! lost its configs, and the notifications of the change listener (`listener`).
 
 use super::RedisStore;
 use super::decode::{corrupt, int, text};
 use super::scripts::invoke;
 use crate::model::ModelConfig;
-use crate::store::{ConfigChanges, ConfigState, ReseedOutcome, Seeding, StoreError};
+use crate::store::{ConfigChanges, ConfigLog, ConfigState, ReseedOutcome, Seeding, StoreError};
 use redis::Value;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Configs per `HSCAN` page of a full load, and per re-seed chunk.
 const PAGE: usize = 1000;
@@ -24,12 +27,8 @@ fn parse_config(json: &str) -> Option<ModelConfig> {
     }
 }
 
-impl RedisStore {
-    pub(super) async fn read_config_changes(
-        &self,
-        since: u64,
-        limit: usize,
-    ) -> Result<ConfigChanges, StoreError> {
+impl ConfigLog for RedisStore {
+    async fn config_changes(&self, since: u64, limit: usize) -> Result<ConfigChanges, StoreError> {
         let keys = self.keys.config_plane();
         let fill = |cmd: &mut redis::Cmd| {
             cmd.arg(keys.len()).arg(&keys).arg(since).arg(limit.max(1));
@@ -77,10 +76,7 @@ impl RedisStore {
         })
     }
 
-    pub(super) async fn scan_config_page(
-        &self,
-        cursor: u64,
-    ) -> Result<(u64, Vec<ModelConfig>), StoreError> {
+    async fn scan_configs(&self, cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
         let mut conn = self.connection()?;
         let (next, fields): (u64, Vec<(String, String)>) = self
             .bounded(
@@ -103,7 +99,7 @@ impl RedisStore {
 
     /// Claims the re-seed (one replica wins), writes the configs in chunks, then marks
     /// the new epoch. Other replicas wait while it runs, and adopt it after.
-    pub(super) async fn reseed_configs(
+    async fn reseed(
         &self,
         found: Option<&str>,
         configs: Vec<ModelConfig>,
@@ -178,5 +174,9 @@ impl RedisStore {
             }),
             _ => Ok(ReseedOutcome::Adopt),
         }
+    }
+
+    fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
     }
 }

@@ -1,8 +1,11 @@
-//! Whether Redis can keep what tollgate writes: its eviction policy, and whether it
-//! accepts writes at all (SPEC §5: "Redis settings are checked").
+//! The store's health on Redis (`store::Health`): readiness (reachable, every script
+//! loaded, and able to keep what tollgate writes: its eviction policy, and whether it
+//! accepts writes at all; Redis settings are checked, not assumed), and Redis's clock.
 
 use super::RedisStore;
-use crate::store::StoreError;
+use super::decode::corrupt;
+use crate::store::{Health, StoreError};
+use chrono::{DateTime, Utc};
 
 /// What `maxmemory-policy` means for tollgate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +107,6 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Why writes are not confirmed by N replicas now (`--redis-wait-replicas`).
-    pub fn replication_shortfall(&self) -> Option<String> {
-        self.master.replication_shortfall()
-    }
-
     /// A tiny write that fails while Redis rejects writes (OOM at maxmemory with
     /// noeviction, a read-only replica, MISCONF after a failed snapshot).
     pub async fn probe_writes(&self) -> Result<(), StoreError> {
@@ -132,6 +130,64 @@ impl RedisStore {
             }
             other => other,
         }
+    }
+}
+
+impl Health for RedisStore {
+    /// Reachable, every script present in the script cache (loaded if not), no
+    /// `allkeys-*` eviction (unless allowed), and accepting writes.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        let hashes: Vec<&str> = self.scripts.all().iter().map(|s| s.get_hash()).collect();
+        let present: Vec<bool> = self
+            .bounded(
+                self.timeout,
+                redis::cmd("SCRIPT")
+                    .arg("EXISTS")
+                    .arg(&hashes)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        for (script, loaded) in self.scripts.all().into_iter().zip(present) {
+            if !loaded {
+                self.bounded(self.timeout, script.prepare_invoke().load_async(&mut conn))
+                    .await?;
+            }
+        }
+        let writable = async {
+            self.check_eviction_policy().await?;
+            self.probe_writes().await
+        }
+        .await;
+        if writable.is_ok() {
+            self.check_replica_count().await?;
+        }
+        metrics::gauge!(crate::metrics::STORE_WRITABLE).set(if writable.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
+        if let Err(e) = &writable
+            && let Some(more) = self
+                .writes_refused
+                .allow(chrono::Utc::now().timestamp_millis())
+        {
+            tracing::error!(error = %e, also_since_last_line = more, "Redis cannot keep tollgate's writes; not ready");
+        }
+        writable
+    }
+
+    async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
+        let mut conn = self.connection()?;
+        let (secs, micros): (i64, i64) = self
+            .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        DateTime::from_timestamp(secs, (micros * 1000) as u32)
+            .ok_or_else(|| corrupt(format_args!("TIME answered {secs} s {micros} µs")))
+    }
+
+    fn replication_shortfall(&self) -> Option<String> {
+        self.master.replication_shortfall()
     }
 }
 

@@ -1,12 +1,16 @@
-//! Checks and usage reports: ops of the coalesced `batch.lua` call (see `batching`), and
-//! the management API's live usage (one `read_usage.lua` call).
+//! The counters on Redis (`store::Counters`): checks and usage reports, ops of the
+//! coalesced `batch.lua` call (see `batching`), and the management API's live usage
+//! (one `read_usage.lua` call).
 
 use super::RedisStore;
 use super::decode::corrupt;
 use super::ops::{ConfigRef, Marker, Op, OpAnswer, OpKind};
+use super::packed_limits::packed_limits;
 use super::scripts::invoke;
 use crate::limits::CompiledConfig;
-use crate::store::{Amounts, CheckOutcome, LimitUsage, StoreError, UsageDelta, UsageOutcome};
+use crate::store::{
+    Amounts, CheckOutcome, Counters, LimitUsage, StoreError, UsageDelta, UsageOutcome,
+};
 
 impl RedisStore {
     fn config_refs(&self, configs: &[&CompiledConfig]) -> Vec<ConfigRef> {
@@ -14,7 +18,7 @@ impl RedisStore {
             .iter()
             .map(|c| ConfigRef {
                 key: self.keys.counters(&c.config.id),
-                limits: c.lua_limits.clone(),
+                limits: packed_limits(c).clone(),
                 n_limits: c.limits.len(),
             })
             .collect()
@@ -32,8 +36,10 @@ impl RedisStore {
             answer => Ok(answer),
         }
     }
+}
 
-    pub(super) async fn run_check(
+impl Counters for RedisStore {
+    async fn check(
         &self,
         configs: &[&CompiledConfig],
         amounts: Amounts,
@@ -59,7 +65,7 @@ impl RedisStore {
 
     /// `request_id` is already scoped by the report's identity
     /// (`store::scoped_request_id`). A report that matches no config writes nothing.
-    pub(super) async fn run_usage(
+    async fn record_usage(
         &self,
         configs: &[&CompiledConfig],
         delta: UsageDelta,
@@ -83,7 +89,7 @@ impl RedisStore {
         }
     }
 
-    pub(super) async fn run_read_usage(
+    async fn read_usage(
         &self,
         configs: &[&CompiledConfig],
     ) -> Result<(i64, Vec<Vec<LimitUsage>>), StoreError> {
@@ -95,7 +101,9 @@ impl RedisStore {
         }
         self.read_usage_call(configs).await
     }
+}
 
+impl RedisStore {
     /// One `read_usage.lua` call over `configs` (all in one slot on Redis Cluster).
     pub(super) async fn read_usage_call(
         &self,

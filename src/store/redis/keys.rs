@@ -15,7 +15,7 @@ pub struct Keys {
     pub configs: String,
     pub identities: String,
     pub version: String,
-    /// epoch, floor, and the re-seed lease (see `lua/config_lib.lua`).
+    /// epoch, floor, and the re-seed lease (see `lua/lib/config_plane.lua`).
     pub meta: String,
     /// Change log: live config id → version of its last write.
     pub log: String,
@@ -64,7 +64,7 @@ impl Keys {
         }
     }
 
-    /// The first KEYS of every config-plane script (see `lua/config_lib.lua`).
+    /// The first KEYS of every config-plane script (see `lua/lib/config_plane.lua`).
     pub(super) fn config_plane(&self) -> [&str; 6] {
         [
             &self.configs,

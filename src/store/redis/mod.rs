@@ -1,12 +1,16 @@
 //! The shared store: configs and counters in Redis, every counter operation one Lua
 //! script call (one round trip), time from Redis `TIME`.
 //!
-//! One concept per file: `keys` (names), `scripts` (the Lua and how it is called),
-//! `clock` (Redis's clock from here), `decode` (replies), `config_plane` (configs),
-//! `hot_path` (checks and usage reports), `ops` and `batching` (how they are coalesced
-//! into one script call), `listener` (change notifications), `connection` (the master
-//! in use, swappable), `sentinel` (finding and following it), `replication` (`WAIT` for
-//! replicas after budget-changing writes).
+//! One concept per file. The store's four concerns: `hot_path` (`store::Counters`:
+//! checks and usage reports), `config_plane` (`store::ConfigWrites`), `config_sync`
+//! (`store::ConfigLog`: change log, full load, re-seed) and `health` (`store::Health`:
+//! readiness, eviction policy, write probe, `TIME`). Beneath them: `keys` (names),
+//! `scripts` (the Lua and how it is called), `packed_limits` (limits as the scripts read
+//! them), `clock` (Redis's clock from here), `decode` (replies), `ops` and `batching`
+//! (how checks and reports are coalesced into one script call), `listener` (change
+//! notifications), `connection` (the master in use, swappable), `sentinel` (finding and
+//! following it), `replication` (`WAIT` for replicas after budget-changing writes),
+//! `options` (topology), and `cluster` (Redis Cluster: calls split by slot).
 
 mod batching;
 mod clock;
@@ -21,6 +25,7 @@ mod keys;
 mod listener;
 pub mod ops;
 mod options;
+pub mod packed_limits;
 mod replication;
 pub mod scripts;
 mod sentinel;
@@ -37,17 +42,12 @@ use self::batching::Batcher;
 use self::clock::ClockOffset;
 use self::cluster::{LazyCluster, Shards};
 use self::connection::Master;
-use self::decode::{corrupt, unavailable};
+use self::decode::unavailable;
 use self::scripts::{Lua, Scripts};
 use self::sentinel::Sentinels;
-use super::{
-    Amounts, CheckOutcome, ConfigChanges, LimitUsage, ReseedOutcome, Store, StoreError, UsageDelta,
-    UsageOutcome, WriteError, Written,
-};
+use super::StoreError;
 use crate::limits::CompiledConfig;
 use crate::log_throttle::LogThrottle;
-use crate::model::ModelConfig;
-use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManagerConfig;
 use std::future::Future;
 use std::sync::Arc;
@@ -229,143 +229,10 @@ impl RedisStore {
         }
     }
 
-    /// Each config's limits (`ARGV`), as precompiled in the snapshot.
+    /// Each config's limits (`ARGV`), packed once per compiled config.
     fn limit_args(cmd: &mut redis::Cmd, configs: &[&CompiledConfig]) {
         for c in configs {
-            cmd.arg(&*c.lua_limits);
+            cmd.arg(&**packed_limits::packed_limits(c));
         }
-    }
-}
-
-impl Store for RedisStore {
-    async fn config_changes(&self, since: u64, limit: usize) -> Result<ConfigChanges, StoreError> {
-        self.read_config_changes(since, limit).await
-    }
-
-    async fn scan_configs(&self, cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
-        self.scan_config_page(cursor).await
-    }
-
-    async fn reseed(
-        &self,
-        found: Option<&str>,
-        configs: Vec<ModelConfig>,
-        min_version: u64,
-    ) -> Result<ReseedOutcome, StoreError> {
-        self.reseed_configs(found, configs, min_version).await
-    }
-
-    async fn get_config(&self, id: &str) -> Result<Option<ModelConfig>, StoreError> {
-        self.read_config(id).await
-    }
-
-    async fn create_config(
-        &self,
-        config: &ModelConfig,
-        epoch: Option<&str>,
-    ) -> Result<Written, WriteError> {
-        self.write_new_config(config, epoch).await
-    }
-
-    async fn replace_config(
-        &self,
-        old: &ModelConfig,
-        new: &ModelConfig,
-        epoch: Option<&str>,
-    ) -> Result<Written, WriteError> {
-        self.write_replaced_config(old, new, epoch).await
-    }
-
-    async fn delete_config(
-        &self,
-        old: &ModelConfig,
-        epoch: Option<&str>,
-    ) -> Result<Written, WriteError> {
-        self.write_deleted_config(old, epoch).await
-    }
-
-    async fn check(
-        &self,
-        configs: &[&CompiledConfig],
-        amounts: Amounts,
-        dry_run: bool,
-    ) -> Result<CheckOutcome, StoreError> {
-        self.run_check(configs, amounts, dry_run).await
-    }
-
-    async fn record_usage(
-        &self,
-        configs: &[&CompiledConfig],
-        delta: UsageDelta,
-        request_id: Option<&str>,
-    ) -> Result<UsageOutcome, StoreError> {
-        self.run_usage(configs, delta, request_id).await
-    }
-
-    async fn read_usage(
-        &self,
-        configs: &[&CompiledConfig],
-    ) -> Result<(i64, Vec<Vec<LimitUsage>>), StoreError> {
-        self.run_read_usage(configs).await
-    }
-
-    /// Reachable, every script present in the script cache (loaded if not), no
-    /// `allkeys-*` eviction (unless allowed), and accepting writes.
-    async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
-        let hashes: Vec<&str> = self.scripts.all().iter().map(|s| s.get_hash()).collect();
-        let present: Vec<bool> = self
-            .bounded(
-                self.timeout,
-                redis::cmd("SCRIPT")
-                    .arg("EXISTS")
-                    .arg(&hashes)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        for (script, loaded) in self.scripts.all().into_iter().zip(present) {
-            if !loaded {
-                self.bounded(self.timeout, script.prepare_invoke().load_async(&mut conn))
-                    .await?;
-            }
-        }
-        let writable = async {
-            self.check_eviction_policy().await?;
-            self.probe_writes().await
-        }
-        .await;
-        if writable.is_ok() {
-            self.check_replica_count().await?;
-        }
-        metrics::gauge!(crate::metrics::STORE_WRITABLE).set(if writable.is_ok() {
-            1.0
-        } else {
-            0.0
-        });
-        if let Err(e) = &writable
-            && let Some(more) = self
-                .writes_refused
-                .allow(chrono::Utc::now().timestamp_millis())
-        {
-            tracing::error!(error = %e, also_since_last_line = more, "Redis cannot keep tollgate's writes; not ready");
-        }
-        writable
-    }
-
-    async fn clock(&self) -> Result<DateTime<Utc>, StoreError> {
-        let mut conn = self.connection()?;
-        let (secs, micros): (i64, i64) = self
-            .bounded(self.timeout, redis::cmd("TIME").query_async(&mut conn))
-            .await?;
-        DateTime::from_timestamp(secs, (micros * 1000) as u32)
-            .ok_or_else(|| corrupt(format_args!("TIME answered {secs} s {micros} µs")))
-    }
-
-    fn changes(&self) -> Arc<Notify> {
-        self.changes.clone()
-    }
-
-    fn replication_shortfall(&self) -> Option<String> {
-        RedisStore::replication_shortfall(self)
     }
 }

@@ -1,51 +1,94 @@
-//! The Lua scripts of `lua/` and how they are called: EVALSHA, EVAL when Redis lost them.
+//! The Lua scripts of `lua/`, composed from named library fragments (`lua/lib/`), and how
+//! they are called: EVALSHA, EVAL when Redis lost them.
+//!
+//! Each script names the fragments it builds on, then its own file(s). A fragment's
+//! `-- requires:` line names the fragments it calls into; the tests check that every
+//! script lists those first, includes each fragment once, and declares no name twice at
+//! its top level (a second `local` would shadow the first), and load each script into a
+//! real Redis (`tests/lua_scripts.rs`). The fragments:
+//!
+//! | fragment | holds | requires |
+//! |---|---|---|
+//! | `clock` | `now_ms` (Redis `TIME`), `DAY_MS` | |
+//! | `counts` | the library functions as locals, `MAX_USED`, `clamp_used`, `admits` | |
+//! | `windows` | sliding windows (`win_*`) | counts |
+//! | `periods` | budget periods: `period_bounds`, `budget_open`, `budget_encode` | clock, counts |
+//! | `counters` | one config's counters: `open_config`, `used_of`, `save_config` | counts, windows, periods |
+//! | `counter_updates` | a config update's effect on its counters: `update_counters` | counts, periods |
+//! | `config_plane` | config-plane KEYS/ARGV, the epoch fence, `write_guard`, `refusal`, `commit` | clock |
+//!
+//! Every script here is in `ALL`, and `Scripts::all` loads and checks each (`/ready`).
 
 use redis::aio::ConnectionLike;
 use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind};
 
-/// A script from `lua/`, with the shared prelude it builds on prepended.
-macro_rules! lua {
-    ($prelude:literal, $name:literal) => {
-        concat!(
-            include_str!(concat!("../../../lua/", $prelude)),
-            "\n",
-            include_str!(concat!("../../../lua/", $name))
-        )
+/// A composed script: the parts it is made of (paths under `lua/`, without `.lua`), in
+/// order, and its source.
+pub struct Composed {
+    pub name: &'static str,
+    pub parts: &'static [&'static str],
+    pub source: &'static str,
+}
+
+/// `lua/<part>.lua` of each part, in order, one after the other.
+macro_rules! compose {
+    ($($part:literal),+ $(,)?) => {
+        concat!($(include_str!(concat!("../../../lua/", $part, ".lua")), "\n"),+)
     };
 }
 
-// Source of every script, for tests and benchmarks that call them directly.
-/// Checks and usage reports, coalesced: `lib.lua`, the two operations, and the entry.
-pub const BATCH: &str = concat!(
-    include_str!("../../../lua/lib.lua"),
-    "\n",
-    include_str!("../../../lua/check.lua"),
-    "\n",
-    include_str!("../../../lua/usage.lua"),
-    "\n",
-    include_str!("../../../lua/batch.lua")
-);
-pub const READ_USAGE: &str = lua!("lib.lua", "read_usage.lua");
-pub const LIB: &str = include_str!("../../../lua/lib.lua");
-pub const CONFIG_CREATE: &str = lua!("config_lib.lua", "config_create.lua");
-/// Also builds on `lib.lua` (budget periods, to seed new budgets); `config_lib.lua`'s
-/// `now_ms` and `past_deadline` come after it and shadow lib.lua's.
-pub const CONFIG_UPDATE: &str = concat!(
-    include_str!("../../../lua/lib.lua"),
-    "\n",
-    lua!("config_lib.lua", "config_update.lua")
-);
-/// Cluster only: a config update's changes to its counters, in their own slot.
-pub const COUNTERS_UPDATE: &str = concat!(
-    include_str!("../../../lua/lib.lua"),
-    "\n",
-    include_str!("../../../lua/counters_update.lua")
-);
-pub const CONFIG_DELETE: &str = lua!("config_lib.lua", "config_delete.lua");
-pub const CONFIG_SYNC: &str = lua!("config_lib.lua", "config_sync.lua");
-pub const RESEED_BEGIN: &str = lua!("config_lib.lua", "reseed_begin.lua");
-pub const RESEED_CHUNK: &str = lua!("config_lib.lua", "reseed_chunk.lua");
-pub const RESEED_END: &str = lua!("config_lib.lua", "reseed_end.lua");
+/// A `Composed` of the named parts.
+macro_rules! composed {
+    ($name:ident = [$($part:literal),+ $(,)?]) => {
+        Composed {
+            name: stringify!($name),
+            parts: &[$($part),+],
+            source: compose!($($part),+),
+        }
+    };
+}
+
+/// Each script's source as a `pub const` (for tests and benchmarks that call them
+/// directly), and `ALL`, the table of every script with its parts.
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $name:ident = [$($part:literal),+ $(,)?];)+) => {
+        $($(#[$doc])* pub const $name: &str = compose!($($part),+);)+
+
+        /// Every script tollgate runs.
+        pub const ALL: &[Composed] = &[$(Composed {
+            name: stringify!($name),
+            parts: &[$($part),+],
+            source: $name,
+        }),+];
+    };
+}
+
+scripts! {
+    /// Checks and usage reports, coalesced: the counters, the two operations, the entry.
+    BATCH = ["lib/clock", "lib/counts", "lib/windows", "lib/periods", "lib/counters",
+        "check", "usage", "batch"];
+    READ_USAGE = ["lib/clock", "lib/counts", "lib/windows", "lib/periods", "lib/counters",
+        "read_usage"];
+    CONFIG_CREATE = ["lib/clock", "lib/config_plane", "config_create"];
+    /// Also seeds, drops and extends the config's counters (`update_counters`).
+    CONFIG_UPDATE = ["lib/clock", "lib/counts", "lib/periods", "lib/counter_updates",
+        "lib/config_plane", "config_update"];
+    /// Redis Cluster only: a config update's changes to its counters, in their own slot.
+    COUNTERS_UPDATE = ["lib/clock", "lib/counts", "lib/periods", "lib/counter_updates",
+        "counters_update"];
+    CONFIG_DELETE = ["lib/clock", "lib/config_plane", "config_delete"];
+    CONFIG_SYNC = ["lib/clock", "lib/config_plane", "config_sync"];
+    RESEED_BEGIN = ["lib/clock", "lib/config_plane", "reseed_begin"];
+    RESEED_CHUNK = ["lib/clock", "lib/config_plane", "reseed_chunk"];
+    RESEED_END = ["lib/clock", "lib/config_plane", "reseed_end"];
+}
+
+/// The counters' arithmetic alone (windows and periods), for `tests/lua_parity.rs`:
+/// the same fragments as the production scripts, without any script's body.
+pub const COUNTER_LIB: Composed =
+    composed!(COUNTER_LIB = ["lib/clock", "lib/counts", "lib/windows", "lib/periods"]);
+/// `COUNTER_LIB`'s source.
+pub const LIB: &str = COUNTER_LIB.source;
 
 /// A script and its source, so it can be sent whole when Redis has lost it.
 pub(super) struct Lua {
@@ -72,6 +115,7 @@ pub(super) struct Scripts {
     pub(super) reseed_begin: Lua,
     pub(super) reseed_chunk: Lua,
     pub(super) reseed_end: Lua,
+    pub(super) counters_update: Lua,
 }
 
 impl Scripts {
@@ -86,10 +130,12 @@ impl Scripts {
             reseed_begin: Lua::new(RESEED_BEGIN),
             reseed_chunk: Lua::new(RESEED_CHUNK),
             reseed_end: Lua::new(RESEED_END),
+            counters_update: Lua::new(COUNTERS_UPDATE),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 9] {
+    /// Every script of `ALL`: what `/ready` checks Redis has (and loads if not).
+    pub(super) fn all(&self) -> [&Script; 10] {
         [
             &self.sync.script,
             &self.reseed_begin.script,
@@ -100,6 +146,7 @@ impl Scripts {
             &self.create.script,
             &self.update.script,
             &self.delete.script,
+            &self.counters_update.script,
         ]
     }
 }
@@ -128,5 +175,87 @@ pub(super) async fn invoke<T: FromRedisValue>(
             command("EVAL", lua.source).query_async(conn).await
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The fragments a part's `-- requires:` line names (`lib/…`).
+    fn requires(part: &str) -> Vec<String> {
+        let path = format!("{}/lua/{part}.lua", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("part exists");
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("-- requires:"))
+            .unwrap_or_else(|| panic!("{path} has no `-- requires:` line"));
+        line.split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty() && *r != "nothing")
+            .map(|r| format!("lib/{r}"))
+            .collect()
+    }
+
+    /// Names declared by a `local` at the top level (column 0) of `source`.
+    fn top_level_names(source: &str) -> Vec<&str> {
+        let mut names = Vec::new();
+        for line in source.lines() {
+            let Some(decl) = line.strip_prefix("local ") else {
+                continue;
+            };
+            if let Some(f) = decl.strip_prefix("function ") {
+                names.push(f.split('(').next().unwrap_or(f).trim());
+            } else {
+                let lhs = decl.split('=').next().unwrap_or(decl);
+                names.extend(lhs.split(',').map(str::trim));
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_script_is_composed_soundly() {
+        for script in ALL.iter().chain([&COUNTER_LIB]) {
+            let mut seen = HashSet::new();
+            for part in script.parts {
+                assert!(seen.insert(*part), "{}: {part} twice", script.name);
+                if part.starts_with("lib/") {
+                    for needed in requires(part) {
+                        assert!(
+                            seen.contains(needed.as_str()),
+                            "{}: {part} requires {needed} before it",
+                            script.name
+                        );
+                    }
+                }
+            }
+            let mut declared = HashSet::new();
+            for name in top_level_names(script.source) {
+                assert!(
+                    declared.insert(name),
+                    "{}: `{name}` declared twice at the top level (the second shadows the first)",
+                    script.name
+                );
+            }
+        }
+        assert_eq!(
+            top_level_names("local function a(x)\nlocal b, c = 1, 2\n  local d = 3\nlocal e"),
+            ["a", "b", "c", "e"],
+            "top-level declarations only"
+        );
+    }
+
+    #[test]
+    fn ready_checks_every_script() {
+        let scripts = Scripts::new();
+        let loaded: HashSet<&str> = scripts.all().iter().map(|s| s.get_hash()).collect();
+        let all: HashSet<String> = ALL
+            .iter()
+            .map(|s| Script::new(s.source).get_hash().to_string())
+            .collect();
+        assert_eq!(loaded.len(), ALL.len(), "no script twice");
+        assert!(all.iter().all(|h| loaded.contains(h.as_str())));
     }
 }

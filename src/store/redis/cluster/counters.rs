@@ -8,11 +8,8 @@
 
 use super::super::RedisStore;
 use super::super::config_plane::seed_args;
-use super::super::scripts::{COUNTERS_UPDATE, Lua, invoke};
+use super::super::scripts::invoke;
 use crate::store::BudgetSeed;
-use std::sync::LazyLock;
-
-static SCRIPT: LazyLock<Lua> = LazyLock::new(|| Lua::new(COUNTERS_UPDATE));
 
 impl RedisStore {
     pub(in super::super) async fn update_counters(
@@ -31,8 +28,11 @@ impl RedisStore {
         };
         let done: Result<i64, _> = match self.connection() {
             Ok(mut conn) => {
-                self.bounded(self.bulk_timeout, invoke(&mut conn, &SCRIPT, fill))
-                    .await
+                self.bounded(
+                    self.bulk_timeout,
+                    invoke(&mut conn, &self.scripts.counters_update, fill),
+                )
+                .await
             }
             Err(e) => Err(e),
         };

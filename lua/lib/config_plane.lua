@@ -1,4 +1,5 @@
--- config_lib.lua: shared by every config-plane script (prepended to each).
+-- lib/config_plane.lua: what every config-plane script shares: its KEYS and ARGV, the
+-- store epoch, the write guard, and the change log.
 --
 -- Every config write has these KEYS first:
 --   KEYS[1] configs hash (id -> JSON)        KEYS[2] identities hash (identity -> id)
@@ -15,20 +16,12 @@
 -- The epoch names one lifetime of Redis's data. Each structure carries it as a marker
 -- (field or member `__epoch`), so a replica can tell "Redis lost data" (marker gone,
 -- from any structure) from "configs were deleted" (markers intact).
+-- requires: clock
 
 local EPOCH_FIELD = '__epoch'
 -- Tombstones kept for replicas that sync incrementally; older deletions raise the
 -- floor, below which a replica must reload in full.
 local MAX_TOMBSTONES = 100000
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function past_deadline(now)
-  return now > tonumber(ARGV[1])
-end
 
 -- Puts the epoch's marker into every structure and names it in meta.
 local function mark_epoch(epoch)
@@ -64,6 +57,21 @@ local function fence(now)
   end
   mark_epoch(ARGV[3])
   return nil
+end
+
+-- The guard every config write starts with: Redis's time now, and the answer to return
+-- instead of writing, if any: {0, 'expired'} past the deadline (tollgate has answered
+-- 503 already), {0, 'seeding' | 'epoch'} when fenced.
+local function write_guard()
+  local now = now_ms()
+  if now > tonumber(ARGV[1]) then
+    return now, { 0, 'expired' }
+  end
+  local fenced = fence(now)
+  if fenced then
+    return now, { 0, fenced }
+  end
+  return now, nil
 end
 
 -- Why config `id` must not be changed by a writer that read it at `revision`:

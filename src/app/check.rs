@@ -1,8 +1,9 @@
-//! The check itself, shared by `POST /v1/check` and Envoy's `ShouldRateLimit`: match the
-//! configs, ask the store once, decide, and count the decision in the metrics.
+//! The check decision, shared by `POST /v1/check` and Envoy's `ShouldRateLimit`: match
+//! the configs, ask the store once, decide (or fall back by `--on-store-error`), and
+//! count the decision in the metrics. The handlers only parse the request and format
+//! the answer.
 
-use super::NO_SNAPSHOT;
-use crate::app::{App, timed};
+use super::{App, NO_SNAPSHOT, timed};
 use crate::limits::{CompiledConfig, LimitSpec, MatchKey};
 use crate::log_throttle::LogThrottle;
 use crate::metrics as m;
@@ -31,7 +32,7 @@ impl Checked {
     pub fn pairs(&self) -> Vec<(&LimitSpec, LimitOutcome)> {
         self.configs
             .iter()
-            .flat_map(|c| c.answer_limits().iter())
+            .flat_map(|c| c.limits.iter())
             .zip(self.outcome.limits.iter().copied())
             .collect()
     }
@@ -63,8 +64,8 @@ pub enum Decision {
     Checked(Checked),
 }
 
-/// One check of SPEC §3 over the configs matching any of `keys` (all-or-nothing across
-/// all of them, one store call). Records `tollgate_checks_total` and the check latency
+/// One check over the configs matching any of `keys`: all-or-nothing across all of
+/// them (if any limit refuses, nothing is consumed), in one store call. Records `tollgate_checks_total` and the check latency
 /// from `started`.
 pub async fn decide<S: Store>(
     app: &App<S>,
