@@ -8,6 +8,9 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin tollgate
 
 FROM debian:bookworm-slim
+# Root certificates for https:// alert webhooks and rediss:// (the system's roots).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 tollgate
 COPY --from=build /src/target/release/tollgate /usr/local/bin/tollgate
 USER tollgate

@@ -193,6 +193,7 @@ fn json_codec(c: &mut Criterion) {
                 Some(1_795_000_000_000),
                 &matched,
                 &outcomes,
+                &[],
             ))
         })
     });

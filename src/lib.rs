@@ -3,8 +3,10 @@
 //! `api` (HTTP handlers and Envoy's gRPC service: parse, format) → `app` (state, config
 //! snapshot, and the check and usage decisions) → `store` (Redis or memory), with
 //! `limits` (matching, window and period math) and `model` (config types and
-//! validation) as plain logic underneath. Arrows point down only.
+//! validation) as plain logic underneath. Arrows point down only. `alerts` delivers
+//! threshold events (logged, counted, POSTed to the alert webhook).
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -27,6 +27,9 @@ pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 pub const SHADOW_DENIALS: &str = "tollgate_shadow_denials_total";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
+pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
+pub const ALERT_DELIVERIES: &str = "tollgate_alert_deliveries_total";
+pub const ALERT_QUEUE: &str = "tollgate_alert_queue";
 pub const CONFIGS_FILE_OK: &str = "tollgate_configs_file_ok";
 pub const CONFIGS_FILE_RECONCILES: &str = "tollgate_configs_file_reconciles_total";
 pub const CONFIGS_FILE_WRITES: &str = "tollgate_configs_file_writes_total";
@@ -56,6 +59,9 @@ pub const ALL: &[&str] = &[
     REDIS_WAIT_SHORTFALLS,
     REDIS_WAIT_SHORT,
     SHADOW_DENIALS,
+    THRESHOLD_CROSSINGS,
+    ALERT_DELIVERIES,
+    ALERT_QUEUE,
     CONFIGS_FILE_OK,
     CONFIGS_FILE_RECONCILES,
     CONFIGS_FILE_WRITES,
@@ -180,6 +186,18 @@ fn describe() {
     describe_gauge!(
         REDIS_WAIT_SHORT,
         "--redis-wait-replicas: 1 while the master's replicas do not confirm writes (WAIT falls short), else 0."
+    );
+    describe_counter!(
+        THRESHOLD_CROSSINGS,
+        "Threshold events this replica emitted (each logged), by kind (requests|tokens|budget)."
+    );
+    describe_counter!(
+        ALERT_DELIVERIES,
+        "Alert webhook deliveries, by result (delivered|retried|dropped); retried counts attempts after a failed one."
+    );
+    describe_gauge!(
+        ALERT_QUEUE,
+        "Threshold events held for the alert webhook: queued, being sent, or waiting to retry."
     );
     describe_counter!(
         CLUSTER_COMPENSATIONS,

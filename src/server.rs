@@ -1,5 +1,6 @@
 //! Start-up and shutdown: pick the store, load configs, serve until told to stop.
 
+use crate::alerts::AlertSink;
 use crate::api::rls::{Rls, RlsOptions};
 use crate::app::App;
 use crate::settings::{RedisMode, Settings};
@@ -22,6 +23,7 @@ pub struct Running {
     grpc: Option<Grpc>,
     sync: JoinHandle<()>,
     persist: JoinHandle<()>,
+    alerts: Arc<AlertSink>,
     /// `--configs-file`'s watcher.
     configs_file: Option<JoinHandle<()>>,
 }
@@ -68,6 +70,10 @@ impl Running {
             }
         }
         self.abort_tasks();
+        // No check can emit any more: what the webhook has not taken is logged.
+        self.alerts
+            .shutdown(grace.saturating_sub(started.elapsed()))
+            .await;
         result
     }
 }
@@ -166,8 +172,10 @@ async fn start_with<S: Store>(
         ),
         None => None,
     };
+    let alerts = Arc::new(AlertSink::from_settings(settings)?);
     let mut app = App::new(store, settings.api_keys(), settings.on_store_error)
         .with_policy(settings.policy.policy());
+    app.alerts = alerts.clone();
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
     }
@@ -238,6 +246,7 @@ async fn start_with<S: Store>(
         grpc,
         sync,
         persist,
+        alerts,
         configs_file,
     })
 }

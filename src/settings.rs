@@ -175,6 +175,17 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_RLS_TOKEN_DOMAINS", value_delimiter = ',')]
     pub rls_token_domains: Vec<String>,
 
+    /// POST every threshold event here as JSON (http:// or https://). A 2xx answer
+    /// delivers it; anything else is retried with backoff for at least 10 minutes, from
+    /// a queue of at most 10,000 events. Without it, events are only logged (target
+    /// tollgate::alert) and counted.
+    #[arg(long, env = "TOLLGATE_ALERT_WEBHOOK", hide_env_values = true)]
+    pub alert_webhook: Option<String>,
+
+    /// Sign each webhook request: header `X-Tollgate-Signature: sha256=<hex
+    /// HMAC-SHA256 of the body>` with this key. Empty: unsigned.
+    #[arg(long, env = "TOLLGATE_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
     #[command(flatten)]
     pub configs_file: crate::configs_file::ConfigsFileSettings,
 
@@ -214,6 +225,7 @@ impl Settings {
             ));
         }
         self.validate_redis()?;
+        self.alert_webhook()?;
         self.configs_file.validate()?;
         let keys = [
             ("--rls-model-key", &self.rls_model_key),
@@ -230,6 +242,27 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The `--alert-webhook` receiver, if one is set (a blank value is none).
+    pub fn alert_webhook(&self) -> Result<Option<crate::alerts::Webhook>, String> {
+        match self.alert_webhook.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => {
+                crate::alerts::Webhook::new(url, self.alert_webhook_secret.as_deref()).map(Some)
+            }
+            _ if self
+                .alert_webhook_secret
+                .as_deref()
+                .is_some_and(|s| !s.is_empty()) =>
+            {
+                Err(
+                    "--alert-webhook-secret signs webhook requests, but no --alert-webhook \
+                     (TOLLGATE_ALERT_WEBHOOK) is set"
+                        .into(),
+                )
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The --redis-url list (sentinels, or cluster seed nodes), blanks removed.
@@ -409,5 +442,32 @@ mod tests {
             "{err}"
         );
         assert!(parse(&["--rls-model-key", ""]).validate().is_err());
+    }
+
+    #[test]
+    fn the_alert_webhook_is_checked_at_start() {
+        let s = parse(&[]);
+        assert!(s.alert_webhook().unwrap().is_none());
+        let s = parse(&[
+            "--alert-webhook",
+            "https://h/x",
+            "--alert-webhook-secret",
+            "k",
+        ]);
+        assert!(s.validate().is_ok());
+        assert!(s.alert_webhook().unwrap().unwrap().is_signed());
+        assert!(
+            parse(&["--alert-webhook", " "])
+                .alert_webhook()
+                .unwrap()
+                .is_none()
+        );
+        let err = parse(&["--alert-webhook", "h/x"]).validate().unwrap_err();
+        assert!(err.contains("--alert-webhook must be"), "{err}");
+        let err = parse(&["--alert-webhook-secret", "k"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("no --alert-webhook"), "{err}");
+        assert!(parse(&["--alert-webhook-secret", ""]).validate().is_ok());
     }
 }

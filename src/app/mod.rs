@@ -9,8 +9,8 @@ pub mod check;
 mod crossings;
 mod persist;
 pub mod sync;
-mod writes;
 pub mod usage;
+mod writes;
 
 use crate::limits::Snapshot;
 use crate::model::ModelConfig;
@@ -46,6 +46,8 @@ pub struct App<S> {
     snapshot_file: Option<PathBuf>,
     /// Poked on every new snapshot, for the state-file writer.
     published: Arc<Notify>,
+    /// Where threshold events go (`emit` never waits); log-only until the server sets it.
+    pub alerts: Arc<crate::alerts::AlertSink>,
     /// This replica's `--configs-file`, as last read valid: the API writes it refuses.
     configs_file: arc_swap::ArcSwapOption<crate::configs_file::managed::ManagedFile>,
 }
@@ -69,6 +71,7 @@ impl<S: Store> App<S> {
             metrics: crate::metrics::handle(),
             snapshot_file: None,
             published: Arc::new(Notify::new()),
+            alerts: Arc::default(),
             configs_file: arc_swap::ArcSwapOption::empty(),
         }
     }
