@@ -57,10 +57,10 @@ for i = 2 + nkeys, #ARGV do
       if marker_seen(KEYS[day], KEYS[before], KEYS[after], mf, fp, expire) then
         out[#out + 1] = 0
       else
-        out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events, false)
+        out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events)
       end
     else
-      out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events, kind == 'g')
+      out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events)
     end
   end
 end

@@ -7,10 +7,9 @@
 -- at       when the check reserved (ms, Redis clock; 0 = not known): a refund only
 --          returns what that reservation still holds (see win_refund)
 -- op       this op's number in the call, for the threshold events a rise causes
--- give_back true for a give-back: a threshold its reservation fired may fire again
 -- Returns 1 (applied).
 
-local function adjust_op(cfgs, delta, at, now, op, events, give_back)
+local function adjust_op(cfgs, delta, at, now, op, events)
   local pos = 0
   for _, cfg in ipairs(cfgs) do
     local th = cfg.th
@@ -30,13 +29,7 @@ local function adjust_op(cfgs, delta, at, now, op, events, give_back)
           win_refund(lim.state, -d, at)
           lim.written = true
         end
-        if #th > 0 then
-          if d > 0 then
-            alert_rise(lim, th, now, op, pos, events)
-          elseif give_back then
-            alert_rollback(lim, th, at)
-          end
-        end
+        if d > 0 and #th > 0 then alert_rise(lim, th, now, op, pos, events) end
       end
       pos = pos + 1
     end

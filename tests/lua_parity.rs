@@ -11,10 +11,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::cell::{Cell, RefCell};
 use tollgate::limits::period::PeriodGrid;
+use tollgate::limits::thresholds::{Fired, reached};
 use tollgate::limits::window::SlidingWindow;
 use tollgate::model::duration::{DAY_MS, MONTH_MS, WEEK_MS, YEAR_MS};
 use tollgate::store::redis::packed_limits::grid_args;
-use tollgate::store::redis::scripts::LIB;
+use tollgate::store::redis::scripts::{ALERT_LIB, LIB};
 
 /// Runs one window operation at an explicit time, keeps the window in field `w` (and its
 /// cold buckets in `w:c`) of the hash KEYS[1] the way the scripts keep them, and reports
@@ -37,6 +38,29 @@ return { w.total, win_reset_after(w, now), win_retry_after(w, now, max, amount),
 const PERIOD_HARNESS: &str = r#"
 local s, e = period_bounds(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 return { s, e }
+"#;
+
+/// Adds to a window at an explicit time and decides its threshold events as the batch
+/// script does (`alert_expire`, then `alert_rise`), keeping the window (and the level it
+/// fired) in field `w` of KEYS[1]. ARGV: window length, now, amount, max, thresholds...
+/// Returns {total, level × 1000, then the positions (from 1) of the thresholds fired}.
+const ALERT_HARNESS: &str = r#"
+local len, now, amount, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local th = {}
+for i = 5, #ARGV do th[#th + 1] = tonumber(ARGV[i]) end
+local lim = { kind = 'r', len = len, max = cap, written = false,
+  state = win_open(redis.call('HGET', KEYS[1], 'w'), len, KEYS[1], 'w') }
+win_evict(lim.state, now)
+alert_expire(lim, now)
+win_add(lim.state, now, amount)
+local events = {}
+alert_rise(lim, th, now, 1, 0, events)
+local fields = {}
+win_fields(lim.state, fields)
+redis.call('HSET', KEYS[1], unpack(fields))
+local out = { lim.state.total, lim.state.level * 1000 }
+for _, e in ipairs(events) do out[#out + 1] = e[3] end
+return out
 "#;
 
 /// Time to the next operation: a random gap, or exactly one window (±1ms) after the
@@ -315,4 +339,53 @@ fn windows_in_the_one_field_layout_are_read() {
             now - t0
         );
     }
+}
+
+/// Threshold events on a sliding window: the same thresholds fire at the same usage, once
+/// per window length, in Lua and in Rust, over random traffic (the fired level lives in
+/// the window's hot field between calls, as in production).
+#[test]
+fn window_threshold_events_match_rust() {
+    let redis = RedisServer::start();
+    let conn = RefCell::new(redis.conn());
+    let script = redis::Script::new(&format!("{}\n{ALERT_HARNESS}", ALERT_LIB.source));
+    let thresholds = [0.25, 0.5, 0.8, 1.0, 1.5];
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        ..Config::default()
+    });
+    let case = Cell::new(0);
+    runner
+        .run(
+            &(
+                prop_oneof![Just(1_000i64), 100i64..5_000],
+                10i64..60,
+                prop::collection::vec((0i64..800, 0i64..12), 1..80),
+            ),
+            |(window_ms, max, steps)| {
+                case.set(case.get() + 1);
+                let key = format!("alerts:{}", case.get());
+                let (mut window, mut fired) = (SlidingWindow::default(), Fired::default());
+                let mut now = 1_795_000_000_000i64;
+                for (gap, amount) in steps {
+                    now += gap;
+                    window.evict(now, window_ms);
+                    fired = fired.in_window(now, window_ms);
+                    window.add(now, amount);
+                    let (hits, next) = reached(&thresholds, fired, window.used(), max, now);
+                    fired = next;
+                    let mut expected = vec![window.used(), (fired.level * 1000.0) as i64];
+                    expected.extend(hits.iter().map(|&h| h as i64 + 1));
+                    let mut call = script.key(&key);
+                    call.arg(window_ms).arg(now).arg(amount).arg(max);
+                    for t in thresholds {
+                        call.arg(t);
+                    }
+                    let got: Vec<i64> = call.invoke(&mut *conn.borrow_mut()).unwrap();
+                    prop_assert_eq!(got, expected, "at {} adding {}", now, amount);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
 }

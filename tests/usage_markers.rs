@@ -58,7 +58,13 @@ async fn a_marker_costs_at_most_48_bytes_and_is_remembered() {
         let id = scoped_request_id(&key, &format!("req-{i:08}"));
         let store = &store;
         let cfg = &cfg;
-        async move { store.record_usage(&[cfg], delta, Some(&id)).await.unwrap().outcome }
+        async move {
+            store
+                .record_usage(&[cfg], delta, Some(&id))
+                .await
+                .unwrap()
+                .outcome
+        }
     };
     assert_eq!(report(MARKERS).await, UsageOutcome::Applied);
     let before = used_memory(&redis);

@@ -4,9 +4,9 @@
 -- when (`at`, ms): in its budget field, forgotten with the period; in its window's hot
 -- field, forgotten one window length after it fired. A threshold fires when an op makes
 -- usage reach t × max while the level is below t (several at once when one op jumps
--- over them). A give-back of a reservation that fired (same call: its `at` equals the
--- reservation time) lowers the level to what usage still reaches, so a crossing whose
--- event was dropped with its check may fire again.
+-- over them). Nothing lowers the level but time: a give-back (a reservation another
+-- shard refused, a check answered by the fallback) leaves it, so no threshold fires
+-- twice in its period or window length.
 -- requires: counts
 
 -- A window's level one window length after it fired is gone.
@@ -32,22 +32,6 @@ local function alert_rise(lim, th, now, op, pos, events)
   end
   if top then
     st.level, st.at = top, now
-    lim.written = true
-  end
-end
-
--- After a give-back of a reservation made at `reserved` lowered `lim`'s usage.
-local function alert_rollback(lim, th, reserved)
-  local st = lim.state
-  if st.level == 0 or st.at ~= reserved then return end
-  local still = 0
-  for i = 1, #th do
-    local t = th[i]
-    if t <= st.level and st.total >= t * lim.max then still = max(still, t) end
-  end
-  if still < st.level then
-    st.level = still
-    if still == 0 then st.at = 0 end
     lim.written = true
   end
 end

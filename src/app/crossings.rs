@@ -20,7 +20,10 @@ pub(super) fn announce<S: Store>(
             continue;
         };
         let Some(&threshold) = config.thresholds.get(x.threshold) else {
-            tracing::warn!(threshold = x.threshold, "a crossing of no threshold; ignored");
+            tracing::warn!(
+                threshold = x.threshold,
+                "a crossing of no threshold; ignored"
+            );
             continue;
         };
         app.alerts.emit(event(config, limit, threshold, x));
@@ -28,7 +31,10 @@ pub(super) fn announce<S: Store>(
 }
 
 /// The config and limit at position `at` among `configs`' limits, in order.
-fn limit_at(configs: &[Arc<CompiledConfig>], mut at: usize) -> Option<(&CompiledConfig, &LimitSpec)> {
+fn limit_at(
+    configs: &[Arc<CompiledConfig>],
+    mut at: usize,
+) -> Option<(&CompiledConfig, &LimitSpec)> {
     for c in configs {
         if at < c.limits.len() {
             return Some((c, &c.limits[at]));

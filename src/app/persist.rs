@@ -23,8 +23,10 @@ impl<S: Store> App<S> {
                 path = %path.display(),
                 "enforcing the configs of the state file until the store is reached"
             );
-            let snapshot =
-                self.snapshot().rebuilt(state.version, state.configs).at(state.epoch, state.version);
+            let snapshot = self
+                .snapshot()
+                .rebuilt(state.version, state.configs)
+                .at(state.epoch, state.version);
             self.publish(snapshot);
         }
         self.snapshot_file = Some(path);

@@ -2,8 +2,8 @@
 //! counted, none refusing) and `--alert-thresholds` (the thresholds of configs without
 //! their own). Fixed at start; every snapshot compiles its configs with it.
 
-use crate::model::config::Enforcement;
 use crate::model::ModelConfig;
+use crate::model::config::Enforcement;
 use std::sync::Arc;
 
 /// `--alert-thresholds`' default: warn at 80 % of a limit, and when it is reached.

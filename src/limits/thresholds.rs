@@ -5,7 +5,8 @@
 //! fires when usage reaches `t × max` while the remembered level is below `t`; several
 //! fire at once when one check jumps over them. A budget forgets its level with its
 //! period; a window one window length after the last firing, so a window that slides
-//! back below and up again fires again no sooner than that. Deciding this where the
+//! back below and up again fires again no sooner than that. Nothing else lowers a level
+//! (not a refund, not a give-back), so no threshold fires twice. Deciding this where the
 //! counters live (the Lua scripts, or the embedded store under its lock) makes exactly
 //! one replica of a fleet see each crossing. `lua/lib.lua` does the same arithmetic in
 //! doubles; `tests/lua_parity.rs` keeps them equal.
@@ -61,25 +62,6 @@ pub fn reached(
     }
 }
 
-/// After a give-back (a reservation that did not stick: a cross-shard denial, a check
-/// the fallback answered), the level falls to the highest threshold the usage still
-/// reaches: a crossing whose event was never sent may fire again.
-pub fn rolled_back(thresholds: &[f64], fired: Fired, used: i64, max: i64) -> Fired {
-    let still = thresholds
-        .iter()
-        .copied()
-        .filter(|&t| t <= fired.level && at_or_above(used, max, t))
-        .fold(0.0, f64::max);
-    if still < fired.level {
-        Fired {
-            level: still,
-            at_ms: if still > 0.0 { fired.at_ms } else { 0 },
-        }
-    } else {
-        fired
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,23 +97,6 @@ mod tests {
         };
         assert_eq!(f.in_window(1_999, 1_000), f);
         assert_eq!(f.in_window(2_000, 1_000), Fired::default());
-    }
-
-    #[test]
-    fn a_give_back_lowers_the_level_to_what_usage_still_reaches() {
-        let f = Fired {
-            level: 1.0,
-            at_ms: 7,
-        };
-        assert_eq!(
-            rolled_back(T, f, 85, 100),
-            Fired {
-                level: 0.8,
-                at_ms: 7
-            }
-        );
-        assert_eq!(rolled_back(T, f, 10, 100), Fired::default());
-        assert_eq!(rolled_back(T, f, 100, 100), f);
     }
 
     proptest! {

@@ -67,7 +67,11 @@ mod tests {
         assert_eq!(parse_thresholds("1.0, 0.5").unwrap().0, vec![0.5, 1.0]);
         assert!(parse_thresholds("").unwrap().0.is_empty());
         assert!(parse_thresholds("none").unwrap().0.is_empty());
-        assert!(parse_thresholds("0.5,x").unwrap_err().contains("not a number"));
+        assert!(
+            parse_thresholds("0.5,x")
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!(parse_thresholds("0").unwrap_err().contains("> 0"));
         assert!(parse_thresholds("0.5,0.5").unwrap_err().contains("twice"));
     }

@@ -234,10 +234,21 @@ impl Worker {
                 // Short or confirmed: as Redis decided, and counted.
                 _ => Ok(answer),
             };
+            let lost = match &answer {
+                Ok(OpAnswer::Check(o)) => o.crossings.len(),
+                Ok(OpAnswer::Usage(r)) => r.crossings.len(),
+                _ => 0,
+            };
             if reply.send(answer).is_err() && consumed {
                 // The caller answered by policy (it stopped waiting before Redis
                 // answered); Redis charged it anyway.
                 metrics::counter!(m::STORE_GIVE_BACKS).increment(1);
+                if lost > 0 {
+                    tracing::warn!(
+                        crossings = lost,
+                        "a check answered too late had reached alert thresholds: not announced"
+                    );
+                }
                 self.carried.push_back(Pending {
                     op: p.op.give_back(now),
                     reply: None,

@@ -14,7 +14,7 @@
 //! | `windows` | sliding windows (`win_*`) | counts |
 //! | `periods` | budget periods: `period_bounds`, `budget_open`, `budget_encode` | clock, counts |
 //! | `counters` | one config's counters: `open_config`, `used_of`, `save_config` | counts, windows, periods |
-//! | `alerts` | threshold events: `alert_expire`, `alert_rise`, `alert_rollback` | counts |
+//! | `alerts` | threshold events: `alert_expire`, `alert_rise` | counts |
 //! | `counter_updates` | a config update's effect on its counters: `update_counters` | counts, periods |
 //! | `config_plane` | config-plane KEYS/ARGV, the epoch fence, `write_guard`, `refusal`, `commit` | clock |
 //!
@@ -90,6 +90,16 @@ pub const COUNTER_LIB: Composed =
     composed!(COUNTER_LIB = ["lib/clock", "lib/counts", "lib/windows", "lib/periods"]);
 /// `COUNTER_LIB`'s source.
 pub const LIB: &str = COUNTER_LIB.source;
+/// The counters' arithmetic and the threshold events on them, for `tests/lua_parity.rs`.
+pub const ALERT_LIB: Composed = composed!(
+    ALERT_LIB = [
+        "lib/clock",
+        "lib/counts",
+        "lib/windows",
+        "lib/periods",
+        "lib/alerts"
+    ]
+);
 
 /// A script and its source, so it can be sent whole when Redis has lost it.
 pub(super) struct Lua {

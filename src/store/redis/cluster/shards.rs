@@ -128,9 +128,7 @@ impl Shards {
                         if r.outcome == UsageOutcome::Applied {
                             merged.outcome = UsageOutcome::Applied;
                         }
-                        merged
-                            .crossings
-                            .extend(in_op(part, &parts, &r.crossings));
+                        merged.crossings.extend(in_op(part, &parts, &r.crossings));
                     }
                 }
                 Ok(OpAnswer::Usage(merged))
@@ -231,20 +229,17 @@ fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, St
             per_config[pos] = limits.by_ref().take(config.n_limits).cloned().collect();
         }
     }
-    // A check that is not allowed keeps none of the slots' reservations: their crossings
-    // did not happen (the give-backs lower the levels again).
-    let crossings = if allowed {
-        parts
-            .iter()
-            .zip(answers)
-            .flat_map(|(part, answer)| match answer {
-                OpAnswer::Check(o) => in_op(part, parts, &o.crossings).collect(),
-                _ => Vec::new(),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // A slot that admitted a check another slot refused crossed its thresholds with a
+    // reservation that is then given back: still announced (the level stays reached, so
+    // the crossing would never fire again), at the moment the usage reached it.
+    let crossings = parts
+        .iter()
+        .zip(answers)
+        .flat_map(|(part, answer)| match answer {
+            OpAnswer::Check(o) => in_op(part, parts, &o.crossings).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     Ok(CheckOutcome {
         allowed,
         limits: per_config.into_iter().flatten().collect(),
