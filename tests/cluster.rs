@@ -293,11 +293,12 @@ async fn a_master_failover_and_a_slot_migration_are_survived() {
     sees_all(&procs, &[&global, &key]).await;
 
     let admitted = Arc::new(AtomicUsize::new(0));
+    let admitted_at = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut loops = Vec::new();
     for i in 0..4 {
         let client = procs[i % 2].client.clone();
-        let (admitted, stop) = (admitted.clone(), stop.clone());
+        let (admitted, admitted_at, stop) = (admitted.clone(), admitted_at.clone(), stop.clone());
         loops.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let s = client
@@ -306,6 +307,7 @@ async fn a_master_failover_and_a_slot_migration_are_survived() {
                     .status;
                 if s == 200 {
                     admitted.fetch_add(1, Ordering::Relaxed);
+                    admitted_at.lock().push(Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -352,6 +354,15 @@ async fn a_master_failover_and_a_slot_migration_are_survived() {
         l.await.unwrap();
     }
     let mut total = admitted.load(Ordering::Relaxed) as i64;
+    // What a failover can lose: counts the dead master acknowledged within its
+    // replication lag, at most those admitted shortly before the kill (on a loaded
+    // machine the lag is not nil), plus the checks in flight.
+    let lossy = admitted_at
+        .lock()
+        .iter()
+        .filter(|&&at| at <= killed_at && killed_at - at <= Duration::from_millis(250))
+        .count() as i64
+        + 4;
     // Until a limit refuses (a fallback answer, from a shard still settling, is retried).
     loop {
         let a = p.check(json!({"model": "m", "virtual_key": "a"})).await;
@@ -360,13 +371,16 @@ async fn a_master_failover_and_a_slot_migration_are_survived() {
             (429, true) => break,
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        assert!(total <= LIMIT + 5, "over-admitted after failover");
+        assert!(total <= LIMIT + lossy, "over-admitted after failover");
     }
     let usage = request_usage(&p, &global).await;
     assert_eq!(usage, LIMIT, "the limit is full on the promoted replica");
     assert!(
-        (LIMIT..=LIMIT + 5).contains(&total),
+        (LIMIT..=LIMIT + lossy).contains(&total),
         "admitted {total} against a limit of {LIMIT} (recovered in {recovered:?})"
     );
-    eprintln!("failover: checks flowed again {recovered:?} after the kill; admitted {total}");
+    eprintln!(
+        "failover: checks flowed again {recovered:?} after the kill; admitted {total} \
+         (at most {lossy} more than the limit possible)"
+    );
 }

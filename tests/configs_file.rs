@@ -328,7 +328,12 @@ async fn a_store_that_is_down_at_start_gets_the_file_once_it_is_up() {
     assert_eq!(t.get("/ready").await.status, 503);
     redis.restart();
     all_enforce(&[&t.client], 7, Duration::from_secs(15)).await;
-    assert_eq!(common::configs::stored(&t).await.len(), 3);
+    // The reconcile may still be writing the others (each write is retried).
+    let all = eventually(Duration::from_secs(10), || async {
+        common::configs::stored(&t).await.len() == 3
+    })
+    .await;
+    assert!(all, "{:?}", common::configs::stored(&t).await);
     assert!(
         t.stderr().contains("configs file not reconciled yet"),
         "{}",
