@@ -104,7 +104,11 @@ pub struct Fallback {
 /// the config, not per check (it was 11% of tollgate's CPU), and not for configs never
 /// checked (with a million configs, most: ~600 bytes each). This module's slot type in
 /// `CompiledConfig::cache`: private, so only this file fills it.
-struct AnswerHeads(Box<[String]>);
+struct AnswerHeads {
+    heads: Box<[String]>,
+    /// Their total length, to size an answer in one step.
+    bytes: usize,
+}
 
 /// The fixed fields of one limit in a check answer.
 #[derive(Serialize)]
@@ -122,34 +126,33 @@ struct AnswerHead<'a> {
 }
 
 /// `config`'s answer heads, one per limit in order (serialized once per compiled config).
-fn answer_heads(config: &CompiledConfig) -> &[String] {
-    &config
-        .cache
-        .answer
-        .get_or_init(|| {
-            let c = &config.config;
-            let heads = config.limits.iter().map(|spec| {
-                let head = AnswerHead {
-                    config_id: &c.id,
-                    scope: c.scope,
-                    scope_id: c.scope_id.as_deref(),
-                    model_name: &c.model_name,
-                    provider: c.provider.as_deref(),
-                    kind: spec.kind.as_str(),
-                    budget_id: spec.budget_id.as_deref(),
-                    reset_duration: &spec.reset_duration,
-                    max: quantity(spec.kind, spec.max),
-                };
-                let mut json = serde_json::to_string(&head).expect("plain data serializes");
-                json.pop(); // the closing brace
-                json
-            });
-            AnswerHeads(heads.collect())
-        })
-        .0
+fn answer_heads(config: &CompiledConfig) -> &AnswerHeads {
+    config.cache.answer.get_or_init(|| {
+        let c = &config.config;
+        let heads = config.limits.iter().map(|spec| {
+            let head = AnswerHead {
+                config_id: &c.id,
+                scope: c.scope,
+                scope_id: c.scope_id.as_deref(),
+                model_name: &c.model_name,
+                provider: c.provider.as_deref(),
+                kind: spec.kind.as_str(),
+                budget_id: spec.budget_id.as_deref(),
+                reset_duration: &spec.reset_duration,
+                max: quantity(spec.kind, spec.max),
+            };
+            let mut json = serde_json::to_string(&head).expect("plain data serializes");
+            json.pop(); // the closing brace
+            json
+        });
+        let heads: Box<[String]> = heads.collect();
+        let bytes = heads.iter().map(String::len).sum();
+        AnswerHeads { heads, bytes }
+    })
 }
 
 /// A count as the client sees it: whole requests/tokens, or dollars for budgets.
+#[inline]
 fn quantity(kind: LimitKind, raw: i64) -> serde_json::Value {
     match kind {
         LimitKind::Budget => serde_json::Value::from(nanos_to_dollars(raw)),
@@ -171,12 +174,11 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
     outcomes: &[LimitOutcome],
 ) -> Vec<u8> {
     use std::io::Write;
-    let heads: usize = configs
-        .iter()
-        .flat_map(|c| answer_heads(c))
-        .map(|h| h.len() + 64)
-        .sum();
-    let mut out = Vec::with_capacity(64 + heads);
+    let mut capacity = 64;
+    for c in configs {
+        capacity += answer_heads(c).bytes + 64 * c.limits.len();
+    }
+    let mut out = Vec::with_capacity(capacity);
     let _ = write!(out, "{{\"allowed\":{allowed},\"reason\":");
     match reason {
         Some(r) => {
@@ -191,20 +193,25 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
         None => out.extend_from_slice(b",\"retry_after_ms\":null"),
     }
     out.extend_from_slice(b",\"limits\":[");
-    let limits = configs
-        .iter()
-        .flat_map(|c| answer_heads(c).iter().zip(&c.limits))
-        .zip(outcomes);
-    for (i, ((head, spec), o)) in limits.enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut outcomes = outcomes.iter();
+    let mut first = true;
+    'configs: for c in configs {
+        for (head, spec) in answer_heads(c).heads.iter().zip(&c.limits) {
+            let Some(o) = outcomes.next() else {
+                break 'configs;
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(b",\"used\":");
+            let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, o.used));
+            out.extend_from_slice(b",\"remaining\":");
+            let _ =
+                serde_json::to_writer(&mut out, &quantity(spec.kind, (spec.max - o.used).max(0)));
+            let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
         }
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(b",\"used\":");
-        let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, o.used));
-        out.extend_from_slice(b",\"remaining\":");
-        let _ = serde_json::to_writer(&mut out, &quantity(spec.kind, (spec.max - o.used).max(0)));
-        let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
     }
     out.push(b']');
     if let Some(at) = reserved_at_ms {
