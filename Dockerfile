@@ -5,6 +5,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY lua ./lua
 COPY benches ./benches
+# The test harness is a workspace member: cargo needs its manifest to read the workspace.
+COPY testkit ./testkit
 RUN cargo build --release --locked --bin tollgate
 
 FROM debian:bookworm-slim

@@ -14,16 +14,11 @@
 //! every check also matches: one hot slot on one shard, and a cross-shard check (two
 //! script calls) whenever the key's config sits elsewhere. Never run by CI.
 
-#[path = "../tests/common/cluster.rs"]
-mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::{Client, RedisServer};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tollgate_testkit::{Client, RedisServer, cluster};
 
 struct Opts {
     duration: u64,
@@ -83,7 +78,7 @@ async fn drive(
     ports: &[u16],
     global: bool,
 ) -> (u64, f64, Vec<(u16, f64)>) {
-    let mut s = common::settings();
+    let mut s = tollgate_testkit::settings();
     s.redis_url = Some(url.to_string());
     if cluster {
         s.redis_mode = tollgate::settings::RedisMode::Cluster;

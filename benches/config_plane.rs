@@ -1,4 +1,4 @@
-//! The config plane at scale (issue 9): 10k, 100k and 1M configs on one Redis, three
+//! The config plane at scale: 10k, 100k and 1M configs on one Redis, three
 //! tollgate replicas (release binaries, separate processes).
 //!
 //! ```text
@@ -19,53 +19,11 @@
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate::model::validate::create_config;
 use tollgate::store::ConfigLog;
 use tollgate::store::redis::{RedisOptions, RedisStore};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> (Proc, String) {
-    let port = free_port();
-    let child = Proc(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
-    let url = format!("redis://127.0.0.1:{port}");
-    for _ in 0..200 {
-        let up = redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .is_ok();
-        if up {
-            return (child, url);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("redis-server did not start");
-}
+use tollgate_testkit::{Process, RedisServer, tollgate_binary};
 
 fn body(i: usize) -> Value {
     json!({"model_name": format!("filler-{i}"), "scope": "virtual_key",
@@ -96,22 +54,24 @@ async fn seed(url: &str, n: usize) -> Duration {
 }
 
 struct Replica {
-    proc: Proc,
+    proc: Process,
     base: String,
 }
 
+/// A replica (the release binary, its own defaults) and how long it took to be ready.
 async fn start_replica(url: &str) -> (Replica, Duration) {
-    let port = free_port();
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--redis-url", url])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tollgate");
+    let patience = Duration::from_secs(300);
+    let proc = Process::launch(
+        &tollgate_binary(),
+        &["--redis-url", url],
+        &[("RUST_LOG", "warn")],
+        patience,
+    )
+    .await;
     let replica = Replica {
-        proc: Proc(child),
-        base: format!("http://127.0.0.1:{port}"),
+        base: proc.client.base.clone(),
+        proc,
     };
     let http = reqwest::Client::new();
     loop {
@@ -120,7 +80,7 @@ async fn start_replica(url: &str) -> (Replica, Duration) {
         {
             return (replica, started.elapsed());
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "not ready");
+        assert!(started.elapsed() < patience, "not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -183,7 +143,8 @@ async fn checks(base: &str, for_: Duration) -> (Histogram<u64>, usize) {
 }
 
 async fn run(n: usize) {
-    let (_redis, url) = start_redis();
+    let redis = RedisServer::start();
+    let url = redis.url();
     let seeded = seed(&url, n).await;
     let mut replicas = Vec::new();
     let mut starts = Vec::new();
@@ -192,7 +153,7 @@ async fn run(n: usize) {
         starts.push(took);
         replicas.push(r);
     }
-    let rss: Vec<f64> = replicas.iter().map(|r| rss_mb(r.proc.0.id())).collect();
+    let rss: Vec<f64> = replicas.iter().map(|r| rss_mb(r.proc.pid())).collect();
     let (a, b, c) = (&replicas[0].base, &replicas[1].base, &replicas[2].base);
     let http = reqwest::Client::new();
 

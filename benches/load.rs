@@ -25,7 +25,7 @@
 //! loaded; `d` like `b` with two tollgate processes on one Redis, the load split across
 //! them; `e` like `b` with a fleet of `--fleet N` (8) tollgate processes, the connections
 //! spread over them (32 connections: 4 each), where little coalesces. After each
-//! scenario, the same-write-count reference of issue 11 (a script of 6 × INCRBY +
+//! scenario, the same-write-count reference (a script of 6 × INCRBY +
 //! PEXPIRE) runs from `redis-benchmark` on the same Redis at the same concurrency, and a
 //! last table puts Redis CPU per check (from `/proc` of redis-server) beside it. Flags: `--scenario a,b|all`, `--concurrency N`, `--duration S`, `--warmup S`,
 //! `--rate R` (open loop: R requests/s in all on a fixed schedule, latency measured from
@@ -52,9 +52,9 @@ use hyper::Request;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
@@ -63,6 +63,7 @@ use tollgate::store::ConfigWrites;
 use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
 use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
+use tollgate_testkit::{Process, RedisServer};
 
 const KEY_PREFIX: &str = "tollgate:";
 const CHECK_BODY: &str =
@@ -188,132 +189,58 @@ fn parse_opts() -> Opts {
 }
 
 // ---------------------------------------------------------------------------------------
-// Processes
+// Processes (started by the harness, `tollgate_testkit`)
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed (and reaped) when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Redis {
-    proc: Proc,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-fn start_redis(bin: &str, extra: &[String]) -> Redis {
-    for _ in 0..20 {
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra.iter().enumerate().map(|(i, a)| {
-                // `NAME VALUE` pairs: names get their leading `--`.
-                if i % 2 == 0 && !a.starts_with("--") {
-                    format!("--{a}")
-                } else {
-                    a.clone()
-                }
-            }))
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e} (is redis-server installed?)"));
-        let mut proc = Proc { child };
-        let url = format!("redis://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = proc.child.try_wait() {
-                break; // port taken: try another
+/// `--redis-arg 'NAME VALUE'` pairs as `redis-server` arguments: names get their `--`.
+fn redis_args(extra: &[String]) -> Vec<String> {
+    extra
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i % 2 == 0 && !a.starts_with("--") {
+                format!("--{a}")
+            } else {
+                a.clone()
             }
-            let ok = redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok();
-            if ok {
-                return Redis {
-                    proc,
-                    port,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    panic!("could not start redis-server");
+        })
+        .collect()
 }
 
+/// A tollgate process (the harness's `Process`, killed when dropped) and its address.
 struct Tollgate {
-    proc: Proc,
+    proc: Process,
     addr: SocketAddr,
 }
 
-async fn start_tollgate(opts: &Opts, redis_url: &str, log_dir: &Path, n: usize) -> Tollgate {
-    for _ in 0..20 {
-        let port = free_port();
-        let log = std::fs::File::create(log_dir.join(format!("tollgate-{n}.log"))).unwrap();
-        let mut cmd = Command::new(&opts.tollgate_bin);
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", redis_url])
-            .env("RUST_LOG", "warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        if let Some(t) = opts.tollgate_threads {
-            cmd.args(["--worker-threads", &t.to_string()]);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (run through `cargo bench --bench load`)",
-                opts.tollgate_bin.display()
-            )
-        });
-        let mut proc = Proc { child };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = proc.child.try_wait() {
-                break;
-            }
-            if let Ok(r) = http.get(format!("http://{addr}/ready")).send().await
-                && r.status().is_success()
-            {
-                return Tollgate { proc, addr };
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+/// `--tollgate` on `redis_url` with its own defaults, once it is ready.
+async fn start_tollgate(opts: &Opts, redis_url: &str) -> Tollgate {
+    let threads = opts.tollgate_threads.map(|t| t.to_string());
+    let mut args = vec!["--redis-url", redis_url];
+    if let Some(t) = &threads {
+        args.extend(["--worker-threads", t]);
     }
-    panic!("tollgate did not become ready; see its log in {log_dir:?}");
+    let proc = Process::launch(
+        &opts.tollgate_bin,
+        &args,
+        &[("RUST_LOG", "warn")],
+        Duration::from_secs(20),
+    )
+    .await;
+    let addr = proc.addr();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("http://{addr}/ready")).send().await
+            && r.status().is_success()
+        {
+            return Tollgate { proc, addr };
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "tollgate did not become ready: {}",
+        std::fs::read_to_string(&proc.log).unwrap_or_default()
+    );
 }
 
 /// CPU time (user + system) a process has used so far, in clock ticks (1/100 s).
@@ -893,7 +820,8 @@ struct Row {
     reference: Reference,
 }
 
-/// The same-write-count reference script of issue 11, from `redis-benchmark`.
+/// The same-write-count reference script (as many writes as a check), from
+/// `redis-benchmark`.
 const REFERENCE_SCRIPT: &str = "for i = 1, 6 do redis.call('INCRBY', KEYS[i], 1) end \
      redis.call('PEXPIRE', KEYS[1], 60000) return 1";
 
@@ -906,10 +834,10 @@ struct Reference {
 
 /// Runs the reference script from `redis-benchmark` at the same concurrency, for about
 /// `--duration`, and reads Redis's CPU from `/proc` around it.
-fn reference_phase(opts: &Opts, redis: &Redis) -> Reference {
+fn reference_phase(opts: &Opts, redis: &RedisServer) -> Reference {
     wait_until_quiet(opts.quiet, Duration::from_secs(opts.quiet_patience));
     let n = (60_000.0 * opts.duration.as_secs_f64()).max(10_000.0) as u64;
-    let pid = redis.proc.pid().to_string();
+    let pid = redis.pid().expect("redis-server runs").to_string();
     let ticks = cpu_ticks(&pid);
     let started = Instant::now();
     let out = Command::new("redis-benchmark")
@@ -984,9 +912,8 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         ),
     };
     println!("\n## {title}");
-    let redis = start_redis(&opts.redis_bin, &opts.redis_args);
+    let redis = RedisServer::start_with(&opts.redis_bin, &redis_args(&opts.redis_args));
     let url = redis.url();
-    let logs = tempfile::tempdir().unwrap();
     let bodies = matching_bodies(scenario);
     if scenario == 'c' {
         let n = opts.filler_configs - bodies.len();
@@ -1003,8 +930,8 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
         _ => 1,
     };
     let mut tollgates = Vec::new();
-    for i in 0..instances {
-        tollgates.push(start_tollgate(opts, &url, logs.path(), i).await);
+    for _ in 0..instances {
+        tollgates.push(start_tollgate(opts, &url).await);
     }
     let mut create_ms = Vec::new();
     for b in &bodies {
@@ -1046,7 +973,10 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
     assert_eq!(limits, 3 * bodies.len(), "probe check: {probe}");
 
     let me = std::process::id().to_string();
-    let mut procs = vec![("redis".to_string(), redis.proc.pid().to_string())];
+    let mut procs = vec![(
+        "redis".to_string(),
+        redis.pid().expect("redis-server runs").to_string(),
+    )];
     for (i, tg) in tollgates.iter().enumerate() {
         let name = if instances > 1 {
             format!("tollgate{}", i + 1)
@@ -1165,9 +1095,8 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
     println!("  mean batch: {batch:.2} ops per script call");
 
     if tollgate.tally.fallback > 0 {
-        for i in 0..instances {
-            let log = std::fs::read_to_string(logs.path().join(format!("tollgate-{i}.log")))
-                .unwrap_or_default();
+        for tg in &tollgates {
+            let log = std::fs::read_to_string(&tg.proc.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
             println!(
                 "  WARNING: tollgate answered by --on-store-error; its log ends with:\n    {}",
@@ -1317,7 +1246,7 @@ fn main() {
     }
 
     println!(
-        "\nRedis CPU per check (issue 11), against the same-write-count reference \
+        "\nRedis CPU per check, against the same-write-count reference \
          (6 × INCRBY + PEXPIRE from redis-benchmark, {c} conns):\n\n| scenario | checks/s | p50 ms | \
          p99 ms | redis µs/check | mean batch | reference calls/s | reference p50 / p99 ms | \
          reference redis µs/call | checks/s ÷ reference |",

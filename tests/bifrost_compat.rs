@@ -1,4 +1,4 @@
-//! Bifrost's model-config API behaviour, pinned case by case (SPEC §2), on both stores.
+//! Bifrost's model-config API behaviour, pinned case by case, on both stores.
 //! Each case cites where Bifrost does it, in `maximhq/bifrost`:
 //! - `transports/bifrost-http/handlers/governance.go` (the handlers),
 //! - `transports/bifrost-http/handlers/utils.go` (`SendError`, `ClampPaginationParams`),
@@ -102,8 +102,8 @@ async fn put_with_every_unset_field_null_changes_nothing(b: Backend) {
 }
 
 /// governance.go `updateModelConfig` stores `""` (`mc.Provider = req.Provider`) and the
-/// model-config `BeforeSave` hook (tables/modelconfig.go) refuses it: a 500. SPEC §2
-/// gives `""` its one meaning: every provider.
+/// model-config `BeforeSave` hook (tables/modelconfig.go) refuses it: a 500.
+/// tollgate gives `""` its one meaning: every provider.
 async fn put_provider_empty_string_widens_to_every_provider(b: Backend) {
     let t = Tollgate::start(b).await;
     let id = t

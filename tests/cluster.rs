@@ -1,13 +1,11 @@
-//! Redis Cluster (SPEC §7) on a real 3-master, 3-replica cluster: tollgate processes in
+//! Redis Cluster (README, "Redis Cluster") on a real 3-master, 3-replica cluster: tollgate processes in
 //! `--redis-mode cluster` never admit more than a limit when a check's configs sit on
 //! several shards, give back what other shards consumed when one denies, and survive a
 //! master failover and a slot migration without a restart.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
-use cluster::Cluster;
+use common::cluster::{self, Cluster};
 use common::{Client, Process, eventually};
 use serde_json::{Value, json};
 use std::sync::Arc;

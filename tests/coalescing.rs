@@ -1,5 +1,5 @@
-//! Coalesced checks (SPEC §7): checks that arrive while a script call is in flight go
-//! together as one call, and each is evaluated exactly as if sent alone. Against a real
+//! Coalesced checks: checks that arrive while a script call is in flight go together as
+//! one call, and each is evaluated exactly as if sent alone. Against a real
 //! `redis-server`; the batch sizes come from tollgate's own metric.
 
 mod common;

@@ -1,6 +1,6 @@
-//! SPEC §8 without Envoy in the way: the gRPC rate limit service spoken to directly
-//! (descriptors, all-or-nothing across them, malformed requests, store failure), and the
-//! OpenAI-style headers of `/v1/check`.
+//! Envoy's rate limit service without Envoy in the way: the gRPC service spoken to
+//! directly (descriptors, all-or-nothing across them, malformed requests, store
+//! failure), and the OpenAI-style headers of `/v1/check`.
 
 mod common;
 

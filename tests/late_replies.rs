@@ -1,6 +1,7 @@
-//! A check answered by the fallback is not charged (SPEC §5), even when Redis ran it in
-//! time and only its reply came too late. A latency proxy of the test's own sits between
-//! tollgate and a real `redis-server`, delaying each direction.
+//! A check answered by the fallback is not charged (a denied request costs nothing),
+//! even when Redis ran it in time and only its reply came too late. A latency proxy of
+//! the test's own sits between tollgate and a real `redis-server`, delaying each
+//! direction.
 
 mod common;
 

@@ -29,6 +29,7 @@ pub struct CacheSlot(OnceLock<Box<dyn Any + Send + Sync>>);
 impl CacheSlot {
     /// The value, computed by `init` the first time. Only one type may ever be kept in
     /// a slot; asking for another is a programming error.
+    #[inline]
     pub fn get_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> &T {
         self.0
             .get_or_init(|| Box::new(init()))

@@ -1,6 +1,6 @@
 //! The usage of each limit as this replica last saw it (in a check answer or a usage
-//! read): what `from_memory=true` lists show without a store call (SPEC §2), lagging the
-//! store by at most the time since this replica last touched the limit.
+//! read): what `from_memory=true` lists show without a store call, lagging the store by
+//! at most the time since this replica last touched the limit.
 
 use super::compiled::LimitSpec;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,5 +1,6 @@
 //! Helpers of the configs-as-code tests: `tollgate configs …` as a process, configs
 //! files written the ways operators and Kubernetes write them, and what a replica holds.
+#![allow(dead_code)]
 
 use super::Client;
 use serde_json::Value;

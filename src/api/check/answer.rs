@@ -111,7 +111,11 @@ pub struct Fallback {
 /// the config, not per check (it was 11% of tollgate's CPU), and not for configs never
 /// checked (with a million configs, most: ~600 bytes each). This module's slot type in
 /// `CompiledConfig::cache`: private, so only this file fills it.
-struct AnswerHeads(Box<[String]>);
+struct AnswerHeads {
+    heads: Box<[String]>,
+    /// Their total length, to size an answer in one step.
+    bytes: usize,
+}
 
 /// The fixed fields of one limit in a check answer.
 #[derive(Serialize)]
@@ -130,35 +134,34 @@ struct AnswerHead<'a> {
 }
 
 /// `config`'s answer heads, one per limit in order (serialized once per compiled config).
-fn answer_heads(config: &CompiledConfig) -> &[String] {
-    &config
-        .cache
-        .answer
-        .get_or_init(|| {
-            let c = &config.config;
-            let heads = config.limits.iter().map(|spec| {
-                let head = AnswerHead {
-                    config_id: &c.id,
-                    scope: c.scope,
-                    scope_id: c.scope_id.as_deref(),
-                    model_name: &c.model_name,
-                    provider: c.provider.as_deref(),
-                    kind: spec.kind.as_str(),
-                    budget_id: spec.budget_id.as_deref(),
-                    reset_duration: &spec.reset_duration,
-                    max: quantity(spec.kind, spec.max),
-                    enforcement: config.enforcement.as_str(),
-                };
-                let mut json = serde_json::to_string(&head).expect("plain data serializes");
-                json.pop(); // the closing brace
-                json
-            });
-            AnswerHeads(heads.collect())
-        })
-        .0
+fn answer_heads(config: &CompiledConfig) -> &AnswerHeads {
+    config.cache.answer.get_or_init(|| {
+        let c = &config.config;
+        let heads = config.limits.iter().map(|spec| {
+            let head = AnswerHead {
+                config_id: &c.id,
+                scope: c.scope,
+                scope_id: c.scope_id.as_deref(),
+                model_name: &c.model_name,
+                provider: c.provider.as_deref(),
+                kind: spec.kind.as_str(),
+                budget_id: spec.budget_id.as_deref(),
+                reset_duration: &spec.reset_duration,
+                max: quantity(spec.kind, spec.max),
+                enforcement: config.enforcement.as_str(),
+            };
+            let mut json = serde_json::to_string(&head).expect("plain data serializes");
+            json.pop(); // the closing brace
+            json
+        });
+        let heads: Box<[String]> = heads.collect();
+        let bytes = heads.iter().map(String::len).sum();
+        AnswerHeads { heads, bytes }
+    })
 }
 
 /// A count as the client sees it: whole requests/tokens, or dollars for budgets.
+#[inline]
 fn quantity(kind: LimitKind, raw: i64) -> serde_json::Value {
     match kind {
         LimitKind::Budget => serde_json::Value::from(nanos_to_dollars(raw)),
@@ -182,12 +185,11 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
     shadow_denied: &[usize],
 ) -> Vec<u8> {
     use std::io::Write;
-    let heads: usize = configs
-        .iter()
-        .flat_map(|c| answer_heads(c))
-        .map(|h| h.len() + 64)
-        .sum();
-    let mut out = Vec::with_capacity(64 + heads);
+    let mut capacity = 64;
+    for c in configs {
+        capacity += answer_heads(c).bytes + 64 * c.limits.len();
+    }
+    let mut out = Vec::with_capacity(capacity);
     let _ = write!(out, "{{\"allowed\":{allowed},\"reason\":");
     match reason {
         Some(r) => {
@@ -201,27 +203,36 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
         }
         None => out.extend_from_slice(b",\"retry_after_ms\":null"),
     }
-    let limits: Vec<_> = configs
-        .iter()
-        .flat_map(|c| answer_heads(c).iter().zip(&c.limits))
-        .zip(outcomes)
-        .collect();
     out.extend_from_slice(b",\"limits\":[");
-    for (i, &((head, spec), o)) in limits.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut rest = outcomes.iter();
+    let mut first = true;
+    'configs: for c in configs {
+        for (head, spec) in answer_heads(c).heads.iter().zip(&c.limits) {
+            let Some(o) = rest.next() else {
+                break 'configs;
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_limit(&mut out, head, spec, o);
         }
-        write_limit(&mut out, head, spec, o);
     }
     out.push(b']');
     if !shadow_denied.is_empty() {
         out.extend_from_slice(b",\"shadow_denied\":[");
-        for (n, &i) in shadow_denied.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            if let Some(&((head, spec), o)) = limits.get(i) {
-                write_limit(&mut out, head, spec, o);
+        let mut n = 0;
+        let mut at = 0;
+        for c in configs {
+            for (head, spec) in answer_heads(c).heads.iter().zip(&c.limits) {
+                if let (true, Some(o)) = (shadow_denied.contains(&at), outcomes.get(at)) {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    n += 1;
+                    write_limit(&mut out, head, spec, o);
+                }
+                at += 1;
             }
         }
         out.push(b']');
@@ -234,6 +245,7 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
 }
 
 /// One limit's entry: its head, then its counts after the check.
+#[inline]
 fn write_limit(out: &mut Vec<u8>, head: &str, spec: &crate::limits::LimitSpec, o: &LimitOutcome) {
     use std::io::Write;
     out.extend_from_slice(head.as_bytes());

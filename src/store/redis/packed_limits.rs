@@ -13,6 +13,7 @@ use std::sync::Arc;
 struct PackedLimits(Arc<[u8]>);
 
 /// `config`'s limits, packed (once per compiled config).
+#[inline]
 pub fn packed_limits(config: &CompiledConfig) -> &Arc<[u8]> {
     &config
         .cache

@@ -1,6 +1,7 @@
-//! Redis Cluster (`--redis-mode cluster`, SPEC §7): the connection (`conn`), hash slots
-//! (`slot`), checks and usage reports split by slot with cross-shard compensation
-//! (`shards`), and what a config write does to counters in another slot (`counters`).
+//! Redis Cluster (`--redis-mode cluster`; README, "Redis Cluster"): the connection
+//! (`conn`), hash slots (`slot`), checks and usage reports split by slot with
+//! cross-shard compensation (`shards`), and what a config write does to counters in
+//! another slot (`counters`).
 //! Key names: `keys.rs`.
 
 mod conn;

@@ -3,7 +3,7 @@
 //! the replica hears its master through a proxy that delivers the replication stream a
 //! fixed time late: a replication lag the test chooses.
 
-use super::free_port;
+use crate::redis_server::{free_port, redis_server_binary};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,15 +15,10 @@ pub const SENTINEL_PASSWORD: &str = "sentinel-pw";
 /// Sentinel's `down-after-milliseconds`.
 pub const DOWN_AFTER_MS: u64 = 1000;
 
-fn redis_server_binary() -> String {
-    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
-}
-
 /// One `redis-server` (or sentinel) process, killed when dropped.
 pub struct Node {
     pub port: u16,
     password: &'static str,
-    sentinel: bool,
     /// Reached over TLS only (`tls-port`, no plain port).
     tls: bool,
     child: Option<Child>,
@@ -41,7 +36,6 @@ impl Node {
         let mut node = Node {
             port: 0,
             password,
-            sentinel,
             tls: tls.is_some(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
