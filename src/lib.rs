@@ -2,7 +2,8 @@
 //!
 //! `api` (HTTP handlers) → `app` (state and config snapshot) → `store` (Redis or memory)
 //! with `limits` (matching, window and period math) and `model` (config types and
-//! validation) as plain logic underneath.
+//! validation) as plain logic underneath; `observe` renders per-tenant usage for
+//! `/metrics`.
 
 pub mod api;
 pub mod app;
@@ -10,6 +11,7 @@ pub mod limits;
 pub mod log_throttle;
 pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod server;
 pub mod settings;
 pub mod state_file;

@@ -1,5 +1,7 @@
-//! Prometheus metrics. Labels only take fixed values (enums, config ids are not even
-//! used): models, providers, keys, users and request ids are unbounded and stay out.
+//! Prometheus metrics. Labels only take fixed values (enums): models, providers, keys,
+//! users and request ids are unbounded and stay out. The one exception is the bounded
+//! per-config usage gauges (`crate::observe::usage_gauges`), whose labels are config
+//! fields written by operators, for at most `--usage-metrics` configs.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -26,6 +28,16 @@ pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
+pub const LIMIT_USED: &str = "tollgate_limit_used";
+pub const LIMIT_MAX: &str = "tollgate_limit_max";
+pub const SHADOW_DENIALS: &str = "tollgate_shadow_denials_total";
+pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
+pub const ALERT_DELIVERIES: &str = "tollgate_alert_deliveries_total";
+
+/// Help of the usage gauges, which `crate::observe::usage_gauges` writes at scrape time.
+pub const LIMIT_USED_HELP: &str = "--usage-metrics: usage of each limit of the configs with the highest usage ratio, as this replica last saw it (budgets in dollars).";
+pub const LIMIT_MAX_HELP: &str =
+    "--usage-metrics: the max of each limit of tollgate_limit_used (budgets in dollars).";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -51,6 +63,11 @@ pub const ALL: &[&str] = &[
     CLUSTER_COMPENSATIONS,
     REDIS_WAIT_SHORTFALLS,
     REDIS_WAIT_SHORT,
+    LIMIT_USED,
+    LIMIT_MAX,
+    SHADOW_DENIALS,
+    THRESHOLD_CROSSINGS,
+    ALERT_DELIVERIES,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -78,9 +95,20 @@ pub fn handle() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            zero_counters();
             handle
         })
         .clone()
+}
+
+/// Counters that alerting rules watch for any increase exist from the start at 0:
+/// `increase()` cannot see a series that first appears at 1, so a single data loss or
+/// fallback would otherwise never alert.
+fn zero_counters() {
+    metrics::counter!(STORE_DATA_LOSS).increment(0);
+    for policy in ["allow", "deny"] {
+        metrics::counter!(STORE_FALLBACKS, "policy" => policy).increment(0);
+    }
 }
 
 fn describe() {
@@ -169,6 +197,13 @@ fn describe() {
         REDIS_WAIT_SHORT,
         "--redis-wait-replicas: 1 while the master's replicas do not confirm writes (WAIT falls short), else 0."
     );
+    describe_counter!(
+        SHADOW_DENIALS,
+        "Checks that shadow limits would have refused (answered as allowed), by kind (requests|tokens|budget)."
+    );
+    // Written at scrape time by crate::observe::usage_gauges, not through this recorder.
+    describe_gauge!(LIMIT_USED, LIMIT_USED_HELP);
+    describe_gauge!(LIMIT_MAX, LIMIT_MAX_HELP);
     describe_counter!(
         CLUSTER_COMPENSATIONS,
         "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."

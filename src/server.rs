@@ -157,6 +157,7 @@ async fn start_with<S: Store>(
         None => None,
     };
     let mut app = App::new(store, settings.api_keys(), settings.on_store_error);
+    app.usage_metrics = settings.usage_metrics;
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
     }
