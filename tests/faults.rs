@@ -1255,6 +1255,11 @@ fn dashboard_uses_only_defined_metrics() {
         "tollgate_store_fallbacks_total",
         "tollgate_configs",
         "tollgate_config_snapshot_age_seconds",
+        "tollgate_limit_used",
+        "tollgate_limit_max",
+        "tollgate_shadow_denials_total",
+        "tollgate_threshold_crossings_total",
+        "tollgate_alert_deliveries_total",
     ] {
         assert!(used.contains(needed), "dashboard has no panel on {needed}");
     }
