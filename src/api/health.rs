@@ -86,9 +86,8 @@ pub async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoRespons
 )]
 pub async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::SNAPSHOT_AGE).set(app.snapshot_age().as_secs_f64());
-    let mut text = app.metrics.render();
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    crate::observe::usage_gauges::append(&mut text, &app.snapshot(), app.usage_metrics, now_ms);
+    let snapshot = Arc::clone(&app.snapshot());
+    let text = crate::observe::scrape(app.metrics.clone(), snapshot, app.usage_metrics).await;
     (
         [(
             header::CONTENT_TYPE,
