@@ -115,6 +115,17 @@ fn quantity(kind: LimitKind, raw: i64) -> f64 {
     }
 }
 
+/// A label value in the text format. The exporter's `sanitize_label_value` takes a
+/// backslash pair as one escaped backslash (it expects values that may be escaped
+/// already), so backslashes are doubled first: every value then reads back exactly.
+fn escape(value: &str) -> String {
+    if value.contains('\\') {
+        sanitize_label_value(&value.replace('\\', "\\\\"))
+    } else {
+        sanitize_label_value(value)
+    }
+}
+
 /// `{config_id="…",scope="…",scope_id="…",model_name="…",kind="…",reset_duration="…"}`.
 fn labels(config: &CompiledConfig, spec: &LimitSpec) -> String {
     let c = &config.config;
@@ -129,7 +140,7 @@ fn labels(config: &CompiledConfig, spec: &LimitSpec) -> String {
     let mut out = String::with_capacity(160);
     for (i, (key, value)) in pairs.iter().enumerate() {
         out.push(if i == 0 { '{' } else { ',' });
-        let _ = write!(out, "{key}=\"{}\"", sanitize_label_value(value));
+        let _ = write!(out, "{key}=\"{}\"", escape(value));
     }
     out.push('}');
     out

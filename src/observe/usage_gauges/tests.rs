@@ -203,3 +203,47 @@ fn nothing_when_off_or_nothing_seen() {
     append(&mut text, &s, 1, t0_ms());
     assert!(text.contains("tollgate_limit_used{"), "{text}");
 }
+
+/// A label value as Prometheus reads it back from the text format.
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => panic!("a dangling backslash in {text:?}"),
+            },
+            (c, false) => {
+                assert_ne!(c, '"', "an unescaped quote in {text:?}");
+                assert_ne!(c, '\n', "a raw newline in {text:?}");
+                out.push(c)
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn label_values_read_back_exactly() {
+    for value in [
+        "plain",
+        r#"we"ird"#,
+        r"one\backslash",
+        r"two\\backslashes",
+        r#"escaped\"quote"#,
+        "line\nbreak",
+        r"literal\n",
+        r"trailing\",
+        "ünïcødé *",
+        "",
+    ] {
+        assert_eq!(
+            unescape(&escape(value)),
+            value,
+            "{value:?} → {:?}",
+            escape(value)
+        );
+    }
+}
