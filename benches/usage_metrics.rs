@@ -4,6 +4,7 @@
 //! - `usage_gauges/100000_seen_top_1000`: 100,000 configs, each with a request window, a
 //!   token window and a budget, all seen at spread usage ratios; the gauges of the 1,000
 //!   fullest (3,000 limits, 6,000 series). The size of that text is printed once.
+//! - `usage_gauges/100000_seen_rank_only`: the ranking alone, without writing the text.
 //! - `usage_gauges/100000_unseen`: the same snapshot, nothing seen: the scan alone.
 //!
 //! Run: `cargo bench --bench usage_metrics`. Never run by CI; nothing here asserts on time.
@@ -14,7 +15,7 @@ use serde_json::json;
 use std::hint::black_box;
 use tollgate::limits::Snapshot;
 use tollgate::model::validate::create_config;
-use tollgate::observe::usage_gauges::append;
+use tollgate::observe::usage_gauges::{append, top};
 
 const CONFIGS: usize = 100_000;
 const N: usize = 1000;
@@ -74,6 +75,9 @@ fn bench(c: &mut Criterion) {
         out.len(),
         out.len() / series
     );
+    group.bench_function("100000_seen_rank_only", |b| {
+        b.iter(|| top(black_box(&seen), N, now + 1).len())
+    });
     group.bench_function("100000_seen_top_1000", |b| {
         b.iter(|| {
             let mut out = String::new();
