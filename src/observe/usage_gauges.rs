@@ -88,7 +88,7 @@ pub fn top(snapshot: &Snapshot, n: usize, now_ms: i64) -> Vec<(f64, &Arc<Compile
         return Vec::new();
     }
     // A max-heap whose top is the worst kept config, the one a better config replaces.
-    let mut kept: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(n + 1);
+    let mut kept: BinaryHeap<Ranked<'_>> = BinaryHeap::with_capacity(n.min(snapshot.len()));
     for config in snapshot.newest_first() {
         let Some(r) = usage_ratio(config, now_ms) else {
             continue;

@@ -63,6 +63,11 @@ fn keeps_the_n_highest_ratios_highest_first() {
         ]
     );
     assert_eq!(ranked_models(&s, 1000, now).len(), 50, "every seen config");
+    assert_eq!(
+        ranked_models(&s, usize::MAX, now).len(),
+        50,
+        "no bound at all"
+    );
     assert!(top(&s, 0, now).is_empty());
 }
 
