@@ -3,7 +3,9 @@
 //!
 //! - `usage_gauges/100000_seen_top_1000`: 100,000 configs, each with a request window, a
 //!   token window and a budget, all seen at spread usage ratios; the gauges of the 1,000
-//!   fullest (3,000 limits, 6,000 series). The size of that text is printed once.
+//!   fullest (3,000 limits, 6,000 series). The size of that text, and the CPU time of a
+//!   scrape (this thread's, so that waiting for a shared CPU does not count), are printed
+//!   once.
 //! - `usage_gauges/100000_seen_rank_only`: the ranking alone, without writing the text.
 //! - `usage_gauges/100000_unseen`: the same snapshot, nothing seen: the scan alone.
 //!
@@ -13,6 +15,7 @@ use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::hint::black_box;
+use std::time::Duration;
 use tollgate::limits::Snapshot;
 use tollgate::model::validate::create_config;
 use tollgate::observe::usage_gauges::{append, top};
@@ -53,6 +56,24 @@ fn see_all(s: &Snapshot, now_ms: i64) {
     }
 }
 
+/// CPU time of this thread so far (utime + stime of `/proc/thread-self/stat`, 10 ms
+/// ticks), so that a shared machine's waits do not count; None off Linux.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Mean CPU time of `f` over enough runs to span a few seconds of ticks.
+fn cpu_per_run(runs: u32, mut f: impl FnMut()) -> Option<Duration> {
+    let start = thread_cpu()?;
+    for _ in 0..runs {
+        f();
+    }
+    Some((thread_cpu()? - start) / runs)
+}
+
 fn bench(c: &mut Criterion) {
     let now = Utc::now().timestamp_millis();
     let unseen = snapshot();
@@ -70,10 +91,20 @@ fn bench(c: &mut Criterion) {
     let mut out = String::new();
     append(&mut out, &seen, N, now + 1);
     let series = out.lines().filter(|l| !l.starts_with('#')).count();
+    let cpu = |snapshot: &Snapshot| {
+        cpu_per_run(100, || {
+            let mut out = String::new();
+            append(&mut out, black_box(snapshot), N, now + 1);
+            black_box(out);
+        })
+    };
     eprintln!(
-        "usage_gauges: {CONFIGS} configs seen, top {N}: {} bytes, {series} series ({} bytes a series)",
+        "usage_gauges: {CONFIGS} configs seen, top {N}: {} bytes, {series} series ({} bytes a series); \
+         CPU per scrape {:?} (none seen: {:?})",
         out.len(),
-        out.len() / series
+        out.len() / series,
+        cpu(&seen),
+        cpu(&unseen),
     );
     group.bench_function("100000_seen_rank_only", |b| {
         b.iter(|| top(black_box(&seen), N, now + 1).len())
