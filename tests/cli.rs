@@ -25,6 +25,7 @@ fn help_lists_every_setting_with_its_variable() {
         ("--api-key", "TOLLGATE_API_KEY"),
         ("--key-prefix", "TOLLGATE_KEY_PREFIX"),
         ("--state-file", "TOLLGATE_STATE_FILE"),
+        ("--usage-metrics", "TOLLGATE_USAGE_METRICS"),
         ("--on-store-error", "TOLLGATE_ON_STORE_ERROR"),
         ("--insecure-no-auth", "TOLLGATE_INSECURE_NO_AUTH"),
         ("--configs-file", "TOLLGATE_CONFIGS_FILE"),

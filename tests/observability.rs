@@ -144,6 +144,26 @@ async fn metrics_count_exactly_and_carry_no_request_input() {
     ] {
         assert!(all.iter().any(|s| s.0 == name), "{name} missing:\n{text}");
     }
+    // The usage gauges are labelled with config fields, written by the operator: here they
+    // equal the request's strings (or nothing would match), so those, and only in their
+    // own labels, may show. Request ids, paths and the provider never do.
+    assert_eq!(
+        metric(
+            &text,
+            "tollgate_limit_used",
+            &[
+                ("model_name", &model),
+                ("scope_id", &user),
+                ("kind", "requests")
+            ]
+        ),
+        N as f64,
+        "{text}"
+    );
+    let config_field = |name: &str, k: &str, v: &str| {
+        ["tollgate_limit_used", "tollgate_limit_max"].contains(&name)
+            && ((k == "model_name" && v == model) || (k == "scope_id" && (v == user || v == vk)))
+    };
     let known: BTreeSet<&str> = tollgate::metrics::ALL.iter().copied().collect();
     for (name, labels, _) in &all {
         assert!(
@@ -152,7 +172,7 @@ async fn metrics_count_exactly_and_carry_no_request_input() {
         );
         for (k, v) in labels {
             assert!(
-                !v.contains(secret) && !k.contains(secret),
+                config_field(name, k, v) || (!v.contains(secret) && !k.contains(secret)),
                 "request input leaked into a label: {name} {k}={v:?}"
             );
         }
@@ -227,6 +247,11 @@ fn dashboard_uses_only_defined_metrics() {
         "tollgate_store_fallbacks_total",
         "tollgate_configs",
         "tollgate_config_snapshot_age_seconds",
+        "tollgate_limit_used",
+        "tollgate_limit_max",
+        "tollgate_shadow_denials_total",
+        "tollgate_threshold_crossings_total",
+        "tollgate_alert_deliveries_total",
     ] {
         assert!(used.contains(needed), "dashboard has no panel on {needed}");
     }

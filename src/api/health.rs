@@ -86,11 +86,13 @@ pub async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoRespons
 )]
 pub async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::SNAPSHOT_AGE).set(app.snapshot_age().as_secs_f64());
+    let snapshot = Arc::clone(&app.snapshot());
+    let text = crate::observe::scrape(app.metrics.clone(), snapshot, app.usage_metrics).await;
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(),
+        text,
     )
 }

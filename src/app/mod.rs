@@ -42,6 +42,8 @@ pub struct App<S> {
     pub api_key_digests: Vec<[u8; 32]>,
     pub on_store_error: StoreErrorPolicy,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// `--usage-metrics`: configs whose usage `/metrics` shows (`crate::observe`).
+    pub usage_metrics: usize,
     /// Where this replica keeps a copy of its snapshot (Redis store with `--state-file`).
     snapshot_file: Option<PathBuf>,
     /// Poked on every new snapshot, for the state-file writer.
@@ -69,6 +71,7 @@ impl<S: Store> App<S> {
             api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
             on_store_error,
             metrics: crate::metrics::handle(),
+            usage_metrics: crate::observe::DEFAULT_USAGE_METRICS,
             snapshot_file: None,
             published: Arc::new(Notify::new()),
             alerts: Arc::default(),

@@ -188,10 +188,7 @@ impl<S: Store> App<S> {
         for _ in 0..3 {
             let start = self.changes_since(0).await?.state;
             let configs = super::timed("scan_configs", all_configs(&self.store)).await?;
-            let base = self
-                .snapshot()
-                .rebuilt(start.version, configs)
-                .at(start.epoch, start.version);
+            let base = Snapshot::reload(start.epoch, start.version, configs, &self.snapshot());
             let changes = self.changes_since(start.version).await?;
             if changes.state.version == start.version && changes.state.epoch == base.epoch {
                 return Ok(base);

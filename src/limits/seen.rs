@@ -38,6 +38,13 @@ impl SeenUsage {
         }
     }
 
+    /// Limit `i` as last seen: (used, when in Unix ms), or None if never seen.
+    pub fn last(&self, i: usize) -> Option<(i64, i64)> {
+        let [u, at] = self.0.get(i)?;
+        let at = at.load(Ordering::Relaxed);
+        (at != 0).then(|| (u.load(Ordering::Relaxed), at))
+    }
+
     /// (used, start of its window or period) of each of `limits`, as last seen; a limit
     /// never seen shows 0 in the window or period of `now_ms`.
     pub fn usage(&self, limits: &[LimitSpec], now_ms: i64) -> Vec<(i64, i64)> {

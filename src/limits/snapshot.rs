@@ -72,6 +72,28 @@ impl Snapshot {
         Snapshot::empty_for(self.policy.clone())
     }
 
+    /// A full reload of `configs` at `epoch` and `version`. Configs that `previous` holds
+    /// unchanged in the same epoch keep their compiled form, and so the usage this
+    /// replica saw of them (`from_memory` lists, the usage gauges of `/metrics`).
+    pub fn reload(
+        epoch: Option<String>,
+        version: u64,
+        configs: Vec<ModelConfig>,
+        previous: &Snapshot,
+    ) -> Self {
+        let same_epoch = previous.epoch == epoch;
+        let mut snapshot = Snapshot::empty_for(previous.policy.clone());
+        snapshot.version = version;
+        snapshot.epoch = epoch;
+        for c in configs {
+            match previous.get(&c.id) {
+                Some(known) if same_epoch && known.config == c => snapshot.insert(known.clone()),
+                _ => snapshot.upsert(c),
+            }
+        }
+        snapshot
+    }
+
     /// The same configs under another epoch and version (after a re-seed or adoption).
     pub fn at(&self, epoch: Option<String>, version: u64) -> Self {
         let mut next = self.clone();
@@ -107,14 +129,19 @@ impl Snapshot {
     fn upsert(&mut self, config: ModelConfig) {
         self.remove(&config.id);
         if let Some(compiled) = compile_or_log(config, &self.policy) {
-            self.index.insert(&compiled);
-            if let Some(sid) = &compiled.config.scope_id {
-                self.by_scope_id.insert(name_key(sid), &compiled);
-            }
-            self.ordered
-                .insert(list_key(&compiled.config), compiled.clone());
-            self.by_id.insert(compiled.config.id.clone(), compiled);
+            self.insert(compiled);
         }
+    }
+
+    /// Adds a compiled config whose id is not in the snapshot.
+    fn insert(&mut self, compiled: Arc<CompiledConfig>) {
+        self.index.insert(&compiled);
+        if let Some(sid) = &compiled.config.scope_id {
+            self.by_scope_id.insert(name_key(sid), &compiled);
+        }
+        self.ordered
+            .insert(list_key(&compiled.config), compiled.clone());
+        self.by_id.insert(compiled.config.id.clone(), compiled);
     }
 
     fn remove(&mut self, id: &str) {
@@ -226,6 +253,39 @@ mod tests {
         assert_eq!((removed.len(), count(&removed, "a")), (2, 0));
         let removed_twice = removed.with_change(6, &a.id, None);
         assert_eq!(removed_twice.len(), 2);
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_configs_compiled_in_the_same_epoch() {
+        let (a, b) = (config("a"), config("b"));
+        let before = Snapshot::build(1, vec![a.clone(), b.clone()]).at(Some("e1".into()), 1);
+        before.get(&a.id).unwrap().seen.record(0, 1, 1);
+        let mut changed = b.clone();
+        changed.model_name = "b2".into();
+        let after = Snapshot::reload(Some("e1".into()), 2, vec![a.clone(), changed], &before);
+        assert_eq!(
+            (after.version, after.epoch.as_deref(), after.len()),
+            (2, Some("e1"), 2)
+        );
+        let kept = after.get(&a.id).unwrap();
+        assert!(Arc::ptr_eq(kept, before.get(&a.id).unwrap()));
+        assert!(Arc::ptr_eq(
+            after.matching(&MatchKey {
+                model: "a",
+                ..Default::default()
+            })[0],
+            kept
+        ));
+        assert!(!Arc::ptr_eq(
+            after.get(&b.id).unwrap(),
+            before.get(&b.id).unwrap()
+        ));
+        assert_eq!(count(&after, "b2"), 1);
+        let other_epoch = Snapshot::reload(Some("e2".into()), 3, vec![a.clone()], &before);
+        assert!(
+            !Arc::ptr_eq(other_epoch.get(&a.id).unwrap(), kept),
+            "the store lost data: what was seen is gone too"
+        );
     }
 
     #[test]
