@@ -16,6 +16,8 @@
 #                  extras this machine's index lacks)
 #   clients/python this repository's Python client and LiteLLM hook, with pytest and mypy
 #                  for its own checks (tests/litellm.rs loads the hook from the source tree)
+# and, from crates.io:
+#   cargo-deny     the dependencies' licenses and sources (deny.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,6 +92,13 @@ echo "==> pytest clients/python"
 # Offline machines: LiteLLM's bundled cost map, not a download at import.
 LITELLM_LOCAL_MODEL_COST_MAP=True PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=clients/python/src \
   target/pyenv/bin/python -m pytest -q -p no:cacheprovider clients/python/tests
+
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "==> installing cargo-deny (crates.io; a few minutes, once)"
+  cargo install --locked --quiet cargo-deny
+fi
+echo "==> cargo deny (licenses, bans, sources)"
+cargo deny --offline check licenses bans sources
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check
