@@ -27,6 +27,7 @@ pub const STORE_BATCH_SIZE: &str = "tollgate_store_batch_size";
 pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 pub const SHADOW_DENIALS: &str = "tollgate_shadow_denials_total";
+pub const REFUSALS_REMEMBERED: &str = "tollgate_refusals_remembered_total";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
 pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
@@ -68,6 +69,7 @@ pub const ALL: &[&str] = &[
     REDIS_WAIT_SHORTFALLS,
     REDIS_WAIT_SHORT,
     SHADOW_DENIALS,
+    REFUSALS_REMEMBERED,
     THRESHOLD_CROSSINGS,
     ALERT_DELIVERIES,
     ALERT_QUEUE,
@@ -196,6 +198,10 @@ fn describe() {
     describe_counter!(
         RLS_REQUESTS,
         "Envoy ShouldRateLimit calls, by answer (ok|over_limit|invalid_argument|unavailable)."
+    );
+    describe_counter!(
+        REFUSALS_REMEMBERED,
+        "Checks answered 429 without a store call: a limit that refused them still refuses until its retry time."
     );
     describe_counter!(
         SHADOW_DENIALS,

@@ -177,6 +177,7 @@ async fn start_with<S: Store>(
         .with_policy(settings.policy.policy());
     app.alerts = alerts.clone();
     app.usage_metrics = settings.usage_metrics;
+    app.refusals = crate::app::refusals::Refusals::new(settings.policy.remember_refusals_ms);
     if let Some(path) = snapshot_file {
         app.keep_snapshot_in(path)?;
     }

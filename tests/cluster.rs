@@ -25,6 +25,9 @@ async fn fleet(cluster: &Cluster, n: usize, timeout_ms: &str) -> Vec<Process> {
         timeout_ms,
         "--on-store-error",
         "deny",
+        // Every check goes to the shards: these tests watch what the store does.
+        "--remember-refusals-ms",
+        "0",
     ];
     let mut procs = Vec::new();
     for _ in 0..n {

@@ -182,6 +182,7 @@ async fn three_processes_admit_exactly_the_limit() {
     // Coalescing was on: some script call carried more than one check.
     let mut calls = 0.0;
     let mut ops = 0.0;
+    let mut remembered = 0.0;
     for p in &procs {
         let text = reqwest::get(p.client.url("/metrics"))
             .await
@@ -196,8 +197,13 @@ async fn three_processes_admit_exactly_the_limit() {
         };
         calls += value("tollgate_store_batch_size_count");
         ops += value("tollgate_store_batch_size_sum");
+        remembered += value("tollgate_refusals_remembered_total");
     }
-    assert!(ops >= 300.0 && calls < ops, "{ops} ops in {calls} calls");
+    // Checks refused while the limit was known full never reached the store.
+    assert!(
+        ops + remembered >= 300.0 && calls < ops,
+        "{ops} ops in {calls} calls, {remembered} refusals remembered"
+    );
     for p in &procs {
         assert_eq!(
             p.config(&id).await["rate_limit"]["request_current_usage"],

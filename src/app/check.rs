@@ -110,15 +110,33 @@ pub async fn decide<S: Store>(
         record_check(started, true, None);
         return Decision::Unlimited;
     }
+    // A limit that refused a moment ago still refuses: no round trip (`refusals`).
+    if let Some(outcome) = app.refusals.answer(&configs, amounts) {
+        metrics::counter!(m::REFUSALS_REMEMBERED).increment(1);
+        return conclude(started, configs, per_key, outcome, true);
+    }
     let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
     let outcome = match timed("check", app.store.check(&refs, amounts, dry_run)).await {
         Ok(o) => o,
         Err(e) => return store_failed(app, started, e.to_string()),
     };
     remember_usage(&configs, &outcome);
+    app.refusals.remember(&configs, amounts, &outcome);
     if !dry_run {
         super::crossings::announce(app, &configs, &outcome.crossings);
     }
+    conclude(started, configs, per_key, outcome, dry_run)
+}
+
+/// The decision from the store's (or a remembered) outcome: the deciding limit, the
+/// reason, the retry time, the shadow limits that would have refused, the metrics.
+fn conclude(
+    started: Instant,
+    configs: Vec<Arc<CompiledConfig>>,
+    per_key: Vec<Vec<usize>>,
+    outcome: CheckOutcome,
+    dry_run: bool,
+) -> Decision {
     let mut checked = Checked {
         configs,
         per_key,

@@ -8,6 +8,7 @@
 pub mod check;
 mod crossings;
 mod persist;
+pub mod refusals;
 pub mod sync;
 pub mod usage;
 mod writes;
@@ -50,6 +51,8 @@ pub struct App<S> {
     published: Arc<Notify>,
     /// Where threshold events go (`emit` never waits); log-only until the server sets it.
     pub alerts: Arc<crate::alerts::AlertSink>,
+    /// Refusals a check may be answered from without a round trip (`refusals`).
+    pub refusals: refusals::Refusals,
     /// This replica's `--configs-file`, as last read valid: the API writes it refuses.
     configs_file: arc_swap::ArcSwapOption<crate::configs_file::managed::ManagedFile>,
 }
@@ -75,6 +78,7 @@ impl<S: Store> App<S> {
             snapshot_file: None,
             published: Arc::new(Notify::new()),
             alerts: Arc::default(),
+            refusals: refusals::Refusals::new(1000),
             configs_file: arc_swap::ArcSwapOption::empty(),
         }
     }

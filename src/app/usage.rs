@@ -46,5 +46,9 @@ pub async fn record<S: Store>(
     metrics::counter!(m::USAGE_REPORTS, "outcome" => label).increment(1);
     let recorded = result?;
     super::crossings::announce(app, &configs, &recorded.crossings);
+    if recorded.outcome == UsageOutcome::Applied && (delta.tokens < 0 || delta.cost_nanos < 0) {
+        // A refund may have made room in a limit that refused.
+        app.refusals.forget(&configs);
+    }
     Ok((recorded.outcome, refs.len()))
 }

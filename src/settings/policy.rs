@@ -19,6 +19,16 @@ pub struct PolicySettings {
     #[arg(long, env = "TOLLGATE_ALERT_THRESHOLDS", default_value = "0.8,1.0",
           value_parser = parse_thresholds)]
     pub alert_thresholds: Thresholds,
+
+    /// Answer a check 429 without a store call while a limit that refused it a moment
+    /// ago must still refuse: for the retry time the store gave (a budget's period end;
+    /// a window's time until the amount fits), but at most this long, in milliseconds,
+    /// since a refund through another replica (or a reservation another shard gives
+    /// back) may free room earlier; forgotten on a refund through this replica or a new
+    /// revision of the config. 0: ask the store every time.
+    #[arg(long, env = "TOLLGATE_REMEMBER_REFUSALS_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub remember_refusals_ms: u64,
 }
 
 /// `--alert-thresholds`, validated and sorted.
