@@ -98,6 +98,9 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-deny
 fi
 echo "==> cargo deny (licenses, bans, sources)"
+# cargo deny reads the metadata of every platform's dependencies, which a build for this
+# platform never downloads: fetch them first (a no-op once they are in ~/.cargo).
+cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
 echo "==> cargo fmt --check"
