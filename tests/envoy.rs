@@ -33,7 +33,7 @@ fn envoy_binary() -> PathBuf {
     "envoy".into()
 }
 
-/// The bootstrap the README shows, with this test's ports: a request-phase filter
+/// The bootstrap docs/envoy.md shows, with this test's ports: a request-phase filter
 /// (domain `llm`) counting requests, and a response-phase one (`llm-tokens`) charging the
 /// upstream's `x-tokens` at stream end.
 fn bootstrap(listen: u16, admin: u16, upstream: u16, tollgate_grpc: u16, deny: bool) -> String {
