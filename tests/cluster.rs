@@ -1,7 +1,8 @@
 //! Redis Cluster (docs/redis-topologies.md, "Redis Cluster") on a real 3-master,
-//! 3-replica cluster: tollgate processes in `--redis-mode cluster` never admit more than a limit when a check's configs sit on
-//! several shards, give back what other shards consumed when one denies, and survive a
-//! master failover and a slot migration without a restart.
+//! 3-replica cluster: tollgate processes in `--redis-mode cluster` never admit more
+//! than a limit when a check's configs sit on several shards, give back what other
+//! shards consumed when one denies, and survive a master failover and a slot migration
+//! without a restart.
 
 mod common;
 
