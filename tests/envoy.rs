@@ -44,8 +44,14 @@ fn bootstrap(listen: u16, admin: u16, upstream: u16, tollgate_grpc: u16, deny: b
         ("port_value: 9901}", format!("port_value: {admin}}}")),
         ("port_value: 10000}", format!("port_value: {listen}}}")),
         ("port_value: 8000}", format!("port_value: {upstream}}}")),
-        ("port_value: 8081}", format!("port_value: {tollgate_grpc}}}")),
-        ("failure_mode_deny: true", format!("failure_mode_deny: {deny}")),
+        (
+            "port_value: 8081}",
+            format!("port_value: {tollgate_grpc}}}"),
+        ),
+        (
+            "failure_mode_deny: true",
+            format!("failure_mode_deny: {deny}"),
+        ),
     ] {
         assert_eq!(
             config.matches(from).count(),
