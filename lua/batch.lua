@@ -1,13 +1,13 @@
 -- batch.lua: the checks and usage reports that one replica sent together (coalesced),
 -- evaluated in arrival order, each all-or-nothing on its own with its own answer, exactly
 -- as if sent alone. Each config's counters are read and decoded once per call and
--- written once (lib.lua); check.lua and usage.lua hold the operations.
+-- written once (lib/counters.lua); check.lua and usage.lua hold the operations.
 -- KEYS[k]      k <= ARGV[1]: counters hash of the k-th config any op of this call
 --              touches; after them: the hashes of usage-report markers (see usage.lua).
 --              Every key the script reads or writes is declared here, so that on Redis
 --              Cluster each follows its slot through a migration (ASK, TRYAGAIN).
 -- ARGV[1]      n, the number of counters keys
--- ARGV[1 + k]  limits of KEYS[k] (k <= n), packed (see lib.lua)
+-- ARGV[1 + k]  limits of KEYS[k] (k <= n), packed (see lib/counters.lua)
 -- ARGV[2 + n …] one op each, packed '<c1ddddd': kind ('c' check, 'd' dry-run check,
 --              'u' usage report, 'g' give-back), deadline (ms, Redis clock; 0 = none:
 --              past it the caller has answered by its store-error policy or with 503, so

@@ -81,7 +81,7 @@ pub struct Settings {
     /// the master (shown by /ready and tollgate_redis_wait_short); keep
     /// --store-timeout-ms above the replication round trip + 50 ms. 0 (the default) does
     /// not wait: counts acknowledged within the replication lag before a master crash
-    /// are lost (README, "Failover loss").
+    /// are lost (docs/redis-topologies.md, "Failover loss").
     #[arg(long, env = "TOLLGATE_REDIS_WAIT_REPLICAS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,

@@ -1,7 +1,8 @@
-//! Redis Cluster (README, "Redis Cluster") on a real 3-master, 3-replica cluster: tollgate processes in
-//! `--redis-mode cluster` never admit more than a limit when a check's configs sit on
-//! several shards, give back what other shards consumed when one denies, and survive a
-//! master failover and a slot migration without a restart.
+//! Redis Cluster (docs/redis-topologies.md, "Redis Cluster") on a real 3-master,
+//! 3-replica cluster: tollgate processes in `--redis-mode cluster` never admit more
+//! than a limit when a check's configs sit on several shards, give back what other
+//! shards consumed when one denies, and survive a master failover and a slot migration
+//! without a restart.
 
 mod common;
 
@@ -269,8 +270,9 @@ async fn cross_shard_checks_never_over_admit_and_give_back_on_denial() {
 
 /// Checks keep flowing while the master of the limit's shard is killed (its replica is
 /// promoted) and while the slot of another config migrates to another master; the limit
-/// is never exceeded beyond what the README states (counts the dead master acknowledged
-/// but had not replicated: none expected on loopback), and afterwards the limit fills.
+/// is never exceeded beyond what docs/redis-topologies.md states (counts the dead master
+/// acknowledged but had not replicated: none expected on loopback), and afterwards the
+/// limit fills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_failover_and_a_slot_migration_are_survived() {
     let mut c = Cluster::start();

@@ -1,4 +1,4 @@
-//! docker-compose.yml is valid and describes what the README promises: Redis with
+//! docker-compose.yml is valid and describes what docs/operations.md promises: Redis with
 //! persistence, two tollgate replicas on it, a load balancer in front. There is no
 //! Docker engine here, so it is validated (`docker-compose config`), not started.
 

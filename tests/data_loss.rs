@@ -1,9 +1,9 @@
-//! Configs outlive Redis's data (the README section of that name). Real `redis-server`
-//! processes that the tests start, flush, restart, fill until they evict, and fail over
-//! (through a TCP proxy of the test's own, the "virtual IP" operators put in front of
-//! Redis). After each loss, a tenant that was at its limit is admitted at most `max`
-//! more times (its counter restarts from zero), never without bound, and the configs
-//! are back in Redis.
+//! Configs outlive Redis's data (the section of that name in docs/redis-topologies.md).
+//! Real `redis-server` processes that the tests start, flush, restart, fill until they
+//! evict, and fail over (through a TCP proxy of the test's own, the "virtual IP"
+//! operators put in front of Redis). After each loss, a tenant that was at its limit is
+//! admitted at most `max` more times (its counter restarts from zero), never without
+//! bound, and the configs are back in Redis.
 
 mod common;
 

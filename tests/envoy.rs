@@ -33,86 +33,34 @@ fn envoy_binary() -> PathBuf {
     "envoy".into()
 }
 
-/// The bootstrap the README shows, with this test's ports: a request-phase filter
-/// (domain `llm`) counting requests, and a response-phase one (`llm-tokens`) charging the
-/// upstream's `x-tokens` at stream end.
+/// `examples/envoy.yaml`, the bootstrap docs/envoy.md shows, with this test's ports: a
+/// request-phase filter (domain `llm`) counting requests, and a response-phase one
+/// (`llm-tokens`) charging the upstream's `x-tokens` at stream end. Each value replaced
+/// must occur in the example exactly once, so the example cannot drift from the test.
 fn bootstrap(listen: u16, admin: u16, upstream: u16, tollgate_grpc: u16, deny: bool) -> String {
-    format!(
-        r#"
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-static_resources:
-  listeners:
-  - name: gateway
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: gateway
-          route_config:
-            virtual_hosts:
-            - name: llm
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
-          http_filters:
-          - name: tollgate.requests
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-              domain: llm
-              failure_mode_deny: {deny}
-              timeout: 1s
-              enable_x_ratelimit_headers: DRAFT_VERSION_03
-              rate_limits:
-              - actions:
-                - request_headers: {{header_name: x-model, descriptor_key: model}}
-                - request_headers: {{header_name: x-user, descriptor_key: user, skip_if_absent: true}}
-              rate_limit_service:
-                transport_api_version: V3
-                grpc_service: {{envoy_grpc: {{cluster_name: tollgate}}}}
-          - name: tollgate.tokens
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
-              domain: {TOKEN_DOMAIN}
-              timeout: 1s
-              rate_limits:
-              - actions:
-                - request_headers: {{header_name: x-model, descriptor_key: model}}
-                - request_headers: {{header_name: x-user, descriptor_key: user, skip_if_absent: true}}
-                hits_addend: {{format: "%RESP(x-tokens)%"}}
-                apply_on_stream_done: true
-              rate_limit_service:
-                transport_api_version: V3
-                grpc_service: {{envoy_grpc: {{cluster_name: tollgate}}}}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
-  - name: tollgate
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: tollgate
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {tollgate_grpc}}}}}}}
-"#
-    )
+    let mut config = include_str!("../examples/envoy.yaml").to_string();
+    assert!(config.contains(&format!("domain: {TOKEN_DOMAIN}")));
+    for (from, to) in [
+        ("port_value: 9901}", format!("port_value: {admin}}}")),
+        ("port_value: 10000}", format!("port_value: {listen}}}")),
+        ("port_value: 8000}", format!("port_value: {upstream}}}")),
+        (
+            "port_value: 8081}",
+            format!("port_value: {tollgate_grpc}}}"),
+        ),
+        (
+            "failure_mode_deny: true",
+            format!("failure_mode_deny: {deny}"),
+        ),
+    ] {
+        assert_eq!(
+            config.matches(from).count(),
+            1,
+            "examples/envoy.yaml has `{from}` once"
+        );
+        config = config.replace(from, &to);
+    }
+    config
 }
 
 /// An Envoy process of the test's own, killed when dropped.

@@ -228,8 +228,8 @@ async fn through_a_failover_admitted_checks_stay_counted() {
 }
 
 /// At 50 ms of replication lag and the default store timeout (100 ms), WAIT 1 confirms
-/// every admitted check: no fallback, no shortfall. Prints the latency for the README's
-/// rule of thumb.
+/// every admitted check: no fallback, no shortfall. Prints the latency for the rule of thumb
+/// in docs/redis-topologies.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lag_inside_the_store_timeout_falls_back_nowhere() {
     let lag = Duration::from_millis(50);

@@ -1,7 +1,8 @@
 //! Sentinel mode against real servers: a primary, a replica and three sentinels
 //! (`redis-server --sentinel`), with passwords. The primary is SIGKILLed mid-run: tollgate
 //! must follow the promoted replica, limits must still hold, and what the failover loses
-//! must be what the README states (and nothing with `--redis-wait-replicas`).
+//! must be what docs/redis-topologies.md states (and nothing with
+//! `--redis-wait-replicas`).
 
 mod common;
 
@@ -238,7 +239,8 @@ async fn sentinels_and_master_over_tls() {
 
 /// The primary is killed while checks run: tollgate follows the promoted replica within
 /// the failover time, config changes are heard from the new master, and a limit of N
-/// admits at most N plus the README's failover loss (the checks in flight at the crash).
+/// admits at most N plus the failover loss docs/redis-topologies.md states (the checks
+/// in flight at the crash).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follows_the_master_through_a_failover() {
     const N: u64 = 300;

@@ -1,5 +1,6 @@
-//! Usage-report markers (SPEC §5): idempotency of `/v1/usage` at a bounded Redis memory
-//! cost per marker, measured on a real `redis-server`.
+//! Usage-report markers, which apply each `request_id` once: the idempotency of
+//! `/v1/usage` at a bounded Redis memory cost per marker, measured on a real
+//! `redis-server`.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! With Redis, `--state-file` is this replica's local copy of its snapshot: written
 //! atomically after changes (at most once a second), read at start. A fleet restarted
-//! onto an empty Redis enforces and restores its configs from it (README,
+//! onto an empty Redis enforces and restores its configs from it (docs/redis-topologies.md,
 //! "Configs outlive Redis's data").
 
 use super::App;

@@ -5,7 +5,8 @@
 //! reload in full (at start, after a gap in the change log, or to adopt another epoch),
 //! wait (a replica is re-seeding), or re-seed: the store lost configs (its epoch marker
 //! is gone or changed under us, or its version went back), so this replica keeps
-//! enforcing its snapshot and puts it back (README, "Configs outlive Redis's data").
+//! enforcing its snapshot and puts it back (docs/redis-topologies.md, "Configs outlive
+//! Redis's data").
 
 use super::App;
 use crate::limits::Snapshot;

@@ -8,7 +8,7 @@
 //! back below and up again fires again no sooner than that. Nothing else lowers a level
 //! (not a refund, not a give-back), so no threshold fires twice. Deciding this where the
 //! counters live (the Lua scripts, or the embedded store under its lock) makes exactly
-//! one replica of a fleet see each crossing. `lua/lib.lua` does the same arithmetic in
+//! one replica of a fleet see each crossing. `lua/lib/alerts.lua` does the same arithmetic in
 //! doubles; `tests/lua_parity.rs` keeps them equal.
 
 /// The highest threshold a limit fired (a fraction of its max; 0: none) and when (ms).

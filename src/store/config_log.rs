@@ -57,8 +57,8 @@ pub async fn all_configs<S: ConfigLog>(store: &S) -> Result<Vec<ModelConfig>, St
     }
 }
 
-/// Whether a replica is re-seeding the store (configs outlive Redis's data: see the
-/// README, "Configs outlive Redis's data").
+/// Whether a replica is re-seeding the store (configs outlive Redis's data: see
+/// docs/redis-topologies.md, "Configs outlive Redis's data").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seeding {
     None,

@@ -1,5 +1,5 @@
-//! Coalesced checks and usage reports (SPEC §7): one script call in flight per Redis
-//! node; what arrives meanwhile goes together in the next call.
+//! Coalesced checks and usage reports: one script call in flight per Redis node; what
+//! arrives meanwhile goes together in the next call.
 //!
 //! Redis runs one script at a time, and most of what a check costs it is per call
 //! (argument parsing, script set-up, reading and decoding each config's counters). So a
@@ -25,7 +25,7 @@
 //!
 //! A check whose caller stopped waiting (it answered by `--on-store-error`) but that
 //! Redis ran in time and admitted is given back here, by its reservation time, in the
-//! next call: a check answered by the fallback is never charged (SPEC §5).
+//! next call: a check answered by the fallback is never charged.
 
 use super::clock::{ClockOffset, local_ms};
 use super::connection::Master;

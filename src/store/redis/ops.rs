@@ -16,7 +16,8 @@ pub enum OpKind {
     DryRun,
     Usage,
     /// Takes back what a check consumed after tollgate had already answered it by its
-    /// store-error policy (the reply came too late): SPEC §5.
+    /// store-error policy (the reply came too late): a check the fallback answered is
+    /// never charged (docs/counting.md, "Compensation").
     GiveBack,
 }
 

@@ -1,8 +1,9 @@
 //! `--redis-wait-replicas N`: after a write that changed counters, Redis `WAIT N` until
 //! that many replicas have it. Redis replication is asynchronous: without this, counts a
 //! master acknowledged in the replication lag before it crashed are lost when its
-//! replica is promoted (README, "Failover loss"). With it, a check is answered only once
-//! its count is on N replicas; the price is one replica round trip per call.
+//! replica is promoted (docs/redis-topologies.md, "Failover loss"). With it, a check is
+//! answered only once its count is on N replicas; the price is one replica round trip
+//! per call.
 //!
 //! `WAIT` covers every write its own connection sent before it, and Redis holds the
 //! whole connection while it waits (it is a blocking command). Tollgate multiplexes all

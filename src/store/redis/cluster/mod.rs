@@ -1,7 +1,8 @@
-//! Redis Cluster (`--redis-mode cluster`; README, "Redis Cluster"): the connection
-//! (`conn`), hash slots (`slot`), checks and usage reports split by slot with
-//! cross-shard compensation (`shards`), and what a config write does to counters in
-//! another slot (`counters`).
+//! Redis Cluster (`--redis-mode cluster`; docs/redis-topologies.md, "Redis Cluster"):
+//! the connection (`conn`), hash slots (`slot`), checks and usage reports split by slot
+//! with cross-shard compensation (`shards`), the management API's live usage by slot
+//! (`read_usage`), and what a config write does to counters in another slot
+//! (`counters`).
 //! Key names: `keys.rs`.
 
 mod conn;

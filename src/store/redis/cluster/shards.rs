@@ -1,4 +1,4 @@
-//! Checks and usage reports on Redis Cluster (SPEC §7): an op whose configs sit in
+//! Checks and usage reports on Redis Cluster: an op whose configs sit in
 //! several hash slots runs as one `batch.lua` call per slot, in parallel.
 //!
 //! Why per slot, not per node: Redis refuses a script whose declared keys span slots
@@ -13,7 +13,7 @@
 //! time, before it is answered: never over-admitted; a concurrent check that saw the
 //! reservation before the give-back may be denied (counted in
 //! `tollgate_cluster_compensations_total`). A check that failed on any slot (timeout,
-//! error) is given back wherever it consumed, as a fallback-answered check is (SPEC §5).
+//! error) is given back wherever it consumed, as a fallback-answered check is.
 //! Usage reports carry a marker per slot (see `keys::usage_markers`), so a retried
 //! report is applied exactly once on every slot, including one that failed part-way.
 
