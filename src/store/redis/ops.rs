@@ -18,6 +18,10 @@ pub enum OpKind {
     /// Takes back what a check consumed after tollgate had already answered it by its
     /// store-error policy (the reply came too late): SPEC §5.
     GiveBack,
+    /// Charges what this replica admitted by itself while Redis did not answer
+    /// (`--on-store-error local`), at its reservation time, once per id (a usage
+    /// report's marker).
+    Replay,
 }
 
 impl OpKind {
@@ -27,7 +31,13 @@ impl OpKind {
             OpKind::DryRun => b'd',
             OpKind::Usage => b'u',
             OpKind::GiveBack => b'g',
+            OpKind::Replay => b'l',
         }
+    }
+
+    /// Usage reports and replays: applied once per marker, answered applied/duplicate.
+    pub(super) fn is_usage(self) -> bool {
+        matches!(self, OpKind::Usage | OpKind::Replay)
     }
 
     fn is_check(self) -> bool {
@@ -309,8 +319,12 @@ pub fn decode_batch<'a>(
                     crossings: Vec::new(),
                 })
             }
-            (1, OpKind::Usage) => OpAnswer::Usage(Recorded::plain(UsageOutcome::Applied)),
-            (0, OpKind::Usage) => OpAnswer::Usage(Recorded::plain(UsageOutcome::Duplicate)),
+            (1, kind) if kind.is_usage() => {
+                OpAnswer::Usage(Recorded::plain(UsageOutcome::Applied))
+            }
+            (0, kind) if kind.is_usage() => {
+                OpAnswer::Usage(Recorded::plain(UsageOutcome::Duplicate))
+            }
             (1, OpKind::GiveBack) => OpAnswer::GaveBack,
             (s, kind) => return Err(corrupt(format_args!("{kind:?} answered {s}"))),
         };
