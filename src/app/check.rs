@@ -131,7 +131,12 @@ pub async fn decide<S: Store>(
     let outcome = match timed("check", app.store.check(&refs, amounts, dry_run)).await {
         Ok(o) => o,
         Err(e) => {
-            return store_failed(app, started, e.to_string(), Some((&configs, amounts, dry_run)));
+            return store_failed(
+                app,
+                started,
+                e.to_string(),
+                Some((&configs, amounts, dry_run)),
+            );
         }
     };
     remember_usage(&configs, &outcome);

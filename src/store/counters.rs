@@ -1,9 +1,7 @@
 //! The hot path's side of a store: checks, usage reports, and live usage for the
 //! management API. Redis: `redis/hot_path.rs`; memory: `memory/counters.rs`.
 
-use super::{
-    Amounts, CheckOutcome, LimitUsage, Recorded, StoreError, UsageDelta, UsageOutcome,
-};
+use super::{Amounts, CheckOutcome, LimitUsage, Recorded, StoreError, UsageDelta, UsageOutcome};
 use crate::limits::CompiledConfig;
 use std::future::Future;
 

@@ -167,7 +167,11 @@ mod tests {
         assert_eq!(j.taken("c3", LimitKind::Requests), 0);
         j.mark_charged(&HashSet::from(["a"]));
         assert_eq!((j.len(), j.uncharged()), (2, 1));
-        assert_eq!(j.taken("c1", LimitKind::Requests), 2, "charged still counts");
+        assert_eq!(
+            j.taken("c1", LimitKind::Requests),
+            2,
+            "charged still counts"
+        );
         assert_eq!(j.oldest(5), vec![entry("b", &["c1"], [1, 5, 7])]);
         assert_eq!(j.drop_charged().len(), 1);
         assert_eq!(j.len(), 1);

@@ -164,7 +164,12 @@ impl LocalShare {
     /// Decides a check of `amounts` on `configs` here, and journals it if admitted (and
     /// not a dry run). All or nothing: every limit of every enforcing config must have
     /// room in this replica's share; shadow configs never refuse, but are charged.
-    pub fn decide(&self, configs: &[Arc<CompiledConfig>], amounts: Amounts, dry_run: bool) -> Verdict {
+    pub fn decide(
+        &self,
+        configs: &[Arc<CompiledConfig>],
+        amounts: Amounts,
+        dry_run: bool,
+    ) -> Verdict {
         let verdict = self.decide_inner(configs, amounts, dry_run);
         if !dry_run {
             metrics::counter!(m::LOCAL_DECISIONS, "decision" => verdict.as_str()).increment(1);
@@ -172,7 +177,12 @@ impl LocalShare {
         verdict
     }
 
-    fn decide_inner(&self, configs: &[Arc<CompiledConfig>], amounts: Amounts, dry_run: bool) -> Verdict {
+    fn decide_inner(
+        &self,
+        configs: &[Arc<CompiledConfig>],
+        amounts: Amounts,
+        dry_run: bool,
+    ) -> Verdict {
         let n = self.replicas() as i64;
         if n == 0 {
             return Verdict::NoReplicaCount;

@@ -5,8 +5,8 @@
 //! replica count, and the usage last seen of the limits it had checked lately.
 //! Written atomically at most every 100 ms after a change, and on shutdown.
 
-use super::journal::{Entry, Journal};
 use super::LocalShare;
+use super::journal::{Entry, Journal};
 use crate::limits::Snapshot;
 use crate::state_file;
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,10 @@ impl LocalShare {
         let Some(path) = &self.file else { return };
         let (entries, next_seq) = {
             let state = self.state.lock();
-            (state.journal.entries().cloned().collect::<Vec<_>>(), state.next_seq)
+            (
+                state.journal.entries().cloned().collect::<Vec<_>>(),
+                state.next_seq,
+            )
         };
         let mut ids = self.recent.current();
         ids.extend(entries.iter().flat_map(|e| e.configs.iter().cloned()));

@@ -26,7 +26,10 @@ fn a_replica_admits_its_share_of_what_was_left_and_no_more() {
     let c = config("a", 300);
     c.seen.record(0, 100, 1);
     let configs = [c.clone()];
-    assert_eq!(local.decide(&configs, one(), false), Verdict::NoReplicaCount);
+    assert_eq!(
+        local.decide(&configs, one(), false),
+        Verdict::NoReplicaCount
+    );
     local.set_replicas(3);
     let admitted = (0..100)
         .filter(|_| local.decide(&configs, one(), false) == Verdict::Admitted)
@@ -55,5 +58,12 @@ fn all_or_nothing_across_configs_and_bounded() {
     let alone = [roomy];
     assert_eq!(local.decide(&alone, one(), false), Verdict::Admitted);
     assert_eq!(local.decide(&alone, one(), false), Verdict::JournalFull);
-    assert_eq!(local.state.lock().journal.taken("roomy", LimitKind::Requests), 3);
+    assert_eq!(
+        local
+            .state
+            .lock()
+            .journal
+            .taken("roomy", LimitKind::Requests),
+        3
+    );
 }

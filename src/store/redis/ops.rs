@@ -319,9 +319,7 @@ pub fn decode_batch<'a>(
                     crossings: Vec::new(),
                 })
             }
-            (1, kind) if kind.is_usage() => {
-                OpAnswer::Usage(Recorded::plain(UsageOutcome::Applied))
-            }
+            (1, kind) if kind.is_usage() => OpAnswer::Usage(Recorded::plain(UsageOutcome::Applied)),
             (0, kind) if kind.is_usage() => {
                 OpAnswer::Usage(Recorded::plain(UsageOutcome::Duplicate))
             }
