@@ -199,4 +199,3 @@ pub async fn load_clients(clients: &[Client], stop: Arc<AtomicBool>) -> Tally {
     }
     total
 }
-
