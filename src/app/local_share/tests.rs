@@ -1,13 +1,15 @@
 use super::*;
 use crate::limits::CompiledConfig;
-use crate::model::ModelConfig;
 
 fn config(id: &str, max: u64) -> Arc<CompiledConfig> {
-    let mut c: ModelConfig = serde_json::from_value(serde_json::json!({
-        "id": id, "model_name": "m", "scope": "global",
-        "rate_limit": {"request_max_limit": max, "request_reset_duration": "1h"},
-        "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
-    }))
+    let mut c = crate::model::validate::create_config(
+        serde_json::from_value(serde_json::json!({
+            "model_name": "m",
+            "rate_limit": {"request_max_limit": max, "request_reset_duration": "1h"}
+        }))
+        .expect("a request"),
+        chrono::Utc::now(),
+    )
     .expect("a config");
     c.id = id.into();
     Arc::new(CompiledConfig::compile(c).expect("compiles"))
