@@ -114,6 +114,22 @@ pub async fn all_charged(procs: &[Process]) -> bool {
     .await
 }
 
+/// Local admissions the fleet sent to Redis: charged, or found charged already (a retry).
+pub async fn charged(procs: &[Process]) -> f64 {
+    sum(
+        procs,
+        "tollgate_local_replayed_total",
+        &[("result", "applied")],
+    )
+    .await
+        + sum(
+            procs,
+            "tollgate_local_replayed_total",
+            &[("result", "duplicate")],
+        )
+        .await
+}
+
 /// The requests Redis counts in the limit's window now.
 pub async fn used_in_redis(p: &Process, id: &str) -> i64 {
     p.client.config(id).await["rate_limit"]["request_current_usage"]
