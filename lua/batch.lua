@@ -9,7 +9,7 @@
 -- ARGV[1]      n, the number of counters keys
 -- ARGV[1 + k]  limits of KEYS[k] (k <= n), packed (see lib/counters.lua)
 -- ARGV[2 + n …] one op each, packed '<c1ddddd': kind ('c' check, 'd' dry-run check,
---              'u' usage report, 'g' give-back), deadline (ms, Redis clock; 0 = none:
+--              'u' usage report, 'g' give-back, 'l' replay of local admissions), deadline (ms, Redis clock; 0 = none:
 --              past it the caller has answered by its store-error policy or with 503, so
 --              the op must change nothing), requests, tokens, nano-dollars (a check's
 --              amounts; a report's or give-back's deltas), reservation time (ms; 0 = not
@@ -19,7 +19,7 @@
 --              fingerprint, and when the day's hash expires, ms), or 'B' 0.
 -- Returns {now_ms, then per op: status (-1 past its deadline; check: 1 allowed, 2
 -- allowed although a shadow limit refused, 0 denied, then 2 (1) or 4 (2, 0) values per
--- limit as in check.lua; report: 1 applied, 0 duplicate; give-back: 1), then the
+-- limit as in check.lua; report or replay: 1 applied, 0 duplicate; give-back: 1), then the
 -- threshold events the ops caused: their number, and 5 values each (op number, limit
 -- position in the op from 0, threshold position from 1, usage, period start or 0;
 -- see lib/alerts.lua)}.
@@ -57,10 +57,10 @@ for i = 2 + nkeys, #ARGV do
       if marker_seen(KEYS[day], KEYS[before], KEYS[after], mf, fp, expire) then
         out[#out + 1] = 0
       else
-        out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events)
+        out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events, kind == 'l')
       end
     else
-      out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events)
+      out[#out + 1] = adjust_op(cfgs, { r = r, t = t, b = b }, at, now, opn, events, kind == 'l')
     end
   end
 end

@@ -1,22 +1,42 @@
--- usage.lua: one settlement (a usage report) or give-back (a check that tollgate answered
--- by its store-error policy although Redis ran it). Never denies.
+-- usage.lua: one settlement (a usage report), give-back (a check that tollgate answered
+-- by its store-error policy although Redis ran it) or replay (what a replica admitted
+-- by itself while Redis did not answer, `--on-store-error local`). Never denies.
 -- Run by batch.lua (which holds KEYS/ARGV), once per op, in arrival order.
 -- cfgs     the opened configs (see open_config in lib/counters.lua)
 -- delta    { r = requests, t = tokens, b = nano-dollars }: added, or taken back when
 --          negative
 -- at       when the check reserved (ms, Redis clock; 0 = not known): a refund only
---          returns what that reservation still holds (see win_refund)
+--          returns what that reservation still holds (see win_refund); a replay is
+--          charged at that time: to the budget period it fell in (nothing if that period
+--          is over) and to a window only while that time is inside it (in the sub-bucket
+--          of that time, or the newest one if that is later: it leaves late, never early)
+-- replay   true for a replay
 -- op       this op's number in the call, for the threshold events a rise causes
 -- Returns 1 (applied).
 
-local function adjust_op(cfgs, delta, at, now, op, events)
+local function adjust_op(cfgs, delta, at, now, op, events, replay)
+  if replay and at > now then at = now end
   local pos = 0
   for _, cfg in ipairs(cfgs) do
     local th = cfg.th
     for _, lim in ipairs(cfg.limits) do
       local d = delta[lim.kind]
       if d ~= 0 then
-        if lim.kind == 'b' then
+        if replay and d > 0 and at > 0 then
+          if lim.kind == 'b' then
+            if at >= lim.state.start then
+              lim.state.total = clamp_used(lim.state.total + d)
+              lim.written = true
+            else
+              d = 0
+            end
+          elseif at > now - lim.len then
+            win_add(lim.state, at, d)
+            lim.written = true
+          else
+            d = 0
+          end
+        elseif lim.kind == 'b' then
           -- A refund of a reservation made in an earlier period has nothing left to return.
           if d > 0 or at == 0 or at >= lim.state.start then
             lim.state.total = clamp_used(lim.state.total + d)

@@ -28,6 +28,10 @@ pub const STORE_GIVE_BACKS: &str = "tollgate_store_give_backs_total";
 pub const CLUSTER_COMPENSATIONS: &str = "tollgate_cluster_compensations_total";
 pub const SHADOW_DENIALS: &str = "tollgate_shadow_denials_total";
 pub const REFUSALS_REMEMBERED: &str = "tollgate_refusals_remembered_total";
+pub const LOCAL_DECISIONS: &str = "tollgate_local_decisions_total";
+pub const LOCAL_REPLAYED: &str = "tollgate_local_replayed_total";
+pub const LOCAL_JOURNAL_ENTRIES: &str = "tollgate_local_journal_entries";
+pub const REPLICAS_SEEN: &str = "tollgate_replicas_seen";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
 pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
@@ -70,6 +74,10 @@ pub const ALL: &[&str] = &[
     REDIS_WAIT_SHORT,
     SHADOW_DENIALS,
     REFUSALS_REMEMBERED,
+    LOCAL_DECISIONS,
+    LOCAL_REPLAYED,
+    LOCAL_JOURNAL_ENTRIES,
+    REPLICAS_SEEN,
     THRESHOLD_CROSSINGS,
     ALERT_DELIVERIES,
     ALERT_QUEUE,
@@ -116,7 +124,7 @@ pub fn handle() -> PrometheusHandle {
 /// fallback would otherwise never alert.
 fn zero_counters() {
     metrics::counter!(STORE_DATA_LOSS).increment(0);
-    for policy in ["allow", "deny"] {
+    for policy in ["allow", "deny", "local"] {
         metrics::counter!(STORE_FALLBACKS, "policy" => policy).increment(0);
     }
 }
@@ -202,6 +210,22 @@ fn describe() {
     describe_counter!(
         REFUSALS_REMEMBERED,
         "Checks answered 429 without a store call: a limit that refused them still refuses until its retry time."
+    );
+    describe_counter!(
+        LOCAL_DECISIONS,
+        "--on-store-error local: checks decided by this replica against its share while the store failed, by decision."
+    );
+    describe_counter!(
+        LOCAL_REPLAYED,
+        "--on-store-error local: local admissions charged to the store once it answered again, by result."
+    );
+    describe_gauge!(
+        LOCAL_JOURNAL_ENTRIES,
+        "--on-store-error local: local admissions not yet charged to the store."
+    );
+    describe_gauge!(
+        REPLICAS_SEEN,
+        "--on-store-error local: replicas alive when the store last answered this replica's announcement (N)."
     );
     describe_counter!(
         SHADOW_DENIALS,

@@ -26,6 +26,12 @@ pub struct Running {
     alerts: Arc<AlertSink>,
     /// `--configs-file`'s watcher.
     configs_file: Option<JoinHandle<()>>,
+    /// `--on-store-error local`: the registry, replay and refresh loop, and the journal
+    /// file's writer.
+    local: Vec<JoinHandle<()>>,
+    /// Writes the journal of local admissions one last time (a file only with
+    /// `--state-file`).
+    flush_local: Box<dyn Fn() + Send + Sync>,
 }
 
 /// The gRPC server beside the HTTP one, stopped with it.
@@ -70,6 +76,7 @@ impl Running {
             }
         }
         self.abort_tasks();
+        (self.flush_local)();
         // No check can emit any more: what the webhook has not taken is logged.
         self.alerts
             .shutdown(grace.saturating_sub(started.elapsed()))
@@ -84,6 +91,9 @@ impl Running {
         self.persist.abort();
         if let Some(watch) = &self.configs_file {
             watch.abort();
+        }
+        for task in &self.local {
+            task.abort();
         }
     }
 }
@@ -178,10 +188,35 @@ async fn start_with<S: Store>(
     app.alerts = alerts.clone();
     app.usage_metrics = settings.usage_metrics;
     app.refusals = crate::app::refusals::Refusals::new(settings.policy.remember_refusals_ms);
+    app.local = crate::app::local_share::LocalShare::new(
+        settings.local.local_journal_max as usize,
+        settings.local.local_refresh_ms,
+    );
     if let Some(path) = snapshot_file {
+        let journal = crate::app::local_share::journal_beside(&path);
         app.keep_snapshot_in(path)?;
+        if settings.on_store_error == crate::settings::StoreErrorPolicy::Local {
+            let snapshot = app.snapshot().clone();
+            app.local.keep_in(journal, &snapshot)?;
+        }
     }
     let app = Arc::new(app);
+    let mut local = Vec::new();
+    if settings.on_store_error == crate::settings::StoreErrorPolicy::Local {
+        local.push(tokio::spawn(crate::app::local_share::replay::run_forever(
+            app.clone(),
+        )));
+        let writer = app.clone();
+        local.push(tokio::spawn(async move {
+            writer
+                .local
+                .persist_forever(|| writer.snapshot().clone())
+                .await
+        }));
+    }
+    let flushed = app.clone();
+    let flush_local: Box<dyn Fn() + Send + Sync> =
+        Box::new(move || flushed.local.write(&flushed.snapshot()));
     // Not fatal: with Redis down, tollgate starts not ready and the sync loop retries.
     if let Err(e) = app.refresh().await {
         tracing::warn!(error = %e, "initial config load failed; will retry");
@@ -250,6 +285,8 @@ async fn start_with<S: Store>(
         persist,
         alerts,
         configs_file,
+        local,
+        flush_local,
     })
 }
 

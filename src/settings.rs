@@ -10,6 +10,10 @@ pub enum StoreErrorPolicy {
     Allow,
     /// Refuse the request with 429 (fail closed).
     Deny,
+    /// Decide in this process against this replica's share of each limit,
+    /// (max − used last seen) / replicas alive, and charge Redis with what was admitted
+    /// once it answers again (docs/local-fallback.md).
+    Local,
 }
 
 /// How tollgate finds the Redis that holds its counters.
@@ -28,6 +32,7 @@ impl StoreErrorPolicy {
         match self {
             StoreErrorPolicy::Allow => "allow",
             StoreErrorPolicy::Deny => "deny",
+            StoreErrorPolicy::Local => "local",
         }
     }
 }
@@ -198,6 +203,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub policy: PolicySettings,
+
+    #[command(flatten)]
+    pub local: LocalSettings,
 }
 
 /// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
@@ -343,7 +351,9 @@ impl Settings {
     }
 }
 
+mod local;
 mod policy;
+pub use local::LocalSettings;
 pub use policy::{PolicySettings, Thresholds};
 
 #[cfg(test)]

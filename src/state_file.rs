@@ -49,7 +49,8 @@ fn dir_of(path: &Path) -> &Path {
     }
 }
 
-pub fn write_atomically(path: &Path, state: &StateFile) -> Result<(), String> {
+/// Writes `state` (a `StateFile`, or another record kept beside it) as JSON, atomically.
+pub fn write_atomically<T: Serialize>(path: &Path, state: &T) -> Result<(), String> {
     let dir = dir_of(path);
     let fail = |e: std::io::Error| format!("cannot write state file {}: {e}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;

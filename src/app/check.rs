@@ -88,6 +88,9 @@ pub enum Decision {
         allowed: bool,
         policy: StoreErrorPolicy,
         error: String,
+        /// Why it was refused: `store_unavailable`, or with `local` the kind of the limit
+        /// whose share had no room (`request_limited`, …).
+        reason: &'static str,
     },
     Checked(Checked),
 }
@@ -103,7 +106,7 @@ pub async fn decide<S: Store>(
     dry_run: bool,
 ) -> Decision {
     if !app.snapshot_loaded() {
-        return store_failed(app, started, NO_SNAPSHOT.to_string());
+        return store_failed(app, started, NO_SNAPSHOT.to_string(), None);
     }
     let (configs, per_key) = matching(app, keys);
     if configs.iter().all(|c| c.limits.is_empty()) {
@@ -115,12 +118,31 @@ pub async fn decide<S: Store>(
         metrics::counter!(m::REFUSALS_REMEMBERED).increment(1);
         return conclude(started, configs, per_key, outcome, true);
     }
+    let local = app.on_store_error == StoreErrorPolicy::Local;
+    // What this replica admitted on its own goes to the store before any new check does
+    // (`local_share::replay::before_check`).
+    if local
+        && app.local.held() > 0
+        && let Err(why) = super::local_share::replay::before_check(app).await
+    {
+        return store_failed(app, started, why, Some((&configs, amounts, dry_run)));
+    }
     let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
     let outcome = match timed("check", app.store.check(&refs, amounts, dry_run)).await {
         Ok(o) => o,
-        Err(e) => return store_failed(app, started, e.to_string()),
+        Err(e) => {
+            return store_failed(
+                app,
+                started,
+                e.to_string(),
+                Some((&configs, amounts, dry_run)),
+            );
+        }
     };
     remember_usage(&configs, &outcome);
+    if local {
+        app.local.touch(&configs);
+    }
     app.refusals.remember(&configs, amounts, &outcome);
     if !dry_run {
         super::crossings::announce(app, &configs, &outcome.crossings);
@@ -256,8 +278,18 @@ fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {
     metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
 }
 
-/// The store failed: decide by policy, count it, and log it (throttled).
-fn store_failed<S: Store>(app: &App<S>, started: Instant, error: String) -> Decision {
+/// What a local decision needs: the matching configs, the amounts, whether a dry run.
+type Asked<'a> = Option<(&'a [Arc<CompiledConfig>], Amounts, bool)>;
+
+/// The store failed: decide by policy (`local`: against this replica's shares of the
+/// `asked` configs' limits; with no config snapshot yet, nothing is known: refused),
+/// count it, and log it (throttled).
+fn store_failed<S: Store>(
+    app: &App<S>,
+    started: Instant,
+    error: String,
+    asked: Asked<'_>,
+) -> Decision {
     let policy = app.on_store_error;
     metrics::counter!(m::STORE_FALLBACKS, "policy" => policy.as_str()).increment(1);
     static THROTTLE: LogThrottle = LogThrottle::new(1_000);
@@ -265,13 +297,31 @@ fn store_failed<S: Store>(app: &App<S>, started: Instant, error: String) -> Deci
         tracing::warn!(%error, policy = policy.as_str(), also_since_last_line = more,
             "store failed during check; answering by policy");
     }
-    let allowed = policy == StoreErrorPolicy::Allow;
-    // The metric says why for both policies: an allowed check that no limit decided is
+    let (allowed, reason) = match (policy, asked) {
+        (StoreErrorPolicy::Allow, _) => (true, "store_unavailable"),
+        (StoreErrorPolicy::Deny, _) | (StoreErrorPolicy::Local, None) => {
+            (false, "store_unavailable")
+        }
+        (StoreErrorPolicy::Local, Some((configs, amounts, dry_run))) => {
+            use super::local_share::Verdict;
+            match app.local.decide(configs, amounts, dry_run) {
+                Verdict::Admitted => (true, "store_unavailable"),
+                Verdict::Refused(kind) => (false, kind.denial_reason()),
+                Verdict::JournalFull | Verdict::NoReplicaCount => (false, "store_unavailable"),
+            }
+        }
+    };
+    // The metric says why for every policy: an allowed check that no limit decided is
     // not the same as one that passed them.
-    record_check(started, allowed, Some("store_unavailable"));
+    record_check(
+        started,
+        allowed,
+        Some(if allowed { "store_unavailable" } else { reason }),
+    );
     Decision::StoreFailed {
         allowed,
         policy,
         error,
+        reason,
     }
 }

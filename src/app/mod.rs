@@ -7,6 +7,7 @@
 
 pub mod check;
 mod crossings;
+pub mod local_share;
 mod persist;
 pub mod refusals;
 pub mod sync;
@@ -53,6 +54,8 @@ pub struct App<S> {
     pub alerts: Arc<crate::alerts::AlertSink>,
     /// Refusals a check may be answered from without a round trip (`refusals`).
     pub refusals: refusals::Refusals,
+    /// `--on-store-error local`: shares, the journal of local admissions, the registry.
+    pub local: local_share::LocalShare,
     /// This replica's `--configs-file`, as last read valid: the API writes it refuses.
     configs_file: arc_swap::ArcSwapOption<crate::configs_file::managed::ManagedFile>,
 }
@@ -79,6 +82,7 @@ impl<S: Store> App<S> {
             published: Arc::new(Notify::new()),
             alerts: Arc::default(),
             refusals: refusals::Refusals::new(1000),
+            local: local_share::LocalShare::default(),
             configs_file: arc_swap::ArcSwapOption::empty(),
         }
     }

@@ -1,7 +1,7 @@
 //! The hot path's side of a store: checks, usage reports, and live usage for the
 //! management API. Redis: `redis/hot_path.rs`; memory: `memory/counters.rs`.
 
-use super::{Amounts, CheckOutcome, LimitUsage, Recorded, StoreError, UsageDelta};
+use super::{Amounts, CheckOutcome, LimitUsage, Recorded, StoreError, UsageDelta, UsageOutcome};
 use crate::limits::CompiledConfig;
 use std::future::Future;
 
@@ -25,6 +25,19 @@ pub trait Counters {
         delta: UsageDelta,
         request_id: Option<&str>,
     ) -> impl Future<Output = Result<Recorded, StoreError>> + Send;
+
+    /// Charges `amounts` (requests, tokens, nano-dollars) that this replica admitted by
+    /// itself while the store did not answer (`--on-store-error local`) to every limit
+    /// of `configs`, as at `at_local_ms` (this replica's clock when it admitted them):
+    /// to the budget period and window that time fell in. Applied once per `id`, however
+    /// often it is retried. Never denies.
+    fn replay(
+        &self,
+        configs: &[&CompiledConfig],
+        amounts: Amounts,
+        at_local_ms: i64,
+        id: &str,
+    ) -> impl Future<Output = Result<UsageOutcome, StoreError>> + Send;
 
     /// Live usage of every limit of `configs` (in order), and the store's time now.
     fn read_usage(

@@ -14,6 +14,17 @@ pub trait Health {
     /// the clock of the replica that wrote it.
     fn clock(&self) -> impl Future<Output = Result<DateTime<Utc>, StoreError>> + Send;
 
+    /// Announces replica `id` as alive for `ttl_ms`, and counts the replicas alive
+    /// (this one included): what each replica's share of a limit is divided by while the
+    /// store does not answer (`--on-store-error local`). The embedded store has one.
+    fn announce_replica(
+        &self,
+        _id: &str,
+        _ttl_ms: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async { Ok(1) }
+    }
+
     /// Why writes are not confirmed on the replicas asked for (`--redis-wait-replicas`),
     /// while that is so: the store works, with less protection against a failover.
     fn replication_shortfall(&self) -> Option<String> {

@@ -29,7 +29,8 @@ pub struct CheckAnswer {
     #[serde(default)]
     #[schema(nullable = false)]
     pub reserved_at_ms: Option<i64>,
-    /// Present only when the store failed and `--on-store-error` decided.
+    /// Present only when the store failed and `--on-store-error` decided (with `local`:
+    /// this replica, against its share of each limit; `limits` is then empty).
     #[serde(default)]
     #[schema(nullable = false)]
     pub fallback: Option<FallbackAnswer>,
@@ -41,7 +42,8 @@ pub enum DenyReason {
     RequestLimited,
     TokenLimited,
     BudgetExceeded,
-    /// The store failed and `--on-store-error deny` decided.
+    /// The store failed and `--on-store-error deny` decided (or `local` could not: its
+    /// journal is full, or it never counted the replicas).
     StoreUnavailable,
 }
 
@@ -80,10 +82,22 @@ pub struct LimitAnswer {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackAnswer {
-    /// `allow` or `deny`.
-    pub policy: String,
+    pub policy: FallbackPolicy,
     /// What failed.
     pub error: String,
+}
+
+/// The `--on-store-error` policy that decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackPolicy {
+    /// Let through, uncounted.
+    Allow,
+    /// Refused.
+    Deny,
+    /// Decided by this replica against its share of each limit `(max − used) / N`; what
+    /// it admits is charged to the store once it answers again.
+    Local,
 }
 
 /// An answer without limits: no config matched, or the store failed. (Answers with

@@ -177,7 +177,8 @@ pub async fn check<S: Store>(
                 allowed,
                 policy,
                 error,
-            } => fallback(allowed, policy, error),
+                reason,
+            } => fallback(allowed, policy, error, reason),
             Decision::Checked(checked) => checked_answer(&checked, dry_run),
         },
     )
@@ -218,10 +219,15 @@ fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
 }
 
 /// The store failed and `--on-store-error` decided: answer so, and say so.
-fn fallback(allowed: bool, policy: StoreErrorPolicy, error: String) -> Response {
+fn fallback(
+    allowed: bool,
+    policy: StoreErrorPolicy,
+    error: String,
+    reason: &'static str,
+) -> Response {
     let body = CheckResponse {
         allowed,
-        reason: (!allowed).then_some("store_unavailable"),
+        reason: (!allowed).then_some(reason),
         retry_after_ms: (!allowed).then_some(1000),
         limits: [],
         fallback: Some(Fallback {

@@ -310,6 +310,41 @@ impl store::Counters for MemoryStore {
         })
     }
 
+    /// The embedded store never fails a check, so nothing is ever admitted by a replica
+    /// on its own against it and this is never called; should it be, the amounts are
+    /// charged now (a window or period later than reserved: counted, never lost).
+    async fn replay(
+        &self,
+        configs: &[&CompiledConfig],
+        amounts: Amounts,
+        _at_local_ms: i64,
+        id: &str,
+    ) -> Result<UsageOutcome, StoreError> {
+        let now = now_ms();
+        let mut counters = self.counters.lock();
+        if counters.usage_ids.get(id).is_some_and(|&e| e > now) {
+            return Ok(UsageOutcome::Duplicate);
+        }
+        counters
+            .usage_ids
+            .insert(id.to_string(), now + USAGE_ID_TTL.as_millis() as i64);
+        for config in configs {
+            let c = counters
+                .by_config
+                .entry(config.config.id.clone())
+                .or_default();
+            for spec in &config.limits {
+                let d = amounts.for_kind(spec.kind);
+                match &mut Counter::open(c, spec, now) {
+                    Counter::Window(w) => w.add(now, d),
+                    Counter::Budget(b, _) => b.add(d),
+                }
+            }
+            c.expires_ms = c.expires_ms.max(now + lifetime_ms(config, now));
+        }
+        Ok(UsageOutcome::Applied)
+    }
+
     async fn read_usage(
         &self,
         configs: &[&CompiledConfig],

@@ -195,7 +195,7 @@ impl Worker {
         // it (without the option it returns at once).
         let changed = |op: &Op, answer: &OpAnswer| match (op.kind, answer) {
             (OpKind::Check, OpAnswer::Check(o)) => o.allowed,
-            (OpKind::Usage, OpAnswer::Usage(u)) => u.outcome == UsageOutcome::Applied,
+            (kind, OpAnswer::Usage(u)) if kind.is_usage() => u.outcome == UsageOutcome::Applied,
             _ => false,
         };
         let changes = batch

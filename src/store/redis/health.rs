@@ -134,6 +134,18 @@ impl RedisStore {
 }
 
 impl Health for RedisStore {
+    async fn announce_replica(&self, id: &str, ttl_ms: u64) -> Result<u64, StoreError> {
+        let mut conn = self.connection()?;
+        let fill = |cmd: &mut redis::Cmd| {
+            cmd.arg(1).arg(&self.keys.replicas).arg(id).arg(ttl_ms);
+        };
+        self.bounded(
+            self.timeout,
+            super::scripts::invoke(&mut conn, &self.scripts.replicas, fill),
+        )
+        .await
+    }
+
     /// Reachable, every script present in the script cache (loaded if not), no
     /// `allkeys-*` eviction (unless allowed), and accepting writes.
     async fn ping(&self) -> Result<(), StoreError> {

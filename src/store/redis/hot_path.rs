@@ -89,6 +89,33 @@ impl Counters for RedisStore {
         }
     }
 
+    async fn replay(
+        &self,
+        configs: &[&CompiledConfig],
+        amounts: Amounts,
+        at_local_ms: i64,
+        id: &str,
+    ) -> Result<UsageOutcome, StoreError> {
+        if configs.is_empty() {
+            return Ok(UsageOutcome::Applied);
+        }
+        let op = Op {
+            kind: OpKind::Replay,
+            deadline: 0,
+            amounts: [amounts.requests, amounts.tokens, amounts.cost_nanos],
+            reserved_at: self.clock.redis_now_ms(at_local_ms).max(1),
+            configs: self.config_refs(configs),
+            marker: Some(Marker::of(
+                id,
+                self.clock.redis_now_ms(super::clock::local_ms()),
+            )),
+        };
+        match self.run_op(op).await? {
+            OpAnswer::Usage(recorded) => Ok(recorded.outcome),
+            other => Err(corrupt(format_args!("a replay answered {other:?}"))),
+        }
+    }
+
     async fn read_usage(
         &self,
         configs: &[&CompiledConfig],

@@ -28,6 +28,9 @@ pub struct Keys {
     /// scripts, whose keys must share one slot (the counters are maintained by a second
     /// call in their own slot, see `cluster::counters`).
     pub no_counters: String,
+    /// The replicas alive (`--on-store-error local`): one sorted set, in the config
+    /// plane's slot on Redis Cluster.
+    pub replicas: String,
 }
 
 impl Keys {
@@ -49,6 +52,7 @@ impl Keys {
             channel: format!("{plane}config_changes"),
             probe: format!("{plane}ready_probe"),
             no_counters: format!("{plane}no_counters"),
+            replicas: format!("{plane}replicas"),
         }
     }
 

@@ -82,6 +82,8 @@ scripts! {
     RESEED_BEGIN = ["lib/clock", "lib/config_plane", "reseed_begin"];
     RESEED_CHUNK = ["lib/clock", "lib/config_plane", "reseed_chunk"];
     RESEED_END = ["lib/clock", "lib/config_plane", "reseed_end"];
+    /// The replica registry: announce this replica, count the live ones.
+    REPLICAS = ["lib/clock", "replicas"];
 }
 
 /// The counters' arithmetic alone (windows and periods), for `tests/lua_parity.rs`:
@@ -127,6 +129,7 @@ pub(super) struct Scripts {
     pub(super) reseed_chunk: Lua,
     pub(super) reseed_end: Lua,
     pub(super) counters_update: Lua,
+    pub(super) replicas: Lua,
 }
 
 impl Scripts {
@@ -142,11 +145,12 @@ impl Scripts {
             reseed_chunk: Lua::new(RESEED_CHUNK),
             reseed_end: Lua::new(RESEED_END),
             counters_update: Lua::new(COUNTERS_UPDATE),
+            replicas: Lua::new(REPLICAS),
         }
     }
 
     /// Every script of `ALL`: what `/ready` checks Redis has (and loads if not).
-    pub(super) fn all(&self) -> [&Script; 10] {
+    pub(super) fn all(&self) -> [&Script; 11] {
         [
             &self.sync.script,
             &self.reseed_begin.script,
@@ -158,6 +162,7 @@ impl Scripts {
             &self.update.script,
             &self.delete.script,
             &self.counters_update.script,
+            &self.replicas.script,
         ]
     }
 }

@@ -121,7 +121,7 @@ impl Shards {
                 }
                 Ok(OpAnswer::Check(merged))
             }
-            OpKind::Usage => {
+            OpKind::Usage | OpKind::Replay => {
                 let mut merged = Recorded::plain(UsageOutcome::Duplicate);
                 for (part, answer) in parts.iter().zip(&answers) {
                     if let OpAnswer::Usage(r) = answer {

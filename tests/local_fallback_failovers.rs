@@ -1,0 +1,121 @@
+//! `--on-store-error local` through failovers: a Sentinel failover (the master SIGKILLed,
+//! its replica promoted) and a Redis Cluster master kill, under load from three tollgate
+//! processes on a limit of 300 with 100 used. The checks answered while the master is
+//! gone are decided by each replica against its share; the fleet never admits past the
+//! limit (beyond the checks in flight at the kill, the stale-used weakness the docs
+//! state), and what was admitted locally is charged to the new master once.
+
+mod common;
+#[path = "common/faults.rs"]
+mod faults;
+#[path = "common/local_fleet.rs"]
+mod local_fleet;
+
+use common::cluster::Cluster;
+use common::sentinel::{MASTER_NAME, MASTER_PASSWORD, SentinelSet};
+use common::{Process, eventually};
+use local_fleet::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Load from before `fail` until the fleet is back on Redis and settled, then 2 s more.
+async fn under_load(procs: &[Process], id: &str, fail: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<common::Client> = procs.iter().map(|p| p.client.clone()).collect();
+    let running = {
+        let stop = stop.clone();
+        tokio::spawn(async move { load_clients(&clients, stop).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(fail);
+    // Local decisions happen, then Redis answers again and the journals are charged.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            sum(procs, "tollgate_local_decisions_total", &[]).await > 0.0
+        })
+        .await,
+        "checks were decided locally during the failover"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let a = procs[0]
+                .client
+                .check(serde_json::json!({"model": MODEL, "dry_run": true}))
+                .await;
+            a.body["fallback"].is_null()
+        })
+        .await,
+        "the fleet went back to Redis"
+    );
+    assert!(all_charged(procs).await, "the journals were charged");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let t = running.await.unwrap();
+    println!("failover under load: {t:?}");
+    let admitted = t.admitted_locally + t.admitted_by_redis;
+    assert!(
+        admitted <= 200 + 12,
+        "admitted {admitted} of the 200 left: {t:?}"
+    );
+    assert!(t.admitted_locally > 0, "{t:?}");
+    let charged = sum(
+        procs,
+        "tollgate_local_replayed_total",
+        &[("result", "applied")],
+    )
+    .await
+        + sum(
+            procs,
+            "tollgate_local_replayed_total",
+            &[("result", "duplicate")],
+        )
+        .await;
+    let decided = sum(
+        procs,
+        "tollgate_local_decisions_total",
+        &[("decision", "admitted")],
+    )
+    .await;
+    assert_eq!(
+        charged, decided,
+        "every local admission went to the new master"
+    );
+    let used = used_in_redis(&procs[0], id).await;
+    println!("Redis counts {used}; {admitted} admitted on 100 used");
+    assert!(used <= 300 + 12, "{used}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sentinel_failover_under_load_holds_the_limit() {
+    let mut set = SentinelSet::start().await;
+    let urls = set.urls();
+    let mode = [
+        "--redis-mode",
+        "sentinel",
+        "--sentinel-master",
+        MASTER_NAME,
+        "--redis-master-password",
+        MASTER_PASSWORD,
+    ];
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(Process::spawn(&replica_args(&urls, &mode), &[]).await);
+    }
+    let id = limit_with_100_used(&procs).await;
+    under_load(&procs, &id, || set.primary.kill()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_kill_under_load_holds_the_limit() {
+    let mut c = Cluster::start();
+    let url = c.url();
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(Process::spawn(&replica_args(&url, &["--redis-mode", "cluster"]), &[]).await);
+    }
+    let id = limit_with_100_used(&procs).await;
+    let slot = common::cluster::cmd::<i64>(c.ports()[0], &["CLUSTER", "KEYSLOT", &id]).unwrap();
+    let master = c.master_of(slot as u16);
+    under_load(&procs, &id, || c.kill(master)).await;
+}
