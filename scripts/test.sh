@@ -2,7 +2,7 @@
 # Runs every check and test of tollgate on a fresh machine.
 # Installs what the tests need when it is missing (Debian/Ubuntu packages):
 #   redis-server   the tests start their own servers on free ports (never 6379's data)
-#   redis-sentinel tests/sentinel.rs runs three sentinels (`redis-server --sentinel`)
+#   redis-sentinel tests/sentinel/ runs three sentinels (`redis-server --sentinel`)
 #   faketime       one replica runs with a skewed clock
 #   docker-compose validates docker-compose.yml (nothing is started)
 #   openssl        makes a throwaway certificate for the rediss:// test

@@ -5,7 +5,7 @@
 //! re-seeds) and `Health` (readiness, the store's clock); `Store` is all four. `redis`
 //! shares everything between replicas (every counter operation is one Lua script call);
 //! `memory` is the embedded single-instance store. Both implement the same semantics
-//! and run the same scenario suite (`tests/scenarios.rs`), each concern in the file that
+//! and run the same scenario suite (`tests/scenarios/`), each concern in the file that
 //! owns it.
 
 pub mod config_log;

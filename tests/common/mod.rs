@@ -1,6 +1,7 @@
 //! The tests' harness is the `tollgate-testkit` crate (`testkit/`), shared with the
 //! benches; this module re-exports it, so a test says `mod common;` and
-//! `use common::{…}`.
+//! `use common::{…}` (a test that is a directory, `tests/<name>/main.rs`, says
+//! `#[path = "../common/mod.rs"] mod common;`).
 #![allow(unused_imports)]
 
 pub use tollgate_testkit::*;
