@@ -83,7 +83,7 @@ fn counters_migrate_adds_the_other_layouts_usage() {
     let cfg = tollgate::model::validate::create_config(req, chrono::Utc::now()).unwrap();
     let compiled = tollgate::limits::CompiledConfig::compile(cfg).unwrap();
     let packed = packed_limits(&compiled).clone();
-    let check = |key: &str, n: usize, tokens: i64| {
+    let mut check = |key: &str, n: usize, tokens: i64| {
         let op = Op {
             kind: OpKind::Check,
             deadline: 0,
@@ -97,7 +97,8 @@ fn counters_migrate_adds_the_other_layouts_usage() {
             marker: None,
         };
         let (keys, args) = batch_parts("u:", &vec![op; n]);
-        let mut inv = redis::Script::new(BATCH).prepare_invoke();
+        let script = redis::Script::new(BATCH);
+        let mut inv = script.prepare_invoke();
         for k in &keys {
             inv.key(k);
         }
@@ -110,7 +111,8 @@ fn counters_migrate_adds_the_other_layouts_usage() {
     check("old", 3, 10);
     check("new", 2, 7);
     let other: Vec<Vec<u8>> = redis::cmd("HGETALL").arg("old").query(&mut conn).unwrap();
-    let mut inv = redis::Script::new(COUNTERS_MIGRATE).prepare_invoke();
+    let migrate = redis::Script::new(COUNTERS_MIGRATE);
+    let mut inv = migrate.prepare_invoke();
     inv.key("new").arg(&*packed);
     for f in &other {
         inv.arg(f);
