@@ -190,7 +190,7 @@ async fn main() {
     if !o.prefill.is_zero() {
         let single = Arc::new(batch_parts(
             &Keys::new(PREFIX, false).usage_markers(),
-            &[op.clone()],
+            std::slice::from_ref(&op),
         ));
         let calls = drive(
             &url,
