@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench cluster_spread -- [--duration S] [--concurrency N] [--keys N]
+//!     [--counter-slots 0,3]
 //! ```
 //!
 //! Per topology (one `redis-server`; a cluster of 3 masters, no replicas, so each
@@ -12,7 +13,10 @@
 //! `--concurrency` (32) closed-loop workers for `--duration` (10) seconds, and reads each
 //! redis-server's CPU from `/proc/<pid>/stat`. A second pass adds a global config that
 //! every check also matches: one hot slot on one shard, and a cross-shard check (two
-//! script calls) whenever the key's config sits elsewhere. Never run by CI.
+//! script calls) whenever the key's config sits elsewhere. The cluster runs once per
+//! `--counter-slots` value (`--cluster-counter-slots`: 0 = one slot per config, the
+//! earlier layout; 3 = the default), so one run puts the layouts side by side. Never
+//! run by CI.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -24,6 +28,7 @@ struct Opts {
     duration: u64,
     concurrency: usize,
     keys: usize,
+    counter_slots: Vec<u16>,
 }
 
 fn opts() -> Opts {
@@ -31,6 +36,7 @@ fn opts() -> Opts {
         duration: 10,
         concurrency: 32,
         keys: 1000,
+        counter_slots: vec![0, 3],
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -38,6 +44,9 @@ fn opts() -> Opts {
             "--duration" => o.duration = pair[1].parse().unwrap(),
             "--concurrency" => o.concurrency = pair[1].parse().unwrap(),
             "--keys" => o.keys = pair[1].parse().unwrap(),
+            "--counter-slots" => {
+                o.counter_slots = pair[1].split(',').map(|n| n.parse().unwrap()).collect()
+            }
             _ => {}
         }
     }
@@ -74,16 +83,17 @@ fn pid_of(port: u16) -> u32 {
 async fn drive(
     o: &Opts,
     url: &str,
-    cluster: bool,
+    cluster: Option<u16>,
     ports: &[u16],
     global: bool,
 ) -> (u64, f64, Vec<(u16, f64)>) {
     let mut s = tollgate_testkit::settings();
     s.redis_url = Some(url.to_string());
-    if cluster {
+    if let Some(slots) = cluster {
         s.redis_mode = tollgate::settings::RedisMode::Cluster;
+        s.cluster_counter_slots = slots;
     }
-    s.key_prefix = format!("bench{}:", global as u8);
+    s.key_prefix = format!("bench{}{}:", global as u8, cluster.unwrap_or(0));
     let running = tollgate::start(s).await.expect("tollgate starts");
     let client = Client::new(format!("http://{}", running.addr));
     let limits = json!({"request_max_limit": 1_000_000_000i64, "request_reset_duration": "1h",
@@ -180,11 +190,17 @@ async fn main() {
             "key config only"
         };
         let single = RedisServer::start();
-        let r = drive(&o, &single.url(), false, &[single.port], global).await;
+        let r = drive(&o, &single.url(), None, &[single.port], global).await;
         print(&format!("1 node, {what}"), o.duration, &r);
         let c = cluster::Cluster::start_with_replicas(0);
         let masters = c.masters();
-        let r = drive(&o, &c.url(), true, &masters, global).await;
-        print(&format!("3 shards, {what}"), o.duration, &r);
+        for &slots in &o.counter_slots {
+            let r = drive(&o, &c.url(), Some(slots), &masters, global).await;
+            let layout = match slots {
+                0 => "one slot per config".to_string(),
+                n => format!("{n} counter slots"),
+            };
+            print(&format!("3 shards ({layout}), {what}"), o.duration, &r);
+        }
     }
 }

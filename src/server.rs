@@ -119,7 +119,9 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
                     master_username: settings.redis_master_username.clone(),
                     master_password: settings.redis_master_password.clone(),
                 },
-                RedisMode::Cluster => Topology::Cluster,
+                RedisMode::Cluster => Topology::Cluster {
+                    counter_slots: settings.cluster_counter_slots,
+                },
                 RedisMode::Standalone => Topology::Standalone,
             };
             let store = RedisStore::connect(RedisOptions {

@@ -91,6 +91,16 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(0..=64))]
     pub redis_wait_replicas: u32,
 
+    /// With --redis-mode cluster: how many hash slots hold the counters. Each config's
+    /// counters go to one of them (by its id), so concurrent checks on a node share
+    /// script calls as on one Redis; set it to the number of masters (or a multiple),
+    /// whose slots are split evenly. 0: one slot per config (earlier releases' layout,
+    /// whose calls almost never coalesce). Counters in the other layout are moved at
+    /// start (docs/redis-cpu.md).
+    #[arg(long, env = "TOLLGATE_CLUSTER_COUNTER_SLOTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub cluster_counter_slots: u16,
+
     /// Bearer key for /api/*; repeat the flag or separate keys with commas.
     #[arg(
         long = "api-key",

@@ -37,9 +37,12 @@ async fn fleet(cluster: &Cluster, n: usize, timeout_ms: &str) -> Vec<Process> {
     procs
 }
 
-/// The slot of a config's counters (`tollgate:c:{<id>}`): the slot of its id.
+/// The slot of a config's counters (one of the default 3 counter slots, by its id).
 fn slot_of(cluster_port: u16, id: &str) -> u16 {
-    cluster::cmd::<i64>(cluster_port, &["CLUSTER", "KEYSLOT", id]).unwrap() as u16
+    let key = tollgate::store::redis::Keys::new("tollgate:", true)
+        .with_counter_slots(3)
+        .counters(id);
+    cluster::cmd::<i64>(cluster_port, &["CLUSTER", "KEYSLOT", &key]).unwrap() as u16
 }
 
 /// Creates a config (`body` plus the model) whose counters sit on a master not in

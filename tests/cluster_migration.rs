@@ -55,8 +55,12 @@ fn global_config() -> Value {
                                              "token_reset_duration": "1h"}})
 }
 
+/// The slot of a config's counters (one of the default 3 counter slots, by its id).
 fn slot_of(c: &Cluster, id: &str) -> u16 {
-    cluster::cmd::<i64>(c.ports()[0], &["CLUSTER", "KEYSLOT", id]).unwrap() as u16
+    let key = tollgate::store::redis::Keys::new("tollgate:", true)
+        .with_counter_slots(3)
+        .counters(id);
+    cluster::cmd::<i64>(c.ports()[0], &["CLUSTER", "KEYSLOT", &key]).unwrap() as u16
 }
 
 /// Sends report `id` until it is answered 200 (503s are retried, as a gateway does);
@@ -242,6 +246,19 @@ async fn verify(
     );
 }
 
+/// The global config, in a counter slot other than `hot_slot`'s, so that each report
+/// touches two slots.
+async fn global_elsewhere(client: &Client, slot: impl Fn(&str) -> u16, hot_slot: u16) -> String {
+    for _ in 0..20 {
+        let id = client.create(global_config()).await;
+        if slot(&id) != hot_slot {
+            return id;
+        }
+        assert_eq!(client.delete(&format!("{CONFIGS}/{id}")).await.status, 200);
+    }
+    panic!("no global config landed in another slot in 20 tries");
+}
+
 /// The hot config, on a slot `s` of master `a`, and a master `b` whose lowest slot is
 /// above `s` (so once `b` holds `s`, a reshard of `b`'s lowest slot moves exactly `s`).
 async fn hot_slot(client: &Client, c: &Cluster) -> (String, u16, u16, u16) {
@@ -268,7 +285,7 @@ async fn reports_retried_while_their_slot_moves_count_once() {
     let procs = fleet(&c).await;
     let client = procs[0].client.clone();
     let (hot, s, a, b) = hot_slot(&client, &c).await;
-    let global = client.create(global_config()).await;
+    let global = global_elsewhere(&client, |id| slot_of(&c, id), s).await;
     for p in &procs {
         let seen = common::eventually(Duration::from_secs(3), || async {
             p.check(json!({"model": "m", "virtual_key": "vk-hot", "dry_run": true}))
@@ -321,8 +338,8 @@ async fn reports_retried_through_a_master_failover_count_once() {
     let procs = fleet_at(&url).await;
     let client = procs[0].client.clone();
     let hot = client.create(hot_config()).await;
-    let global = client.create(global_config()).await;
     let s = slot_of(&c.lock().unwrap(), &hot);
+    let global = global_elsewhere(&client, |id| slot_of(&c.lock().unwrap(), id), s).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let killer = {

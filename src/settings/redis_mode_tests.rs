@@ -78,3 +78,11 @@ fn cluster_mode_takes_seed_nodes_and_standalone_one_url() {
     ]);
     assert!(bad.validate().is_err());
 }
+
+#[test]
+fn counter_slots_default_to_three_and_zero_keeps_one_slot_per_config() {
+    assert_eq!(parse(&[]).cluster_counter_slots, 3);
+    let s = parse(&["--redis-mode", "cluster", "--cluster-counter-slots", "0"]);
+    assert_eq!(s.cluster_counter_slots, 0);
+    assert!(Settings::try_parse_from(["tollgate", "--cluster-counter-slots", "5000"]).is_err());
+}

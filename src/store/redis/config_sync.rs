@@ -17,7 +17,7 @@ const PAGE: usize = 1000;
 /// A re-seeding replica that sends nothing for this long is taken over by another.
 const RESEED_LEASE: Duration = Duration::from_secs(30);
 
-fn parse_config(json: &str) -> Option<ModelConfig> {
+pub(super) fn parse_config(json: &str) -> Option<ModelConfig> {
     match serde_json::from_str(json) {
         Ok(c) => Some(c),
         Err(e) => {

@@ -140,7 +140,7 @@ impl RedisStore {
                     sentinels,
                 )));
             }
-            Topology::Cluster => {
+            Topology::Cluster { .. } => {
                 if options.wait_replicas > 0 {
                     return Err("--redis-wait-replicas is not supported on Redis Cluster".into());
                 }
@@ -160,8 +160,18 @@ impl RedisStore {
                 master.install_cluster(addr, cluster_seeds[0].clone(), Arc::new(cluster));
             }
         }
-        let cluster = matches!(options.topology, Topology::Cluster);
-        let keys = Keys::new(&options.key_prefix, cluster);
+        let (cluster, counter_slots) = match options.topology {
+            Topology::Cluster { counter_slots } => (true, counter_slots),
+            _ => (false, 0),
+        };
+        let keys = Keys::new(&options.key_prefix, cluster).with_counter_slots(counter_slots);
+        if cluster {
+            tasks.push(tokio::spawn(cluster::migrate_counters(
+                master.clone(),
+                keys.clone(),
+                options.bulk_timeout,
+            )));
+        }
         let changes = Arc::new(Notify::new());
         tasks.push(tokio::spawn(listener::listen_for_changes(
             master.clone(),

@@ -152,11 +152,11 @@ impl Op {
     }
 
     /// Where this op's marker hashes live: `marker_base`, or on Redis Cluster (empty
-    /// base) beside the counters of the op's first config, in their slot.
+    /// base) in the slot of the op's first config (`keys::cluster_marker_base`).
     fn marker_keys(&self, marker_base: &str) -> Option<[String; 3]> {
         let marker = self.marker.as_ref()?;
         Some(match (marker_base, self.configs.first()) {
-            ("", Some(first)) => marker.keys(&format!("{}:u:", first.key)),
+            ("", Some(first)) => marker.keys(&super::keys::cluster_marker_base(&first.key)),
             (base, _) => marker.keys(base),
         })
     }

@@ -9,8 +9,9 @@ pub enum Topology {
     #[default]
     Standalone,
     /// Redis Cluster: `url` lists seed nodes (comma-separated); keys are tagged by slot
-    /// and checks split per slot (`cluster`).
-    Cluster,
+    /// and checks split per slot (`cluster`); the counters sit in `counter_slots` slots
+    /// (0: one per config, as in earlier releases; see `Keys`).
+    Cluster { counter_slots: u16 },
     /// `url` lists the sentinels (comma-separated); `master` is the name they know the
     /// master by (`sentinel monitor <name> ...`).
     Sentinel {

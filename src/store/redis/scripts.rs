@@ -77,6 +77,9 @@ scripts! {
     /// Redis Cluster only: a config update's changes to its counters, in their own slot.
     COUNTERS_UPDATE = ["lib/clock", "lib/counts", "lib/periods", "lib/counter_updates",
         "counters_update"];
+    /// Redis Cluster only: a config's counters moved from another key layout, added in.
+    COUNTERS_MIGRATE = ["lib/clock", "lib/counts", "lib/windows", "lib/periods",
+        "lib/counters", "counters_migrate"];
     CONFIG_DELETE = ["lib/clock", "lib/config_plane", "config_delete"];
     CONFIG_SYNC = ["lib/clock", "lib/config_plane", "config_sync"];
     RESEED_BEGIN = ["lib/clock", "lib/config_plane", "reseed_begin"];
@@ -130,6 +133,7 @@ pub(super) struct Scripts {
     pub(super) reseed_end: Lua,
     pub(super) counters_update: Lua,
     pub(super) replicas: Lua,
+    pub(super) counters_migrate: Lua,
 }
 
 impl Scripts {
@@ -146,11 +150,12 @@ impl Scripts {
             reseed_end: Lua::new(RESEED_END),
             counters_update: Lua::new(COUNTERS_UPDATE),
             replicas: Lua::new(REPLICAS),
+            counters_migrate: Lua::new(COUNTERS_MIGRATE),
         }
     }
 
     /// Every script of `ALL`: what `/ready` checks Redis has (and loads if not).
-    pub(super) fn all(&self) -> [&Script; 11] {
+    pub(super) fn all(&self) -> [&Script; 12] {
         [
             &self.sync.script,
             &self.reseed_begin.script,
@@ -163,6 +168,7 @@ impl Scripts {
             &self.delete.script,
             &self.counters_update.script,
             &self.replicas.script,
+            &self.counters_migrate.script,
         ]
     }
 }

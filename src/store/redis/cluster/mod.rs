@@ -7,9 +7,12 @@
 
 mod conn;
 mod counters;
+mod migrate;
 mod read_usage;
 mod shards;
 mod slot;
 
 pub(crate) use self::conn::{Conn, LazyCluster};
+pub(crate) use self::migrate::migrate_counters;
 pub(crate) use self::shards::Shards;
+pub(crate) use self::slot::key_slot;
