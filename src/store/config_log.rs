@@ -57,6 +57,22 @@ pub async fn all_configs<S: ConfigLog>(store: &S) -> Result<Vec<ModelConfig>, St
     }
 }
 
+/// Configs as the store keeps them (JSON), parsed; unreadable ones (hand-edited store
+/// data) are logged and skipped.
+pub fn parse_configs<'a>(stored: impl IntoIterator<Item = &'a str>) -> Vec<ModelConfig> {
+    stored.into_iter().filter_map(parse_config).collect()
+}
+
+fn parse_config(json: &str) -> Option<ModelConfig> {
+    match serde_json::from_str(json) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "skipping an unreadable config in the store");
+            None
+        }
+    }
+}
+
 /// Whether a replica is re-seeding the store (configs outlive Redis's data: see the
 /// README, "Configs outlive Redis's data").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

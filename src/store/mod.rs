@@ -21,6 +21,7 @@ use std::time::Duration;
 
 pub use self::config_log::{
     ConfigChanges, ConfigLog, ConfigState, ReseedOutcome, Seeding, Written, all_configs,
+    parse_configs,
 };
 pub use self::config_writes::ConfigWrites;
 pub use self::counters::Counters;

@@ -89,11 +89,12 @@ impl ConfigLog for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        let configs = fields
-            .iter()
-            .filter(|(id, _)| !id.starts_with("__"))
-            .filter_map(|(_, json)| parse_config(json))
-            .collect();
+        let configs = crate::store::parse_configs(
+            fields
+                .iter()
+                .filter(|(id, _)| !id.starts_with("__"))
+                .map(|(_, json)| json.as_str()),
+        );
         Ok((next, configs))
     }
 
