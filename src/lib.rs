@@ -17,6 +17,7 @@ pub mod log_throttle;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod parallel;
 pub mod server;
 pub mod settings;
 pub mod state_file;

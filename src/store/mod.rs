@@ -245,7 +245,7 @@ pub fn budget_seeds(old: &ModelConfig, new: &ModelConfig) -> Result<Vec<BudgetSe
     let existing = budgets(&old);
     Ok(budgets(&new)
         .into_iter()
-        .filter(|t| !existing.iter().any(|o| o.budget_id == t.budget_id))
+        .filter(|t| !existing.iter().any(|o| o.budget_id() == t.budget_id()))
         .filter_map(|target| {
             let source = existing
                 .iter()
