@@ -169,7 +169,8 @@ async fn worker(addr: SocketAddr, measure_from: Instant, end: Instant) -> (Histo
                 let status = resp.status();
                 let body = resp.into_body().collect().await.map(|b| b.to_bytes());
                 status == 200
-                    && body.is_ok_and(|b| b.windows(11).filter(|w| w == b"\"config_id\"").count() == 9)
+                    && body
+                        .is_ok_and(|b| b.windows(11).filter(|w| w == b"\"config_id\"").count() == 9)
             }
             Err(_) => false,
         };
@@ -198,13 +199,7 @@ async fn run_once(
     if let Some(url) = &url {
         args.extend(["--redis-url", url.as_str()]);
     }
-    let proc = Process::launch(
-        bin,
-        &args,
-        &[("RUST_LOG", "warn")],
-        Duration::from_secs(60),
-    )
-    .await;
+    let proc = Process::launch(bin, &args, &[("RUST_LOG", "warn")], Duration::from_secs(60)).await;
     let addr = proc.addr();
     let http = reqwest::Client::new();
     let ready = Instant::now() + Duration::from_secs(60);

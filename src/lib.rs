@@ -15,6 +15,7 @@ pub mod configs_file;
 pub mod limits;
 pub mod log_throttle;
 pub mod metrics;
+pub mod metrics_handles;
 pub mod model;
 pub mod observe;
 pub mod parallel;

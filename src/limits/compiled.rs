@@ -140,7 +140,8 @@ impl CompiledConfig {
             let len = parse(&b.reset_duration)?;
             limits.push(LimitSpec {
                 kind: LimitKind::Budget,
-                budget: u16::try_from(i).map_err(|_| format!("config {}: too many budgets", config.id))?,
+                budget: u16::try_from(i)
+                    .map_err(|_| format!("config {}: too many budgets", config.id))?,
                 field: Cow::Owned(budget_field(&b.id)),
                 max: dollars_to_nanos(b.max_limit),
                 len_ms: len as i64,
