@@ -162,22 +162,33 @@ const STATUSES: &[(u16, &str)] = &[
 
 /// `tollgate_http_requests_total` by route template and status, with static label
 /// values: nothing is allocated per request on the hot path.
+/// Known (route, status) series are resolved once (`metrics_handles`).
 async fn count_requests(req: Request, next: Next) -> Response {
-    let route = match req.extensions().get::<MatchedPath>() {
-        None => metrics::SharedString::const_str("unmatched"),
-        Some(p) => match ROUTES.iter().find(|r| **r == p.as_str()) {
-            Some(r) => metrics::SharedString::const_str(r),
+    let (route_at, route) = match req.extensions().get::<MatchedPath>() {
+        None => (ROUTES.len(), metrics::SharedString::const_str("unmatched")),
+        Some(p) => match ROUTES.iter().position(|r| *r == p.as_str()) {
+            Some(i) => (i, metrics::SharedString::const_str(ROUTES[i])),
             // A template missing from ROUTES: still bounded, just not free.
-            None => metrics::SharedString::from_owned(p.as_str().to_string()),
+            None => (
+                usize::MAX,
+                metrics::SharedString::from_owned(p.as_str().to_string()),
+            ),
         },
     };
     let response = next.run(req).await;
     let code = response.status().as_u16();
-    let status = match STATUSES.iter().find(|(c, _)| *c == code) {
-        Some((_, s)) => metrics::SharedString::const_str(s),
-        None => metrics::SharedString::from_owned(code.to_string()),
+    let (status_at, status) = match STATUSES.iter().position(|(c, _)| *c == code) {
+        Some(i) => (i, metrics::SharedString::const_str(STATUSES[i].1)),
+        None => (
+            usize::MAX,
+            metrics::SharedString::from_owned(code.to_string()),
+        ),
     };
-    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "status" => status)
-        .increment(1);
+    crate::metrics_handles::http_requests(
+        route_at,
+        status_at,
+        || metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "status" => status),
+    )
+    .increment(1);
     response
 }

@@ -119,7 +119,7 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         let pos = compiled
             .limits
             .iter()
-            .position(|l| l.kind == kind && l.budget_id.as_deref() == budget_id);
+            .position(|l| l.kind == kind && l.budget_id() == budget_id);
         Some(pos.map_or(
             LimitUsage {
                 used: 0,

@@ -272,10 +272,8 @@ pub fn most_restrictive_among(
 }
 
 fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {
-    let decision = if allowed { "allowed" } else { "denied" };
-    metrics::counter!(m::CHECKS, "decision" => decision, "reason" => reason.unwrap_or("none"))
-        .increment(1);
-    metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+    crate::metrics_handles::checks(allowed, reason.unwrap_or("none")).increment(1);
+    crate::metrics_handles::check_duration().record(started.elapsed().as_secs_f64());
 }
 
 /// What a local decision needs: the matching configs, the amounts, whether a dry run.

@@ -67,7 +67,7 @@ fn event(
         scope_id: c.scope_id.clone(),
         enforcement: config.enforcement,
         kind: limit.kind,
-        reset_duration: limit.reset_duration.clone(),
+        reset_duration: config.reset_duration(limit).to_string(),
         threshold,
         used: x.used,
         max: limit.max,

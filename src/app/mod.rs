@@ -216,8 +216,7 @@ pub async fn timed_write<T>(
 }
 
 fn record_store_call(op: &'static str, start: Instant, error: Option<&StoreError>) {
-    metrics::histogram!(crate::metrics::STORE_DURATION, "op" => op)
-        .record(start.elapsed().as_secs_f64());
+    crate::metrics_handles::store_duration(op).record(start.elapsed().as_secs_f64());
     if let Some(e) = error {
         metrics::counter!(crate::metrics::STORE_ERRORS, "op" => op, "kind" => e.kind())
             .increment(1);

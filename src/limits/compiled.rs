@@ -6,6 +6,7 @@ use super::period::PeriodGrid;
 use super::policy::Policy;
 use crate::model::config::Enforcement;
 use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,25 +34,39 @@ impl LimitKind {
     }
 }
 
+/// One limit, packed: a replica holds three per config, a million configs at a time,
+/// so what the config itself says (the reset duration as written, the budget's id) is
+/// read from it (`CompiledConfig::reset_duration`, `budget_id`) rather than copied here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSpec {
     pub kind: LimitKind,
-    /// Name of this limit's counter inside its config's counters (`r`, `t`, `b:<id>`).
-    pub field: String,
+    /// Budgets: the budget's position in the config's `budgets`.
+    budget: u16,
+    /// Name of this limit's counter inside its config's counters (`r`, `t`, `b:<id>`);
+    /// only budgets' need an allocation.
+    pub field: Cow<'static, str>,
     /// Requests, tokens, or nano-dollars.
     pub max: i64,
     /// Window length, or period length for budgets.
     pub len_ms: i64,
     /// Budgets only.
     pub grid: Option<PeriodGrid>,
-    pub reset_duration: String,
-    pub budget_id: Option<String>,
+}
+
+impl LimitSpec {
+    /// The budget's id (budgets only), from the counter's name `b:<id>`.
+    pub fn budget_id(&self) -> Option<&str> {
+        match self.kind {
+            LimitKind::Budget => self.field.strip_prefix("b:"),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
     pub config: ModelConfig,
-    pub limits: Vec<LimitSpec>,
+    pub limits: Box<[LimitSpec]>,
     /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
     pub seen: super::seen::SeenUsage,
     /// As this replica applies it (`--shadow-all` makes every config shadow).
@@ -103,31 +118,31 @@ impl CompiledConfig {
             if let (Some(max), Some(d)) = (rl.request_max_limit, &rl.request_reset_duration) {
                 limits.push(LimitSpec {
                     kind: LimitKind::Requests,
-                    field: "r".into(),
+                    budget: 0,
+                    field: Cow::Borrowed("r"),
                     max: max as i64,
                     len_ms: parse(d)? as i64,
                     grid: None,
-                    reset_duration: d.clone(),
-                    budget_id: None,
                 });
             }
             if let (Some(max), Some(d)) = (rl.token_max_limit, &rl.token_reset_duration) {
                 limits.push(LimitSpec {
                     kind: LimitKind::Tokens,
-                    field: "t".into(),
+                    budget: 0,
+                    field: Cow::Borrowed("t"),
                     max: max as i64,
                     len_ms: parse(d)? as i64,
                     grid: None,
-                    reset_duration: d.clone(),
-                    budget_id: None,
                 });
             }
         }
-        for b in &config.budgets {
+        for (i, b) in config.budgets.iter().enumerate() {
             let len = parse(&b.reset_duration)?;
             limits.push(LimitSpec {
                 kind: LimitKind::Budget,
-                field: budget_field(&b.id),
+                budget: u16::try_from(i)
+                    .map_err(|_| format!("config {}: too many budgets", config.id))?,
+                field: Cow::Owned(budget_field(&b.id)),
                 max: dollars_to_nanos(b.max_limit),
                 len_ms: len as i64,
                 grid: Some(PeriodGrid::new(
@@ -135,16 +150,15 @@ impl CompiledConfig {
                     config.calendar_aligned,
                     b.created_at.timestamp_millis(),
                 )),
-                reset_duration: b.reset_duration.clone(),
-                budget_id: Some(b.id.clone()),
             });
         }
+        limits.shrink_to_fit();
         Ok(CompiledConfig {
             enforcement: policy.enforcement(&config),
             thresholds: policy.thresholds(&config),
             config,
             seen: super::seen::SeenUsage::new(limits.len()),
-            limits,
+            limits: limits.into_boxed_slice(),
             cache: LayerCache::default(),
         })
     }
@@ -153,6 +167,21 @@ impl CompiledConfig {
 impl CompiledConfig {
     pub fn is_shadow(&self) -> bool {
         self.enforcement == Enforcement::Shadow
+    }
+
+    /// `spec`'s reset duration as the operator wrote it (one of this config's limits).
+    pub fn reset_duration(&self, spec: &LimitSpec) -> &str {
+        let c = &self.config;
+        let rl = c.rate_limit.as_ref();
+        match spec.kind {
+            LimitKind::Requests => rl.and_then(|r| r.request_reset_duration.as_deref()),
+            LimitKind::Tokens => rl.and_then(|r| r.token_reset_duration.as_deref()),
+            LimitKind::Budget => c
+                .budgets
+                .get(usize::from(spec.budget))
+                .map(|b| b.reset_duration.as_str()),
+        }
+        .unwrap_or_default()
     }
 }
 

@@ -8,11 +8,59 @@ use super::compiled::CompiledConfig;
 use super::matching::{ConfigIndex, Groups, MatchKey, name_key};
 use super::policy::Policy;
 use crate::model::ModelConfig;
-use chrono::{DateTime, Utc};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// List order: `created_at`, then `id`.
-type ListKey = (DateTime<Utc>, String);
+/// A compiled config as its own key by id: the maps hold no copy of the id.
+#[derive(Debug, Clone)]
+struct ById(Arc<CompiledConfig>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: looked up by `&str` (`Borrow`).
+        self.0.config.id.as_str().hash(state)
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.config.id == other.0.config.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.config.id
+    }
+}
+
+/// A compiled config as its own key in list order (`created_at`, then `id`).
+#[derive(Debug, Clone)]
+struct InListOrder(Arc<CompiledConfig>);
+
+impl Ord for InListOrder {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.config.list_order().cmp(&other.0.config.list_order())
+    }
+}
+
+impl PartialOrd for InListOrder {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for InListOrder {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for InListOrder {}
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -20,17 +68,14 @@ pub struct Snapshot {
     pub version: u64,
     /// The store's data epoch this snapshot belongs to (None: the store has none yet).
     pub epoch: Option<String>,
-    by_id: imbl::HashMap<String, Arc<CompiledConfig>>,
-    ordered: imbl::OrdMap<ListKey, Arc<CompiledConfig>>,
+    /// Keys only: a million configs cost a million entries, not a million more ids.
+    by_id: imbl::HashMap<ById, ()>,
+    ordered: imbl::OrdSet<InListOrder>,
     index: ConfigIndex,
     /// scope_id → its configs: the list filter operators use most pages from here.
     by_scope_id: Groups,
     /// How this replica applies its configs (every snapshot derived from this one keeps it).
     policy: Arc<Policy>,
-}
-
-fn list_key(c: &ModelConfig) -> ListKey {
-    (c.created_at, c.id.clone())
 }
 
 impl Snapshot {
@@ -44,7 +89,7 @@ impl Snapshot {
             version: 0,
             epoch: None,
             by_id: imbl::HashMap::new(),
-            ordered: imbl::OrdMap::new(),
+            ordered: imbl::OrdSet::new(),
             index: ConfigIndex::default(),
             by_scope_id: Groups::default(),
             policy,
@@ -57,13 +102,13 @@ impl Snapshot {
     }
 
     /// A snapshot of `configs` alone at `version`, under this one's policy. Configs that
-    /// fail to compile (hand-edited store data) are logged and skipped.
+    /// fail to compile (hand-edited store data) are logged and skipped. Compiled on
+    /// every CPU.
     pub fn rebuilt(&self, version: u64, configs: Vec<ModelConfig>) -> Self {
         let mut snapshot = Snapshot::empty_for(self.policy.clone());
         snapshot.version = version;
-        for c in configs {
-            snapshot.upsert(c);
-        }
+        let policy = &self.policy;
+        snapshot.put_all(crate::parallel::map(configs, |c| compile_or_log(c, policy)));
         snapshot
     }
 
@@ -85,13 +130,27 @@ impl Snapshot {
         let mut snapshot = Snapshot::empty_for(previous.policy.clone());
         snapshot.version = version;
         snapshot.epoch = epoch;
-        for c in configs {
-            match previous.get(&c.id) {
-                Some(known) if same_epoch && known.config == c => snapshot.insert(known.clone()),
-                _ => snapshot.upsert(c),
+        let policy = &previous.policy;
+        let compiled = crate::parallel::map(configs, |c| match previous.get(&c.id) {
+            Some(known) if same_epoch && known.config == c => Ok(known.clone()),
+            _ => compile_or_log(c, policy),
+        });
+        snapshot.put_all(compiled);
+        snapshot
+    }
+
+    /// Each config in order, replacing any of the same id; a config that failed to
+    /// compile (`Err(id)`) removes its id, as `upsert` does.
+    fn put_all(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, String>>) {
+        for c in compiled {
+            match c {
+                Ok(c) => {
+                    self.remove(&c.config.id);
+                    self.insert(c);
+                }
+                Err(id) => self.remove(&id),
             }
         }
-        snapshot
     }
 
     /// The same configs under another epoch and version (after a re-seed or adoption).
@@ -128,7 +187,7 @@ impl Snapshot {
 
     fn upsert(&mut self, config: ModelConfig) {
         self.remove(&config.id);
-        if let Some(compiled) = compile_or_log(config, &self.policy) {
+        if let Ok(compiled) = compile_or_log(config, &self.policy) {
             self.insert(compiled);
         }
     }
@@ -139,14 +198,13 @@ impl Snapshot {
         if let Some(sid) = &compiled.config.scope_id {
             self.by_scope_id.insert(name_key(sid), &compiled);
         }
-        self.ordered
-            .insert(list_key(&compiled.config), compiled.clone());
-        self.by_id.insert(compiled.config.id.clone(), compiled);
+        self.ordered.insert(InListOrder(compiled.clone()));
+        self.by_id.insert(ById(compiled), ());
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.by_id.remove(id) {
-            self.ordered.remove(&list_key(&old.config));
+        if let Some((ById(old), ())) = self.by_id.remove_with_key(id) {
+            self.ordered.remove(&InListOrder(old.clone()));
             self.index.remove(&old);
             if let Some(sid) = &old.config.scope_id {
                 self.by_scope_id.remove(name_key(sid), &old);
@@ -163,18 +221,18 @@ impl Snapshot {
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<CompiledConfig>> {
-        self.by_id.get(id)
+        self.by_id.get_key_value(id).map(|(k, ())| &k.0)
     }
 
     /// Every config, newest first (`created_at` descending, then `id` descending), as
     /// Bifrost and its UI list them.
     pub fn newest_first(&self) -> impl Iterator<Item = &Arc<CompiledConfig>> {
-        self.ordered.values().rev()
+        self.ordered.iter().rev().map(|c| &c.0)
     }
 
     /// Every config as stored, oldest first.
     pub fn configs(&self) -> impl Iterator<Item = &ModelConfig> {
-        self.ordered.values().map(|c| &c.config)
+        self.ordered.iter().map(|c| &c.0.config)
     }
 
     /// The configs whose `scope_id` is `scope_id`, newest first: O(their number).
@@ -194,14 +252,15 @@ impl Snapshot {
     }
 }
 
-fn compile_or_log(config: ModelConfig, policy: &Policy) -> Option<Arc<CompiledConfig>> {
-    match CompiledConfig::compile_for(config, policy) {
-        Ok(c) => Some(Arc::new(c)),
-        Err(e) => {
+/// The compiled config, or (logged) the id of one that does not compile.
+fn compile_or_log(config: ModelConfig, policy: &Policy) -> Result<Arc<CompiledConfig>, String> {
+    let id = config.id.clone();
+    CompiledConfig::compile_for(config, policy)
+        .map(Arc::new)
+        .map_err(|e| {
             tracing::error!(error = %e, "skipping invalid config from the store");
-            None
-        }
-    }
+            id
+        })
 }
 
 #[cfg(test)]

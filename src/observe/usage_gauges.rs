@@ -135,7 +135,7 @@ fn labels(config: &CompiledConfig, spec: &LimitSpec) -> String {
         ("scope_id", c.scope_id.as_deref().unwrap_or("")),
         ("model_name", c.model_name.as_str()),
         ("kind", spec.kind.as_str()),
-        ("reset_duration", spec.reset_duration.as_str()),
+        ("reset_duration", config.reset_duration(spec)),
     ];
     let mut out = String::with_capacity(160);
     for (i, (key, value)) in pairs.iter().enumerate() {

@@ -40,11 +40,25 @@ pub trait ConfigLog {
 
     /// Notified when another replica may have changed configs.
     fn changes(&self) -> Arc<Notify>;
+
+    /// Every config, page by page (`all_configs`). A store whose pages must be parsed
+    /// parses them while it reads the next (Redis).
+    fn load_configs(&self) -> impl Future<Output = Result<Vec<ModelConfig>, StoreError>> + Send
+    where
+        Self: Sync,
+    {
+        scan_all(self)
+    }
 }
 
 /// Every config, page by page (not a consistent cut when writes go on meanwhile: a
 /// replica's full load follows it with the change log).
-pub async fn all_configs<S: ConfigLog>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
+pub async fn all_configs<S: ConfigLog + Sync>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
+    store.load_configs().await
+}
+
+/// `ConfigLog::load_configs` by `scan_configs`, one page after the other.
+async fn scan_all<S: ConfigLog + ?Sized>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
     let mut configs = Vec::new();
     let mut cursor = 0;
     loop {
@@ -54,6 +68,29 @@ pub async fn all_configs<S: ConfigLog>(store: &S) -> Result<Vec<ModelConfig>, St
             return Ok(configs);
         }
         cursor = next;
+    }
+}
+
+/// Configs as the store keeps them (JSON), parsed; unreadable ones (hand-edited store
+/// data) are logged and skipped.
+/// Parsed on every CPU when there are many.
+pub fn parse_configs<'a>(stored: impl IntoIterator<Item = &'a str>) -> Vec<ModelConfig> {
+    let stored: Vec<&str> = stored.into_iter().collect();
+    let mut parsed = crate::parallel::map(stored, parse_config);
+    if parsed.iter().all(Option::is_some) {
+        return parsed.into_iter().map(|c| c.expect("checked")).collect();
+    }
+    parsed.retain(Option::is_some);
+    parsed.into_iter().flatten().collect()
+}
+
+pub fn parse_config(json: &str) -> Option<ModelConfig> {
+    match serde_json::from_str(json) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "skipping an unreadable config in the store");
+            None
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 pub use self::config_log::{
     ConfigChanges, ConfigLog, ConfigState, ReseedOutcome, Seeding, Written, all_configs,
+    parse_configs,
 };
 pub use self::config_writes::ConfigWrites;
 pub use self::counters::Counters;
@@ -244,7 +245,7 @@ pub fn budget_seeds(old: &ModelConfig, new: &ModelConfig) -> Result<Vec<BudgetSe
     let existing = budgets(&old);
     Ok(budgets(&new)
         .into_iter()
-        .filter(|t| !existing.iter().any(|o| o.budget_id == t.budget_id))
+        .filter(|t| !existing.iter().any(|o| o.budget_id() == t.budget_id()))
         .filter_map(|target| {
             let source = existing
                 .iter()

@@ -159,8 +159,8 @@ fn answer_heads(config: &CompiledConfig) -> &AnswerHeads {
                 model_name: &c.model_name,
                 provider: c.provider.as_deref(),
                 kind: spec.kind.as_str(),
-                budget_id: spec.budget_id.as_deref(),
-                reset_duration: &spec.reset_duration,
+                budget_id: spec.budget_id(),
+                reset_duration: config.reset_duration(spec),
                 max: quantity(spec.kind, spec.max),
                 enforcement: config.enforcement.as_str(),
             };

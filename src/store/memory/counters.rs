@@ -41,7 +41,7 @@ fn rise(
     if config.thresholds.is_empty() {
         return;
     }
-    let (start, fired) = c.fired.get(&spec.field).copied().unwrap_or_default();
+    let (start, fired) = c.fired.get(&*spec.field).copied().unwrap_or_default();
     let fired = match period_start {
         Some(p) if start != p => Fired::default(),
         Some(_) => fired,
@@ -57,8 +57,16 @@ fn rise(
             at_ms: now,
         });
     }
-    c.fired
-        .insert(spec.field.clone(), (period_start.unwrap_or(0), next));
+    *slot(&mut c.fired, &spec.field) = (period_start.unwrap_or(0), next);
+}
+
+/// `map`'s entry for `key`, created on first use: the key is copied then, not on every
+/// check (the embedded store's check allocated a copy of each name per limit).
+fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("present")
 }
 
 #[derive(Debug, Default)]
@@ -89,12 +97,12 @@ impl Counter<'_> {
     fn open<'a>(c: &'a mut ConfigCounters, spec: &LimitSpec, now: i64) -> Counter<'a> {
         match &spec.grid {
             None => {
-                let w = c.windows.entry(spec.field.clone()).or_default();
+                let w = slot(&mut c.windows, &spec.field);
                 w.evict(now, spec.len_ms);
                 Counter::Window(w)
             }
             Some(grid) => {
-                let b = c.budgets.entry(spec.field.clone()).or_default();
+                let b = slot(&mut c.budgets, &spec.field);
                 let period = b.roll(grid, now);
                 Counter::Budget(b, period)
             }
@@ -119,12 +127,12 @@ pub(super) fn seed_budgets(c: &mut ConfigCounters, seeds: &[BudgetSeed], now: i6
         let (Some(source_grid), Some(target_grid)) = (&seed.source.grid, &seed.target.grid) else {
             continue;
         };
-        let Some(mut source) = c.budgets.get(&seed.source.field).copied() else {
+        let Some(mut source) = c.budgets.get(&*seed.source.field).copied() else {
             continue;
         };
         source.roll(source_grid, now);
         if source.used() > 0 {
-            let target = c.budgets.entry(seed.target.field.clone()).or_default();
+            let target = slot(&mut c.budgets, &seed.target.field);
             target.roll(target_grid, now);
             target.add(source.used());
         }
@@ -158,10 +166,7 @@ impl store::Counters for MemoryStore {
         let mut admitted = Vec::new();
         let mut allowed = true;
         for config in configs {
-            let c = counters
-                .by_config
-                .entry(config.config.id.clone())
-                .or_default();
+            let c = slot(&mut counters.by_config, &config.config.id);
             if c.expires_ms <= now {
                 *c = ConfigCounters::default();
             }
@@ -262,10 +267,7 @@ impl store::Counters for MemoryStore {
         let mut crossings = Vec::new();
         let mut pos = 0;
         for config in configs {
-            let c = counters
-                .by_config
-                .entry(config.config.id.clone())
-                .or_default();
+            let c = slot(&mut counters.by_config, &config.config.id);
             if c.expires_ms <= now {
                 *c = ConfigCounters::default();
             }

@@ -157,7 +157,10 @@ impl RedisStore {
 pub(super) fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
     let limit = |cmd: &mut redis::Cmd, spec: &LimitSpec| {
         let (mode, param, _) = spec.grid.as_ref().map_or((0, 0, 0), grid_args);
-        cmd.arg(&spec.field).arg(spec.len_ms).arg(mode).arg(param);
+        cmd.arg(spec.field.as_ref())
+            .arg(spec.len_ms)
+            .arg(mode)
+            .arg(param);
     };
     limit(cmd, &seed.target);
     limit(cmd, &seed.source);

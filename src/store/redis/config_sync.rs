@@ -17,16 +17,6 @@ const PAGE: usize = 1000;
 /// A re-seeding replica that sends nothing for this long is taken over by another.
 const RESEED_LEASE: Duration = Duration::from_secs(30);
 
-pub(super) fn parse_config(json: &str) -> Option<ModelConfig> {
-    match serde_json::from_str(json) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(error = %e, "skipping unreadable config in redis");
-            None
-        }
-    }
-}
-
 impl ConfigLog for RedisStore {
     async fn config_changes(&self, since: u64, limit: usize) -> Result<ConfigChanges, StoreError> {
         let keys = self.keys.config_plane();
@@ -65,7 +55,7 @@ impl ConfigLog for RedisStore {
             let json = text(&pair[1])?;
             if json.is_empty() {
                 changed.push((id, None));
-            } else if let Some(c) = parse_config(&json) {
+            } else if let Some(c) = crate::store::config_log::parse_config(&json) {
                 changed.push((id, Some(c)));
             }
         }
@@ -77,24 +67,38 @@ impl ConfigLog for RedisStore {
     }
 
     async fn scan_configs(&self, cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
-        let mut conn = self.connection()?;
-        let (next, fields): (u64, Vec<(String, String)>) = self
-            .bounded(
-                self.bulk_timeout,
-                redis::cmd("HSCAN")
-                    .arg(&self.keys.configs)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(PAGE)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let configs = fields
-            .iter()
-            .filter(|(id, _)| !id.starts_with("__"))
-            .filter_map(|(_, json)| parse_config(json))
-            .collect();
-        Ok((next, configs))
+        let (next, fields) = self.scan_page(cursor).await?;
+        Ok((next, parse_page(&fields)))
+    }
+
+    /// Each page is parsed on the blocking pool while the next one is read: parsing is
+    /// most of a full load (a million configs kept one core busy for most of 20 s), and
+    /// Redis serves the next page meanwhile. At most `PARSING` pages wait to be parsed,
+    /// so the raw JSON held at once stays a few pages.
+    async fn load_configs(&self) -> Result<Vec<ModelConfig>, StoreError> {
+        const PARSING: usize = 3;
+        let joined = |r: Result<Vec<ModelConfig>, tokio::task::JoinError>| {
+            r.map_err(|e| StoreError::Unavailable(format!("parsing configs failed: {e}")))
+        };
+        let mut parsing = std::collections::VecDeque::new();
+        let mut configs = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (next, fields) = self.scan_page(cursor).await?;
+            parsing.push_back(tokio::task::spawn_blocking(move || parse_page(&fields)));
+            while parsing.len() > PARSING {
+                let page = parsing.pop_front().expect("not empty");
+                configs.extend(joined(page.await)?);
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for page in parsing {
+            configs.extend(joined(page.await)?);
+        }
+        Ok(configs)
     }
 
     /// Claims the re-seed (one replica wins), writes the configs in chunks, then marks
@@ -179,4 +183,31 @@ impl ConfigLog for RedisStore {
     fn changes(&self) -> Arc<Notify> {
         self.changes.clone()
     }
+}
+
+impl RedisStore {
+    /// One `HSCAN` page of the configs hash, unparsed: (next cursor, (id, JSON) pairs).
+    async fn scan_page(&self, cursor: u64) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        let mut conn = self.connection()?;
+        self.bounded(
+            self.bulk_timeout,
+            redis::cmd("HSCAN")
+                .arg(&self.keys.configs)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+}
+
+/// A page's configs (markers, `__…` fields, are not configs).
+fn parse_page(fields: &[(String, String)]) -> Vec<ModelConfig> {
+    crate::store::parse_configs(
+        fields
+            .iter()
+            .filter(|(id, _)| !id.starts_with("__"))
+            .map(|(_, json)| json.as_str()),
+    )
 }

@@ -16,7 +16,7 @@
 //! limit's count between the two layouts for its duration (docs/redis-cpu.md,
 //! "Changing the layout").
 
-use super::super::config_sync::parse_config;
+use crate::store::config_log::parse_config;
 use super::super::connection::Master;
 use super::super::decode::unavailable;
 use super::super::keys::Keys;
