@@ -16,7 +16,6 @@
 //! limit's count between the two layouts for its duration (docs/redis-cpu.md,
 //! "Changing the layout").
 
-use crate::store::config_log::parse_config;
 use super::super::connection::Master;
 use super::super::decode::unavailable;
 use super::super::keys::Keys;
@@ -24,6 +23,7 @@ use super::super::packed_limits::packed_limits;
 use super::super::scripts::{COUNTERS_MIGRATE, Lua, invoke};
 use crate::limits::CompiledConfig;
 use crate::store::StoreError;
+use crate::store::config_log::parse_config;
 use std::sync::Arc;
 use std::time::Duration;
 
