@@ -27,7 +27,16 @@ async fn under_load(procs: &[Process], id: &str, fail: impl FnOnce()) {
         let stop = stop.clone();
         tokio::spawn(async move { load_clients(&clients, stop).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Fail once Redis has admitted some of the 200 left, but well before it admitted
+    // them all (at full speed the streams would take about 100 ms), so that the fault
+    // meets checks in flight and leaves room for local decisions.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            used_in_redis(&procs[0], id).await >= 120
+        })
+        .await,
+        "Redis admitted checks before the fault"
+    );
     tokio::task::block_in_place(fail);
     // Local decisions happen, then Redis answers again and the journals are charged.
     assert!(
@@ -115,7 +124,11 @@ async fn a_cluster_master_kill_under_load_holds_the_limit() {
         procs.push(Process::spawn(&replica_args(&url, &["--redis-mode", "cluster"]), &[]).await);
     }
     let id = limit_with_100_used(&procs).await;
-    let slot = common::cluster::cmd::<i64>(c.ports()[0], &["CLUSTER", "KEYSLOT", &id]).unwrap();
+    // The master of the limit's counters (in their counter slot, not the id's).
+    let key = tollgate::store::redis::Keys::new("tollgate:", true)
+        .with_counter_slots(3)
+        .counters(&id);
+    let slot = common::cluster::cmd::<i64>(c.ports()[0], &["CLUSTER", "KEYSLOT", &key]).unwrap();
     let master = c.master_of(slot as u16);
     under_load(&procs, &id, || c.kill(master)).await;
 }
