@@ -125,13 +125,34 @@ async fn a_cluster_announces_each_crossing_once_through_compensations() {
         .create(json!({"model_name": "m", "alert_thresholds": [],
             "rate_limit": {"request_max_limit": 200, "request_reset_duration": "1h"}}))
         .await;
-    let key = client
-        .create(
-            json!({"model_name": "m", "scope": "virtual_key", "scope_id": "vk",
-            "alert_thresholds": [0.1, 0.15, 0.2],
-            "rate_limit": {"request_max_limit": 1000, "request_reset_duration": "1h"}}),
-        )
-        .await;
+    // The key's counters must sit in another counter slot than the global's, so that
+    // the global's refusals give back on another shard: recreate it until they do.
+    let slot = |id: &str| {
+        let key = tollgate::store::redis::Keys::new("tollgate:", true)
+            .with_counter_slots(3)
+            .counters(id);
+        cluster::cmd::<i64>(c.ports()[0], &["CLUSTER", "KEYSLOT", &key]).unwrap()
+    };
+    let mut key = String::new();
+    for _ in 0..30 {
+        key = client
+            .create(
+                json!({"model_name": "m", "scope": "virtual_key", "scope_id": "vk",
+                "alert_thresholds": [0.1, 0.15, 0.2],
+                "rate_limit": {"request_max_limit": 1000, "request_reset_duration": "1h"}}),
+            )
+            .await;
+        if slot(&key) != slot(&global) {
+            break;
+        }
+        let a = client.delete(&format!("{CONFIGS}/{key}")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    assert_ne!(
+        slot(&key),
+        slot(&global),
+        "the two configs sit in two counter slots"
+    );
     let body = json!({"model": "m", "virtual_key": "vk"});
     seen_everywhere(&procs, &body, 2).await;
     let admitted = hammer(&procs, 320, body).await;
