@@ -30,10 +30,7 @@ fn durable_redis() -> RedisServer {
 async fn redis_killed_the_fleet_admits_at_most_what_was_left_and_charges_it_once() {
     let mut redis = durable_redis();
     let url = redis.url();
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(Process::spawn(&replica_args(&url, &[]), &[]).await);
-    }
+    let procs = fleet(&url, &[]).await;
     let id = limit_with_100_used(&procs).await;
 
     redis.kill();
@@ -75,10 +72,7 @@ async fn redis_killed_the_fleet_admits_at_most_what_was_left_and_charges_it_once
 async fn redis_killed_under_load_through_recovery_never_past_the_limit() {
     let mut redis = durable_redis();
     let url = redis.url();
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(Process::spawn(&replica_args(&url, &[]), &[]).await);
-    }
+    let procs = fleet(&url, &[]).await;
     let id = limit_with_100_used(&procs).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -124,10 +118,7 @@ async fn redis_blackholed_the_fleet_admits_at_most_what_was_left_and_charges_it_
     let redis = RedisServer::start();
     let proxy = tcp_proxy::Proxy::start(redis.port).await;
     let url = proxy.url();
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(Process::spawn(&replica_args(&url, &[]), &[]).await);
-    }
+    let procs = fleet(&url, &[]).await;
     let id = limit_with_100_used(&procs).await;
 
     proxy.blackhole(true);

@@ -68,18 +68,7 @@ async fn under_load(procs: &[Process], id: &str, fail: impl FnOnce()) {
         "admitted {admitted} of the 200 left: {t:?}"
     );
     assert!(t.admitted_locally > 0, "{t:?}");
-    let charged = sum(
-        procs,
-        "tollgate_local_replayed_total",
-        &[("result", "applied")],
-    )
-    .await
-        + sum(
-            procs,
-            "tollgate_local_replayed_total",
-            &[("result", "duplicate")],
-        )
-        .await;
+    let charged = charged(procs).await;
     let decided = sum(
         procs,
         "tollgate_local_decisions_total",
@@ -107,10 +96,7 @@ async fn a_sentinel_failover_under_load_holds_the_limit() {
         "--redis-master-password",
         MASTER_PASSWORD,
     ];
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(Process::spawn(&replica_args(&urls, &mode), &[]).await);
-    }
+    let procs = fleet(&urls, &mode).await;
     let id = limit_with_100_used(&procs).await;
     under_load(&procs, &id, || set.primary.kill()).await;
 }
@@ -119,10 +105,7 @@ async fn a_sentinel_failover_under_load_holds_the_limit() {
 async fn a_cluster_master_kill_under_load_holds_the_limit() {
     let mut c = Cluster::start();
     let url = c.url();
-    let mut procs = Vec::new();
-    for _ in 0..3 {
-        procs.push(Process::spawn(&replica_args(&url, &["--redis-mode", "cluster"]), &[]).await);
-    }
+    let procs = fleet(&url, &["--redis-mode", "cluster"]).await;
     let id = limit_with_100_used(&procs).await;
     // The master of the limit's counters (in their counter slot, not the id's).
     let key = tollgate::store::redis::Keys::new("tollgate:", true)

@@ -106,6 +106,15 @@ pub async fn sum(procs: &[Process], name: &str, labels: &[(&str, &str)]) -> f64 
     total
 }
 
+/// Three replicas with `local` on the Redis at `url`.
+pub async fn fleet(url: &str, extra: &[&str]) -> Vec<Process> {
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(Process::spawn(&replica_args(url, extra), &[]).await);
+    }
+    procs
+}
+
 /// Waits until every replica has charged Redis with (and settled) its local admissions.
 pub async fn all_charged(procs: &[Process]) -> bool {
     eventually(Duration::from_secs(20), || async {
