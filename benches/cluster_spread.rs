@@ -22,6 +22,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tollgate_testkit::proc_stats::cpu_ticks;
 use tollgate_testkit::{Client, RedisServer, cluster};
 
 struct Opts {
@@ -51,22 +52,6 @@ fn opts() -> Opts {
         }
     }
     o
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-    // utime and stime: fields 14 and 15, i.e. 11 and 12 after the command name.
-    fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
 }
 
 fn pid_of(port: u16) -> u32 {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 use tollgate::limits::Snapshot;
 use tollgate::model::validate::create_config;
+use tollgate_testkit::proc_stats::{TICKS_PER_SEC, cpu_ticks, rss_mb};
 
 /// mimalloc, as the binary uses, counting the bytes live and the peak.
 struct Counting;
@@ -55,21 +56,7 @@ fn live() -> isize {
 /// CPU seconds this process used so far (utime + stime): the machine is shared, so wall
 /// time says little.
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (get(11) + get(12)) as f64 / 100.0
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    cpu_ticks("self") as f64 / TICKS_PER_SEC
 }
 
 /// The stored JSON of `n` configs shaped like `config_plane`'s.
@@ -121,7 +108,7 @@ fn run(n: usize) {
         held as f64 / n as f64,
         held as f64 / 1e6,
         peak as f64 / 1e6,
-        rss_mb()
+        rss_mb("self")
     );
     assert_eq!(snapshot.len(), n);
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tollgate::model::validate::create_config;
 use tollgate::store::ConfigLog;
 use tollgate::store::redis::{RedisOptions, RedisStore};
+use tollgate_testkit::proc_stats::rss_mb;
 use tollgate_testkit::{Process, RedisServer, tollgate_binary};
 
 fn body(i: usize) -> Value {
@@ -83,16 +84,6 @@ async fn start_replica(url: &str) -> (Replica, Duration) {
         assert!(started.elapsed() < patience, "not ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn hist() -> Histogram<u64> {

@@ -63,6 +63,7 @@ use tollgate::store::ConfigWrites;
 use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
 use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, RedisOptions, RedisStore, scripts};
+use tollgate_testkit::proc_stats::{TICKS_PER_SEC, cpu_ticks};
 use tollgate_testkit::{Process, RedisServer};
 
 const KEY_PREFIX: &str = "tollgate:";
@@ -242,18 +243,6 @@ async fn start_tollgate(opts: &Opts, redis_url: &str) -> Tollgate {
         std::fs::read_to_string(&proc.log).unwrap_or_default()
     );
 }
-
-/// CPU time (user + system) a process has used so far, in clock ticks (1/100 s).
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `after` starts at field 3.
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
-}
-
-const TICKS_PER_SEC: f64 = 100.0;
 
 /// Busy and idle ticks of the whole machine, from the first line of /proc/stat.
 fn machine_ticks() -> (u64, u64) {

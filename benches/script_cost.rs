@@ -30,6 +30,7 @@ use tollgate::store::redis::ops::{ConfigRef, Op, OpKind, batch_parts};
 use tollgate::store::redis::packed_limits::packed_limits;
 use tollgate::store::redis::{Keys, scripts};
 use tollgate_testkit::RedisServer;
+use tollgate_testkit::proc_stats::cpu_ticks;
 
 const PREFIX: &str = "tollgate:";
 const FLOOR: &str = "return {1}";
@@ -75,14 +76,6 @@ fn opts() -> Opts {
         i += 2;
     }
     o
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
 }
 
 /// The 9-limit check of the load bench (`CHECK_BODY` against scenario b's configs).

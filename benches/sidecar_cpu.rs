@@ -31,6 +31,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tollgate_testkit::proc_stats::cpu_ticks;
 use tollgate_testkit::{Process, RedisServer};
 
 const CHECK_BODY: &str =
@@ -107,15 +108,6 @@ fn parse_opts() -> Opts {
         }
     }
     o
-}
-
-/// utime + stime of `pid` so far, in clock ticks (1/100 s).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
 }
 
 /// The 3 configs `CHECK_BODY` matches (global, its virtual key's, its user's), each

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod cluster;
 pub mod instance;
+pub mod proc_stats;
 pub mod redis_server;
 pub mod sentinel;
 
