@@ -121,6 +121,7 @@ fn check_op(keys: &Keys, matched: &[&CompiledConfig]) -> Op {
             })
             .collect(),
         marker: None,
+        lease: None,
     }
 }
 

@@ -420,6 +420,7 @@ async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize) {
             })
             .collect(),
         marker: None,
+        lease: None,
     };
     let (key_names, args) = batch_parts(&keys.usage_markers(), &[op]);
     let limits = matched.iter().map(|c| c.limits.len()).sum();

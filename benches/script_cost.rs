@@ -126,6 +126,7 @@ fn check_op() -> Op {
             })
             .collect(),
         marker: None,
+        lease: None,
     }
 }
 

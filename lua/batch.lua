@@ -9,17 +9,22 @@
 -- ARGV[1]      n, the number of counters keys
 -- ARGV[1 + k]  limits of KEYS[k] (k <= n), packed (see lib/counters.lua)
 -- ARGV[2 + n …] one op each, packed '<c1ddddd': kind ('c' check, 'd' dry-run check,
---              'u' usage report, 'g' give-back, 'l' replay of local admissions), deadline (ms, Redis clock; 0 = none:
+--              'u' usage report, 'g' give-back, 'l' replay of local admissions, 'e' check
+--              that leases, 'x' return of a lease: lease.lua), deadline (ms, Redis clock; 0 = none:
 --              past it the caller has answered by its store-error policy or with 503, so
 --              the op must change nothing), requests, tokens, nano-dollars (a check's
 --              amounts; a report's or give-back's deltas), reservation time (ms; 0 = not
 --              known); then 'H' n and n × 'H' indexes into KEYS; then 'B' 1 and '<HHHc1c10d'
 --              the marker of a report with a request id (the indexes into KEYS of its
 --              day's hash, the day before's and the day after's, the field, the
---              fingerprint, and when the day's hash expires, ms), or 'B' 0.
+--              fingerprint, and when the day's hash expires, ms), or 'B' 0; then for 'e'
+--              '<dd' N and the longest lease (ms) and 2 doubles per limit (ask, held),
+--              for 'x' 1 double per limit (what goes back; the reservation time is the
+--              lease's end).
 -- Returns {now_ms, then per op: status (-1 past its deadline; check: 1 allowed, 2
 -- allowed although a shadow limit refused, 0 denied, then 2 (1) or 4 (2, 0) values per
--- limit as in check.lua; report or replay: 1 applied, 0 duplicate; give-back: 1), then the
+-- limit as in check.lua, and for 'e' the lease's end and what each limit leased; report
+-- or replay: 1 applied, 0 duplicate; give-back and lease return: 1), then the
 -- threshold events the ops caused: their number, and 5 values each (op number, limit
 -- position in the op from 0, threshold position from 1, usage, period start or 0;
 -- see lib/alerts.lua)}.
@@ -48,7 +53,17 @@ for i = 2 + nkeys, #ARGV do
   if deadline > 0 and now > deadline then
     out[#out + 1] = -1
   elseif kind == 'c' or kind == 'd' then
-    check_op(cfgs, { r = r, t = t, b = b }, kind == 'c', now, out, opn, events)
+    check_op(cfgs, { r = r, t = t, b = b }, kind == 'c', now, out, opn, events, now)
+  elseif kind == 'e' or kind == 'x' then
+    local nrep, ahead, per = 0, 0, {}
+    pos = pos + 1
+    if kind == 'e' then nrep, ahead, pos = struct.unpack('<dd', op, pos) end
+    while pos <= #op do per[#per + 1], pos = struct.unpack('<d', op, pos) end
+    if kind == 'e' then
+      lease_op(cfgs, { r = r, t = t, b = b }, per, nrep, ahead, now, out, opn, events)
+    else
+      out[#out + 1] = lease_return_op(cfgs, per, at)
+    end
   else
     local has_marker
     has_marker, pos = struct.unpack('B', op, pos)

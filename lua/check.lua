@@ -3,6 +3,7 @@
 -- cfgs    the opened configs of this check (see open_config in lib/counters.lua)
 -- amount  { r = requests, t = tokens, b = cost in nano-dollars }
 -- consume false for a dry run
+-- stamp   the time windows are written at: now, or a lease's end (lease.lua)
 -- op      this op's number in the call, for the threshold events it causes (`events`)
 -- Appends to out: 1 allowed, 2 allowed although a shadow config's limit refused, 0
 -- denied; then per limit: used, reset_after_ms, and unless 1 also admitted (1|0) and
@@ -11,7 +12,7 @@
 -- This runs once per check of a batch, so it is written for the interpreter: numeric
 -- loops, the admission rule (lib/counts.lua's admits) and the reset time inlined.
 
-local function check_op(cfgs, amount, consume, now, out, op, events)
+local function check_op(cfgs, amount, consume, now, out, op, events, stamp)
   local allowed, shadowed = true, false
   for c = 1, #cfgs do
     local cfg = cfgs[c]
@@ -33,12 +34,13 @@ local function check_op(cfgs, amount, consume, now, out, op, events)
       local limits = cfg.limits
       for j = 1, #limits do
         local lim = limits[j]
-        local a = amount[lim.kind]
+        -- lim.extra: what lease.lua leases on top (0 otherwise).
+        local a = amount[lim.kind] + lim.extra
         if a > 0 then
           if lim.kind == 'b' then
             lim.state.total = clamp_used(lim.state.total + a)
           else
-            win_add(lim.state, now, a)
+            win_add(lim.state, stamp, a)
           end
           lim.written = true
           if #cfg.th > 0 then alert_rise(lim, cfg.th, now, op, pos, events) end

@@ -32,6 +32,10 @@ pub const LOCAL_DECISIONS: &str = "tollgate_local_decisions_total";
 pub const LOCAL_REPLAYED: &str = "tollgate_local_replayed_total";
 pub const LOCAL_JOURNAL_ENTRIES: &str = "tollgate_local_journal_entries";
 pub const REPLICAS_SEEN: &str = "tollgate_replicas_seen";
+pub const LEASE_CHECKS: &str = "tollgate_lease_checks_total";
+pub const LEASED: &str = "tollgate_leased_total";
+pub const LEASE_RETURNED: &str = "tollgate_lease_returned_total";
+pub const LEASE_HELD: &str = "tollgate_lease_held";
 pub const REDIS_WAIT_SHORTFALLS: &str = "tollgate_redis_wait_shortfalls_total";
 pub const REDIS_WAIT_SHORT: &str = "tollgate_redis_wait_short";
 pub const THRESHOLD_CROSSINGS: &str = "tollgate_threshold_crossings_total";
@@ -78,6 +82,10 @@ pub const ALL: &[&str] = &[
     LOCAL_REPLAYED,
     LOCAL_JOURNAL_ENTRIES,
     REPLICAS_SEEN,
+    LEASE_CHECKS,
+    LEASED,
+    LEASE_RETURNED,
+    LEASE_HELD,
     THRESHOLD_CROSSINGS,
     ALERT_DELIVERIES,
     ALERT_QUEUE,
@@ -226,6 +234,22 @@ fn describe() {
     describe_gauge!(
         REPLICAS_SEEN,
         "--on-store-error local: replicas alive when the store last answered this replica's announcement (N)."
+    );
+    describe_counter!(
+        LEASE_CHECKS,
+        "--lease-ms: checks by where they were answered (local: from this replica's leases, no store call | store)."
+    );
+    describe_counter!(
+        LEASED,
+        "--lease-ms: amounts debited in the store ahead of use as leases to this replica, by kind (requests|tokens|budget, nano-dollars)."
+    );
+    describe_counter!(
+        LEASE_RETURNED,
+        "--lease-ms: unspent lease amounts given back to the store when their lease ended or at shutdown, by kind."
+    );
+    describe_gauge!(
+        LEASE_HELD,
+        "--lease-ms: lease amounts this replica holds unspent now, by kind: what it would strand if it died now."
     );
     describe_counter!(
         SHADOW_DENIALS,

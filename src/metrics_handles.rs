@@ -40,6 +40,18 @@ pub fn check_duration() -> &'static Histogram {
     })
 }
 
+/// `tollgate_lease_checks_total{answer}`: answered from leases here, or by the store.
+pub fn lease_checks(local: bool) -> Counter {
+    static SERIES: [OnceLock<Counter>; 2] = [const { OnceLock::new() }; 2];
+    SERIES[usize::from(local)]
+        .get_or_init(|| {
+            crate::metrics::handle();
+            let answer = if local { "local" } else { "store" };
+            metrics::counter!(crate::metrics::LEASE_CHECKS, "answer" => answer)
+        })
+        .clone()
+}
+
 /// Store operations timed on every request.
 const HOT_OPS: [&str; 2] = ["check", "usage"];
 

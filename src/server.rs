@@ -32,7 +32,11 @@ pub struct Running {
     /// Writes the journal of local admissions one last time (a file only with
     /// `--state-file`).
     flush_local: Box<dyn Fn() + Send + Sync>,
+    /// Gives back every lease this replica holds (`--lease-ms`).
+    return_leases: Box<dyn Fn() -> LeaseReturn + Send + Sync>,
 }
+
+type LeaseReturn = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The gRPC server beside the HTTP one, stopped with it.
 struct Grpc {
@@ -76,6 +80,18 @@ impl Running {
             }
         }
         self.abort_tasks();
+        // No check takes from a lease any more: what is unspent goes back.
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(left, (self.return_leases)())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "giving back leases took too long; what is left stays counted until its window or period lets it go"
+            );
+        }
         (self.flush_local)();
         // No check can emit any more: what the webhook has not taken is logged.
         self.alerts
@@ -202,8 +218,32 @@ async fn start_with<S: Store>(
             app.local.keep_in(journal, &snapshot)?;
         }
     }
+    if settings.leases.lease_ms > 0 {
+        if settings.redis_url.is_some() {
+            app.leases = crate::app::leases::Leases::new(
+                settings.leases.lease_ms,
+                settings.leases.lease_min_rate,
+            );
+        } else {
+            tracing::info!(
+                "--lease-ms: the embedded store answers every check in process; no leases"
+            );
+        }
+    }
     let app = Arc::new(app);
     let mut local = Vec::new();
+    if app.leases.on() {
+        let announce = settings.on_store_error != crate::settings::StoreErrorPolicy::Local;
+        local.push(tokio::spawn(crate::app::leases::returns::run_forever(
+            app.clone(),
+            announce,
+        )));
+    }
+    let returning = app.clone();
+    let return_leases: Box<dyn Fn() -> LeaseReturn + Send + Sync> = Box::new(move || {
+        let app = returning.clone();
+        Box::pin(async move { crate::app::leases::returns::return_all(&app).await })
+    });
     if settings.on_store_error == crate::settings::StoreErrorPolicy::Local {
         local.push(tokio::spawn(crate::app::local_share::replay::run_forever(
             app.clone(),
@@ -289,6 +329,7 @@ async fn start_with<S: Store>(
         configs_file,
         local,
         flush_local,
+        return_leases,
     })
 }
 

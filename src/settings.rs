@@ -216,6 +216,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub local: LocalSettings,
+
+    #[command(flatten)]
+    pub leases: LeaseSettings,
 }
 
 /// `ip:port` as is; `host:port` (e.g. `localhost:8080`) through the system resolver.
@@ -361,8 +364,10 @@ impl Settings {
     }
 }
 
+mod leases;
 mod local;
 mod policy;
+pub use leases::LeaseSettings;
 pub use local::LocalSettings;
 pub use policy::{PolicySettings, Thresholds};
 

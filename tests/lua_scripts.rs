@@ -95,6 +95,7 @@ fn counters_migrate_adds_the_other_layouts_usage() {
                 n_limits: compiled.limits.len(),
             }],
             marker: None,
+            lease: None,
         };
         let (keys, args) = batch_parts("u:", &vec![op; n]);
         let script = redis::Script::new(BATCH);

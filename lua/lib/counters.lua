@@ -29,7 +29,7 @@ local function open_config(key, packed, now)
     -- All fields at once (see win_open).
     cfg.limits[#cfg.limits + 1] = {
       kind = kind, field = field, max = cap, len = len, mode = mode, param = param,
-      state = false, ok = false, written = false,
+      state = false, ok = false, written = false, extra = 0,
     }
     fields[#fields + 1] = field
   end

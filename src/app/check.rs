@@ -127,8 +127,17 @@ pub async fn decide<S: Store>(
     {
         return store_failed(app, started, why, Some((&configs, amounts, dry_run)));
     }
-    let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
-    let outcome = match timed("check", app.store.check(&refs, amounts, dry_run)).await {
+    // Every limit leased here with room: no round trip (`leases`).
+    let leasing = !dry_run && app.leases.on();
+    if leasing && let Some(outcome) = app.leases.answer(&configs, amounts) {
+        crate::metrics_handles::lease_checks(true).increment(1);
+        return conclude(started, configs, per_key, outcome, false);
+    }
+    let asked = timed(
+        "check",
+        super::leases::store_check(app, &configs, amounts, dry_run),
+    );
+    let outcome = match asked.await {
         Ok(o) => o,
         Err(e) => {
             return store_failed(

@@ -7,6 +7,7 @@
 
 pub mod check;
 mod crossings;
+pub mod leases;
 pub mod local_share;
 mod persist;
 pub mod refusals;
@@ -56,6 +57,8 @@ pub struct App<S> {
     pub refusals: refusals::Refusals,
     /// `--on-store-error local`: shares, the journal of local admissions, the registry.
     pub local: local_share::LocalShare,
+    /// `--lease-ms`: limits debited ahead and spent here (`leases`).
+    pub leases: leases::Leases,
     /// This replica's `--configs-file`, as last read valid: the API writes it refuses.
     configs_file: arc_swap::ArcSwapOption<crate::configs_file::managed::ManagedFile>,
 }
@@ -83,6 +86,7 @@ impl<S: Store> App<S> {
             alerts: Arc::default(),
             refusals: refusals::Refusals::new(1000),
             local: local_share::LocalShare::default(),
+            leases: leases::Leases::default(),
             configs_file: arc_swap::ArcSwapOption::empty(),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod compiled;
 pub mod layer_cache;
+pub mod lease;
 pub mod matching;
 pub mod period;
 pub mod policy;

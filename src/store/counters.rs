@@ -1,7 +1,10 @@
 //! The hot path's side of a store: checks, usage reports, and live usage for the
 //! management API. Redis: `redis/hot_path.rs`; memory: `memory/counters.rs`.
 
-use super::{Amounts, CheckOutcome, LimitUsage, Recorded, StoreError, UsageDelta, UsageOutcome};
+use super::{
+    Amounts, CheckOutcome, Granted, LeaseAsk, LimitUsage, Recorded, StoreError, UsageDelta,
+    UsageOutcome,
+};
 use crate::limits::CompiledConfig;
 use std::future::Future;
 
@@ -15,6 +18,25 @@ pub trait Counters {
         amounts: Amounts,
         dry_run: bool,
     ) -> impl Future<Output = Result<CheckOutcome, StoreError>> + Send;
+
+    /// `check` that, when every limit that asks can be leased (`ask.per_limit`), also
+    /// debits those leases, all at once (`lua/lease.lua`); `Granted` says what each
+    /// limit got. A store where checks cost no round trip (memory) only checks.
+    fn check_leasing(
+        &self,
+        configs: &[&CompiledConfig],
+        amounts: Amounts,
+        ask: &LeaseAsk,
+    ) -> impl Future<Output = Result<(CheckOutcome, Granted), StoreError>> + Send;
+
+    /// Gives back `per_limit` (per limit of `config`) of a lease that ends at `until_ms`
+    /// (the store's clock): what it debited there and this replica did not spend.
+    fn return_lease(
+        &self,
+        config: &CompiledConfig,
+        per_limit: &[i64],
+        until_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Adds a settlement to the token windows and budgets of `configs`, once per request id
     /// (scoped by the report's identity: `scoped_request_id`). With no configs it writes

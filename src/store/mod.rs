@@ -111,6 +111,68 @@ pub struct CheckOutcome {
     pub crossings: Vec<Crossing>,
 }
 
+/// A check that also asks for a lease (`Counters::check_leasing`, SPEC §12).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseAsk {
+    /// Per limit of the check's configs, in order: what this replica asks leased (0:
+    /// none), and what it holds of that limit already, unspent.
+    pub per_limit: Vec<[i64; 2]>,
+    /// The replicas alive (N): no replica leases more than (max − used) / (2N).
+    pub replicas: i64,
+    /// The longest a lease may live, ms.
+    pub ahead_ms: i64,
+}
+
+/// What a check that asked for a lease was granted, per limit of its configs in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Granted {
+    pub per_limit: Vec<LimitGrant>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitGrant {
+    /// What the check added to this limit, its own amount and the lease together, at
+    /// the lease's end; 0 with no lease.
+    pub added: i64,
+    /// When the lease ends, on the store's clock (ms); 0: no lease.
+    pub until_ms: i64,
+    /// How long the lease lives from the store's decision (ms).
+    pub life_ms: i64,
+}
+
+impl Granted {
+    /// From a store's answer: the lease's end (0: none) and what each limit added.
+    pub fn decode(until_ms: i64, added: &[i64], now_ms: i64) -> Self {
+        let leased = until_ms > 0;
+        Granted {
+            per_limit: added
+                .iter()
+                .map(|&a| LimitGrant {
+                    added: if leased { a } else { 0 },
+                    until_ms: if leased { until_ms } else { 0 },
+                    life_ms: if leased { until_ms - now_ms } else { 0 },
+                })
+                .collect(),
+        }
+    }
+
+    /// No lease on any of `n` limits.
+    pub fn none(n: usize) -> Self {
+        Granted {
+            per_limit: vec![LimitGrant::default(); n],
+        }
+    }
+
+    /// The latest end of a lease granted here, if any was.
+    pub fn until_ms(&self) -> Option<i64> {
+        self.per_limit
+            .iter()
+            .map(|g| g.until_ms)
+            .max()
+            .filter(|&u| u > 0)
+    }
+}
+
 /// A limit reaching one of its config's alert thresholds, as the store saw it happen:
 /// once per budget period, or per window length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 /// An announcement counts this long: a replica gone is out of N within it.
 pub const ANNOUNCE_TTL_MS: u64 = 10_000;
 /// Announced at least this often.
-const ANNOUNCE_EVERY_MS: u64 = 2_000;
+pub(crate) const ANNOUNCE_EVERY_MS: u64 = 2_000;
 /// While entries wait, a replay is tried this often.
 const REPLAY_EVERY: Duration = Duration::from_millis(250);
 /// Entries sent at once (they travel coalesced, as checks do).

@@ -194,7 +194,9 @@ impl Worker {
         // every counter this call changed; the ops that changed some are answered after
         // it (without the option it returns at once).
         let changed = |op: &Op, answer: &OpAnswer| match (op.kind, answer) {
-            (OpKind::Check, OpAnswer::Check(o)) => o.allowed,
+            (OpKind::Check, OpAnswer::Check(o)) | (OpKind::Lease, OpAnswer::Leased(o, _)) => {
+                o.allowed
+            }
             (kind, OpAnswer::Usage(u)) if kind.is_usage() => u.outcome == UsageOutcome::Applied,
             _ => false,
         };
@@ -220,8 +222,7 @@ impl Worker {
             metrics::counter!(m::REDIS_WAIT_SHORTFALLS).increment(changes as u64);
         }
         for (p, answer) in batch.drain(..).zip(answers) {
-            let consumed =
-                p.op.kind == OpKind::Check && matches!(&answer, OpAnswer::Check(o) if o.allowed);
+            let undo = p.op.undo(&answer);
             let Some(reply) = p.reply else { continue };
             let answer = match &replicated {
                 // No answer to the WAIT: the master may be gone, with or without its
@@ -235,11 +236,13 @@ impl Worker {
                 _ => Ok(answer),
             };
             let lost = match &answer {
-                Ok(OpAnswer::Check(o)) => o.crossings.len(),
+                Ok(OpAnswer::Check(o) | OpAnswer::Leased(o, _)) => o.crossings.len(),
                 Ok(OpAnswer::Usage(r)) => r.crossings.len(),
                 _ => 0,
             };
-            if reply.send(answer).is_err() && consumed {
+            if reply.send(answer).is_err()
+                && let Some(undo) = undo
+            {
                 // The caller answered by policy (it stopped waiting before Redis
                 // answered); Redis charged it anyway.
                 metrics::counter!(m::STORE_GIVE_BACKS).increment(1);
@@ -250,7 +253,7 @@ impl Worker {
                     );
                 }
                 self.carried.push_back(Pending {
-                    op: p.op.give_back(now),
+                    op: undo,
                     reply: None,
                     replicating: Arc::default(),
                 });

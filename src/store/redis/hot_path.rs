@@ -4,12 +4,13 @@
 
 use super::RedisStore;
 use super::decode::corrupt;
-use super::ops::{ConfigRef, Marker, Op, OpAnswer, OpKind};
+use super::ops::{ConfigRef, LeaseParts, Marker, Op, OpAnswer, OpKind};
 use super::packed_limits::packed_limits;
 use super::scripts::invoke;
 use crate::limits::CompiledConfig;
 use crate::store::{
-    Amounts, CheckOutcome, Counters, LimitUsage, Recorded, StoreError, UsageDelta, UsageOutcome,
+    Amounts, CheckOutcome, Counters, Granted, LeaseAsk, LimitUsage, Recorded, StoreError,
+    UsageDelta, UsageOutcome,
 };
 
 impl RedisStore {
@@ -56,11 +57,47 @@ impl Counters for RedisStore {
             reserved_at: 0,
             configs: self.config_refs(configs),
             marker: None,
+            lease: None,
         };
         match self.run_op(op).await? {
             OpAnswer::Check(outcome) => Ok(outcome),
             other => Err(corrupt(format_args!("a check answered {other:?}"))),
         }
+    }
+
+    async fn check_leasing(
+        &self,
+        configs: &[&CompiledConfig],
+        amounts: Amounts,
+        ask: &LeaseAsk,
+    ) -> Result<(CheckOutcome, Granted), StoreError> {
+        let op = Op {
+            kind: OpKind::Lease,
+            deadline: 0,
+            amounts: [amounts.requests, amounts.tokens, amounts.cost_nanos],
+            reserved_at: 0,
+            configs: self.config_refs(configs),
+            marker: None,
+            lease: Some(LeaseParts {
+                per_limit: ask.per_limit.iter().flatten().copied().collect(),
+                replicas: ask.replicas,
+                ahead_ms: ask.ahead_ms,
+            }),
+        };
+        match self.run_op(op).await? {
+            OpAnswer::Leased(outcome, granted) => Ok((outcome, granted)),
+            other => Err(corrupt(format_args!("a lease answered {other:?}"))),
+        }
+    }
+
+    async fn return_lease(
+        &self,
+        config: &CompiledConfig,
+        per_limit: &[i64],
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        let op = Op::lease_return(self.config_refs(&[config]), per_limit.to_vec(), until_ms);
+        self.run_op(op).await.map(|_| ())
     }
 
     /// `request_id` is already scoped by the report's identity
@@ -82,6 +119,7 @@ impl Counters for RedisStore {
             configs: self.config_refs(configs),
             marker: request_id
                 .map(|id| Marker::of(id, self.clock.redis_now_ms(super::clock::local_ms()))),
+            lease: None,
         };
         match self.run_op(op).await? {
             OpAnswer::Usage(outcome) => Ok(outcome),
@@ -109,6 +147,7 @@ impl Counters for RedisStore {
                 id,
                 self.clock.redis_now_ms(super::clock::local_ms()),
             )),
+            lease: None,
         };
         match self.run_op(op).await? {
             OpAnswer::Usage(recorded) => Ok(recorded.outcome),

@@ -3,7 +3,9 @@
 //!
 //! Public so that benchmarks can call the script exactly as tollgate does.
 
-use crate::store::{CheckOutcome, Crossing, LimitOutcome, Recorded, StoreError, UsageOutcome};
+use crate::store::{
+    CheckOutcome, Crossing, Granted, LimitOutcome, Recorded, StoreError, UsageOutcome,
+};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,10 @@ pub enum OpKind {
     /// (`--on-store-error local`), at its reservation time, once per id (a usage
     /// report's marker).
     Replay,
+    /// A check that also leases part of its limits to this replica (`lua/lease.lua`).
+    Lease,
+    /// Gives back the unspent part of a lease, at the lease's end.
+    LeaseReturn,
 }
 
 impl OpKind {
@@ -33,6 +39,8 @@ impl OpKind {
             OpKind::Usage => b'u',
             OpKind::GiveBack => b'g',
             OpKind::Replay => b'l',
+            OpKind::Lease => b'e',
+            OpKind::LeaseReturn => b'x',
         }
     }
 
@@ -42,7 +50,21 @@ impl OpKind {
     }
 
     fn is_check(self) -> bool {
-        matches!(self, OpKind::Check | OpKind::DryRun)
+        matches!(self, OpKind::Check | OpKind::DryRun | OpKind::Lease)
+    }
+
+    /// Checks that consume when allowed: what a caller that stopped waiting gives back.
+    pub(super) fn consumes(self) -> bool {
+        matches!(self, OpKind::Check | OpKind::Lease)
+    }
+
+    /// Values per limit in `LeaseParts::per_limit`.
+    pub(super) fn per_limit_width(self) -> usize {
+        match self {
+            OpKind::Lease => 2,
+            OpKind::LeaseReturn => 1,
+            _ => 0,
+        }
     }
 }
 
@@ -112,6 +134,19 @@ pub struct Op {
     pub reserved_at: i64,
     pub configs: Vec<ConfigRef>,
     pub marker: Option<Marker>,
+    /// Leases and their returns only.
+    pub lease: Option<LeaseParts>,
+}
+
+/// What a lease op carries beyond a check's or give-back's fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseParts {
+    /// Per limit of the op's configs, in order: `Lease` ask and held; `LeaseReturn` the
+    /// amount that goes back.
+    pub per_limit: Vec<i64>,
+    /// `Lease`: the replicas alive (N), and the longest a lease may live (ms).
+    pub replicas: i64,
+    pub ahead_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +154,8 @@ pub enum OpAnswer {
     /// Redis ran the call past the op's deadline; the op changed nothing.
     Late,
     Check(CheckOutcome),
+    /// A lease op's answer: the check's, and what each limit leased.
+    Leased(CheckOutcome, Granted),
     Usage(Recorded),
     GaveBack,
 }
@@ -127,7 +164,7 @@ impl OpAnswer {
     /// The thresholds this op made a limit reach.
     fn crossings_mut(&mut self) -> Option<&mut Vec<Crossing>> {
         match self {
-            OpAnswer::Check(o) => Some(&mut o.crossings),
+            OpAnswer::Check(o) | OpAnswer::Leased(o, _) => Some(&mut o.crossings),
             OpAnswer::Usage(r) => Some(&mut r.crossings),
             _ => None,
         }
@@ -144,6 +181,42 @@ impl Op {
             reserved_at: now_ms,
             configs: self.configs.clone(),
             marker: None,
+            lease: None,
+        }
+    }
+
+    /// What undoes this op's effect as `answer` reports it, if it consumed: a check's
+    /// give-back, or a lease's return of the check's amounts and the lease together.
+    pub fn undo(&self, answer: &OpAnswer) -> Option<Op> {
+        match answer {
+            OpAnswer::Check(o) | OpAnswer::Leased(o, _) if !self.kind.consumes() || !o.allowed => {
+                None
+            }
+            OpAnswer::Check(o) => Some(self.give_back(o.now_ms)),
+            OpAnswer::Leased(o, granted) => match granted.until_ms() {
+                None => Some(self.give_back(o.now_ms)),
+                Some(until) => {
+                    let per_limit = granted.per_limit.iter().map(|g| g.added).collect();
+                    Some(Op::lease_return(self.configs.clone(), per_limit, until))
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// Gives back `per_limit` (per limit of `configs`) of a lease that ended at `until_ms`.
+    pub fn lease_return(configs: Vec<ConfigRef>, per_limit: Vec<i64>, until_ms: i64) -> Op {
+        Op {
+            kind: OpKind::LeaseReturn,
+            deadline: 0,
+            amounts: [0; 3],
+            reserved_at: until_ms,
+            configs,
+            marker: None,
+            lease: Some(LeaseParts {
+                per_limit,
+                ..LeaseParts::default()
+            }),
         }
     }
 
@@ -188,6 +261,16 @@ impl Op {
                 out.extend_from_slice(&(m.expires_at_ms() as f64).to_le_bytes());
             }
             _ => out.push(0),
+        }
+        if let Some(lease) = &self.lease {
+            if self.kind == OpKind::Lease {
+                for v in [lease.replicas, lease.ahead_ms] {
+                    out.extend_from_slice(&(v as f64).to_le_bytes());
+                }
+            }
+            for v in &lease.per_limit {
+                out.extend_from_slice(&(*v as f64).to_le_bytes());
+            }
         }
         out
     }
@@ -305,7 +388,7 @@ pub fn decode_batch<'a>(
                 }
                 let (values, tail) = rest.split_at(width * n);
                 rest = tail;
-                OpAnswer::Check(CheckOutcome {
+                let outcome = CheckOutcome {
                     allowed,
                     limits: values
                         .chunks_exact(width)
@@ -318,13 +401,23 @@ pub fn decode_batch<'a>(
                         .collect(),
                     now_ms: now,
                     crossings: Vec::new(),
-                })
+                };
+                if kind == OpKind::Lease {
+                    if rest.len() < 1 + n {
+                        return Err(corrupt("a lease answered too few values"));
+                    }
+                    let (leased, tail) = rest.split_at(1 + n);
+                    rest = tail;
+                    OpAnswer::Leased(outcome, Granted::decode(leased[0], &leased[1..], now))
+                } else {
+                    OpAnswer::Check(outcome)
+                }
             }
             (1, kind) if kind.is_usage() => OpAnswer::Usage(Recorded::plain(UsageOutcome::Applied)),
             (0, kind) if kind.is_usage() => {
                 OpAnswer::Usage(Recorded::plain(UsageOutcome::Duplicate))
             }
-            (1, OpKind::GiveBack) => OpAnswer::GaveBack,
+            (1, OpKind::GiveBack | OpKind::LeaseReturn) => OpAnswer::GaveBack,
             (s, kind) => return Err(corrupt(format_args!("{kind:?} answered {s}"))),
         };
         answers.push(answer);

@@ -28,6 +28,7 @@ fn report(keys: &[&str], request_id: &str) -> Op {
             })
             .collect(),
         marker: Some(Marker::of(request_id, 3 * MARKER_DAY_MS + 5)),
+        lease: None,
     }
 }
 

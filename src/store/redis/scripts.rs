@@ -15,6 +15,7 @@
 //! | `periods` | budget periods: `period_bounds`, `budget_open`, `budget_encode` | clock, counts |
 //! | `counters` | one config's counters: `open_config`, `used_of`, `save_config` | counts, windows, periods |
 //! | `alerts` | threshold events: `alert_expire`, `alert_rise` | counts |
+//! | `leases` | how much of a limit a replica may lease: `lease_room` | counts |
 //! | `counter_updates` | a config update's effect on its counters: `update_counters` | counts, periods |
 //! | `config_plane` | config-plane KEYS/ARGV, the epoch fence, `write_guard`, `refusal`, `commit` | clock |
 //!
@@ -65,9 +66,9 @@ macro_rules! scripts {
 }
 
 scripts! {
-    /// Checks and usage reports, coalesced: the counters, the two operations, the entry.
+    /// Checks, usage reports and leases, coalesced: the counters, the operations, the entry.
     BATCH = ["lib/clock", "lib/counts", "lib/windows", "lib/periods", "lib/counters",
-        "lib/alerts", "check", "usage", "batch"];
+        "lib/alerts", "lib/leases", "check", "usage", "lease", "batch"];
     READ_USAGE = ["lib/clock", "lib/counts", "lib/windows", "lib/periods", "lib/counters",
         "read_usage"];
     CONFIG_CREATE = ["lib/clock", "lib/config_plane", "config_create"];

@@ -20,11 +20,11 @@
 use super::super::batching::Batcher;
 use super::super::clock::ClockOffset;
 use super::super::connection::Master;
-use super::super::ops::{Op, OpAnswer, OpKind};
+use super::super::ops::{LeaseParts, Op, OpAnswer, OpKind};
 use super::super::scripts::{BATCH, Lua};
 use super::slot::key_slot;
 use crate::metrics as m;
-use crate::store::{CheckOutcome, Crossing, Recorded, StoreError, UsageOutcome};
+use crate::store::{CheckOutcome, Crossing, Granted, Recorded, StoreError, UsageOutcome};
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -95,12 +95,7 @@ impl Shards {
         let consumed: Vec<(u16, Op)> = parts
             .iter()
             .zip(&answers)
-            .filter_map(|(p, a)| match a {
-                Ok(OpAnswer::Check(o)) if kind == OpKind::Check && o.allowed => {
-                    Some((p.slot, p.op.give_back(o.now_ms)))
-                }
-                _ => None,
-            })
+            .filter_map(|(p, a)| Some((p.slot, p.op.undo(a.as_ref().ok()?)?)))
             .collect();
         let failed = answers.iter().find_map(|a| match a {
             Err(e) => Some(e.clone()),
@@ -113,13 +108,23 @@ impl Shards {
         }
         let answers: Vec<OpAnswer> = answers.into_iter().map(|a| a.expect("checked")).collect();
         match kind {
-            OpKind::Check | OpKind::DryRun => {
+            OpKind::Check | OpKind::DryRun | OpKind::Lease => {
                 let merged = merge_checks(&parts, &answers)?;
                 if !merged.allowed && !consumed.is_empty() {
                     metrics::counter!(m::CLUSTER_COMPENSATIONS).increment(1);
                     self.give_back(consumed, timeout).await;
                 }
-                Ok(OpAnswer::Check(merged))
+                if kind != OpKind::Lease {
+                    return Ok(OpAnswer::Check(merged));
+                }
+                // A slot that leased keeps its lease although another did not: the
+                // replica holds it per limit, and returns it when it ends.
+                let granted = if merged.allowed {
+                    merge_grants(&parts, &answers)
+                } else {
+                    Granted::none(merged.limits.len())
+                };
+                Ok(OpAnswer::Leased(merged, granted))
             }
             OpKind::Usage | OpKind::Replay => {
                 let mut merged = Recorded::plain(UsageOutcome::Duplicate);
@@ -133,7 +138,7 @@ impl Shards {
                 }
                 Ok(OpAnswer::Usage(merged))
             }
-            OpKind::GiveBack => Ok(OpAnswer::GaveBack),
+            OpKind::GiveBack | OpKind::LeaseReturn => Ok(OpAnswer::GaveBack),
         }
     }
 
@@ -153,31 +158,64 @@ impl Shards {
     }
 }
 
-/// The op's configs grouped by slot, in order of first appearance.
+/// The op's configs grouped by slot, in order of first appearance (a lease's values
+/// per limit go with their configs).
 fn split(op: Op) -> Vec<Part> {
+    let width = op.kind.per_limit_width();
     let template = Op {
         configs: Vec::new(),
+        lease: op.lease.as_ref().map(|l| LeaseParts {
+            per_limit: Vec::new(),
+            ..l.clone()
+        }),
         ..op.clone()
     };
     let mut parts: Vec<Part> = Vec::new();
+    let mut at = 0;
     for (i, config) in op.configs.iter().enumerate() {
         let slot = key_slot(config.key.as_bytes());
-        match parts.iter_mut().find(|p| p.slot == slot) {
-            Some(p) => {
-                p.op.configs.push(config.clone());
-                p.positions.push(i);
+        let part = match parts.iter().position(|p| p.slot == slot) {
+            Some(k) => &mut parts[k],
+            None => {
+                parts.push(Part {
+                    slot,
+                    op: template.clone(),
+                    positions: Vec::new(),
+                });
+                parts.last_mut().expect("pushed")
             }
-            None => parts.push(Part {
-                slot,
-                op: Op {
-                    configs: vec![config.clone()],
-                    ..template.clone()
-                },
-                positions: vec![i],
-            }),
+        };
+        part.op.configs.push(config.clone());
+        part.positions.push(i);
+        let n = width * config.n_limits;
+        if let (Some(mine), Some(all)) = (part.op.lease.as_mut(), op.lease.as_ref()) {
+            mine.per_limit
+                .extend_from_slice(all.per_limit.get(at..at + n).unwrap_or_default());
         }
+        at += n;
     }
     parts
+}
+
+/// Each limit's grant back in the op's order.
+fn merge_grants(parts: &[Part], answers: &[OpAnswer]) -> Granted {
+    let n_configs: usize = parts.iter().map(|p| p.positions.len()).sum();
+    let mut per_config = vec![Vec::new(); n_configs];
+    for (part, answer) in parts.iter().zip(answers) {
+        let grants = match answer {
+            OpAnswer::Leased(_, g) => g.per_limit.clone(),
+            _ => Vec::new(),
+        };
+        let mut grants = grants.into_iter();
+        for (&pos, config) in part.positions.iter().zip(&part.op.configs) {
+            per_config[pos] = (0..config.n_limits)
+                .map(|_| grants.next().unwrap_or_default())
+                .collect();
+        }
+    }
+    Granted {
+        per_limit: per_config.into_iter().flatten().collect(),
+    }
 }
 
 /// `crossings` of `part`, their limits renumbered from the part's configs to the op's.
@@ -217,7 +255,7 @@ fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, St
     let mut allowed = true;
     let mut now_ms = 0;
     for (part, answer) in parts.iter().zip(answers) {
-        let OpAnswer::Check(outcome) = answer else {
+        let (OpAnswer::Check(outcome) | OpAnswer::Leased(outcome, _)) = answer else {
             return Err(super::super::decode::corrupt(format_args!(
                 "a check answered {answer:?}"
             )));
@@ -236,7 +274,9 @@ fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, St
         .iter()
         .zip(answers)
         .flat_map(|(part, answer)| match answer {
-            OpAnswer::Check(o) => in_op(part, parts, &o.crossings).collect(),
+            OpAnswer::Check(o) | OpAnswer::Leased(o, _) => {
+                in_op(part, parts, &o.crossings).collect()
+            }
             _ => Vec::new(),
         })
         .collect();
