@@ -92,8 +92,15 @@ scripts! {
 
 /// The counters' arithmetic alone (windows and periods), for `tests/lua_parity.rs`:
 /// the same fragments as the production scripts, without any script's body.
-pub const COUNTER_LIB: Composed =
-    composed!(COUNTER_LIB = ["lib/clock", "lib/counts", "lib/windows", "lib/periods"]);
+pub const COUNTER_LIB: Composed = composed!(
+    COUNTER_LIB = [
+        "lib/clock",
+        "lib/counts",
+        "lib/windows",
+        "lib/periods",
+        "lib/leases"
+    ]
+);
 /// `COUNTER_LIB`'s source.
 pub const LIB: &str = COUNTER_LIB.source;
 /// The counters' arithmetic and the threshold events on them, for `tests/lua_parity.rs`.
