@@ -122,7 +122,7 @@ fn a_check_is_answered_here_only_when_every_limit_has_room() {
     );
     // `a` alone gets leased more, `b` keeps 2.
     leases.take(
-        &[a.clone()],
+        std::slice::from_ref(&a),
         one(),
         Instant::now(),
         &allowed(1),
@@ -148,9 +148,9 @@ fn a_check_is_answered_here_only_when_every_limit_has_room() {
 fn ended_leases_are_given_back_and_a_new_revision_retires_them() {
     let leases = Leases::new(500, 1);
     let a = config("a", 1000);
-    leases.answer(&[a.clone()], one());
+    leases.answer(std::slice::from_ref(&a), one());
     leases.take(
-        &[a.clone()],
+        std::slice::from_ref(&a),
         one(),
         Instant::now(),
         &allowed(1),
@@ -159,7 +159,7 @@ fn ended_leases_are_given_back_and_a_new_revision_retires_them() {
     assert!(leases.due(Instant::now(), false).is_empty(), "still live");
     std::thread::sleep(Duration::from_millis(30));
     assert!(
-        leases.answer(&[a.clone()], one()).is_none(),
+        leases.answer(std::slice::from_ref(&a), one()).is_none(),
         "ended: not spent"
     );
     let due = leases.due(Instant::now(), false);
@@ -167,7 +167,7 @@ fn ended_leases_are_given_back_and_a_new_revision_retires_them() {
     assert_eq!((due[0].left, due[0].until_ms), (7, 21));
 
     leases.take(
-        &[a.clone()],
+        std::slice::from_ref(&a),
         one(),
         Instant::now(),
         &allowed(1),
