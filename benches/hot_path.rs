@@ -6,7 +6,9 @@
 //! - `script_args/*`: building a check op for 3 matching configs, and the coalesced
 //!   `batch.lua` call of 1 or 32 such checks packed into the RESP bytes that go on the
 //!   wire (one command buffer, each config once);
-//! - `json/*`: parsing a check body and writing a check answer.
+//! - `json/*`: parsing a check body and writing a check answer;
+//! - `leases/answer_3_configs_9_limits`: a check answered from this replica's leases
+//!   (`--lease-ms`), all at once under the lock: the whole of a local answer's decision.
 //!
 //! Run: `cargo bench --bench hot_path`. Never run by CI; nothing here asserts on time.
 
@@ -14,6 +16,7 @@ use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use std::hint::black_box;
+use std::sync::Arc;
 use tollgate::api::check::{CheckRequest, write_answer};
 use tollgate::api::extract::parse_json;
 use tollgate::limits::{CompiledConfig, MatchKey, Snapshot};
@@ -201,5 +204,59 @@ fn json_codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matching, duration, script_args, json_codec);
+fn leases(c: &mut Criterion) {
+    use tollgate::app::leases::Leases;
+    use tollgate::store::{Amounts, CheckOutcome, Granted, LimitGrant};
+    let matched: Vec<Arc<CompiledConfig>> = configs(3)
+        .into_iter()
+        .map(|c| Arc::new(CompiledConfig::compile(c).unwrap()))
+        .collect();
+    let amounts = Amounts {
+        requests: 1,
+        tokens: 10,
+        cost_nanos: 1_000_000,
+    };
+    let leases = Leases::new(10_000, 1);
+    leases.answer(&matched, amounts);
+    let n = 9;
+    let outcome = CheckOutcome {
+        allowed: true,
+        limits: vec![
+            LimitOutcome {
+                admitted: true,
+                used: 0,
+                reset_after_ms: 60_000,
+                retry_after_ms: 0,
+            };
+            n
+        ],
+        now_ms: 1,
+        crossings: Vec::new(),
+    };
+    // Room for far more checks than the bench makes.
+    let granted = Granted {
+        per_limit: vec![
+            LimitGrant {
+                added: 1 << 50,
+                until_ms: 10_001,
+                life_ms: 10_000,
+            };
+            n
+        ],
+    };
+    leases.take(
+        &matched,
+        amounts,
+        std::time::Instant::now(),
+        &outcome,
+        &granted,
+    );
+    let mut group = c.benchmark_group("leases");
+    group.bench_function("answer_3_configs_9_limits", |b| {
+        b.iter(|| black_box(leases.answer(black_box(&matched), amounts)).expect("leased"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matching, duration, script_args, json_codec, leases);
 criterion_main!(benches);

@@ -33,6 +33,7 @@
 //! `--prefill S` (before measuring, call the script directly for S seconds so every
 //! sliding window holds a whole window of sub-buckets: the steady state; default 65),
 //! `--client-threads N`, `--tollgate-threads N`, `--configs N` (scenario c),
+//! `--lease-ms MS` (every tollgate leases its hot limits: `docs/leases.md`),
 //! `--perf DIR` (record the tollgate processes with `perf` during the measured phase),
 //! `--quiet CORES` / `--quiet-patience S` (before each measured phase, wait up to S
 //! seconds until other processes use at most CORES; the machine may be shared),
@@ -87,6 +88,8 @@ struct Opts {
     rate: Option<f64>,
     client_threads: usize,
     tollgate_threads: Option<usize>,
+    /// `--lease-ms` for every tollgate (leases; off by default).
+    lease_ms: Option<u64>,
     filler_configs: usize,
     perf_dir: Option<PathBuf>,
     /// Before each measured phase, wait until other processes use at most this many cores…
@@ -111,7 +114,7 @@ struct Opts {
 fn usage(code: i32) -> ! {
     eprintln!(
         "usage: cargo bench --bench load -- [--scenario a,b,c,d,e|all] [--fleet 8] [--concurrency 32] \
-         [--duration 10] [--warmup 2] [--prefill 65] [--rate R] [--client-threads 1] [--tollgate-threads N] \
+         [--duration 10] [--warmup 2] [--prefill 65] [--rate R] [--client-threads 1] [--tollgate-threads N] [--lease-ms MS] \
          [--configs 10000] [--perf DIR] [--quiet 0.1] [--quiet-patience 120] [--max-foreign 0.3] [--attempts 3] [--tollgate PATH] [--redis-server PATH] [--redis-arg 'NAME VALUE'] [--alt-script FILE]"
     );
     std::process::exit(code)
@@ -127,6 +130,7 @@ fn parse_opts() -> Opts {
         rate: None,
         client_threads: 1,
         tollgate_threads: None,
+        lease_ms: None,
         filler_configs: 10_000,
         perf_dir: None,
         quiet: 0.1,
@@ -170,6 +174,7 @@ fn parse_opts() -> Opts {
             "--rate" => o.rate = Some(value().parse().unwrap_or_else(|_| usage(2))),
             "--client-threads" => o.client_threads = num(value()).max(1),
             "--tollgate-threads" => o.tollgate_threads = Some(num(value()).max(1)),
+            "--lease-ms" => o.lease_ms = Some(num(value()) as u64),
             "--configs" => o.filler_configs = num(value()).max(3),
             "--quiet" => o.quiet = value().parse().unwrap_or_else(|_| usage(2)),
             "--max-foreign" => o.max_foreign = value().parse().unwrap_or_else(|_| usage(2)),
@@ -216,9 +221,13 @@ struct Tollgate {
 /// `--tollgate` on `redis_url` with its own defaults, once it is ready.
 async fn start_tollgate(opts: &Opts, redis_url: &str) -> Tollgate {
     let threads = opts.tollgate_threads.map(|t| t.to_string());
+    let lease_ms = opts.lease_ms.map(|t| t.to_string());
     let mut args = vec!["--redis-url", redis_url];
     if let Some(t) = &threads {
         args.extend(["--worker-threads", t]);
+    }
+    if let Some(ms) = &lease_ms {
+        args.extend(["--lease-ms", ms]);
     }
     let proc = Process::launch(
         &opts.tollgate_bin,
@@ -870,6 +879,27 @@ fn reference_phase(opts: &Opts, redis: &RedisServer) -> Reference {
     r
 }
 
+/// Checks answered from leases and by the store, and requests held leased, at one
+/// tollgate so far (`--lease-ms`).
+async fn lease_counts(addr: SocketAddr) -> [f64; 3] {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+    };
+    [
+        value(r#"tollgate_lease_checks_total{answer="local"}"#),
+        value(r#"tollgate_lease_checks_total{answer="store"}"#),
+        value(r#"tollgate_lease_held{kind="requests"}"#),
+    ]
+}
+
 /// (script calls, ops carried) of `tollgate_store_batch_size` at one tollgate so far.
 async fn batch_counts(addr: SocketAddr) -> (f64, f64) {
     let text = reqwest::get(format!("http://{addr}/metrics"))
@@ -1083,6 +1113,21 @@ async fn run_scenario(opts: &Opts, scenario: char) -> Row {
     let batch =
         (batches_after.1 - batches_before.1) / (batches_after.0 - batches_before.0).max(1.0);
     println!("  mean batch: {batch:.2} ops per script call");
+    if opts.lease_ms.is_some() {
+        let mut sum = [0.0; 3];
+        for a in &addrs {
+            for (s, v) in sum.iter_mut().zip(lease_counts(*a).await) {
+                *s += v;
+            }
+        }
+        println!(
+            "  leases: {:.1} % of checks answered locally ({:.0} local, {:.0} by Redis); {:.0} requests held leased now, fleet-wide",
+            100.0 * sum[0] / (sum[0] + sum[1]).max(1.0),
+            sum[0],
+            sum[1],
+            sum[2]
+        );
+    }
 
     if tollgate.tally.fallback > 0 {
         for tg in &tollgates {

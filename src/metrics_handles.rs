@@ -52,6 +52,23 @@ pub fn lease_checks(local: bool) -> Counter {
         .clone()
 }
 
+/// `tollgate_lease_held{kind}`, by `LimitKind` (requests, tokens, budget).
+pub fn lease_held(kind: crate::limits::LimitKind) -> metrics::Gauge {
+    use crate::limits::LimitKind;
+    static SERIES: [OnceLock<metrics::Gauge>; 3] = [const { OnceLock::new() }; 3];
+    let i = match kind {
+        LimitKind::Requests => 0,
+        LimitKind::Tokens => 1,
+        LimitKind::Budget => 2,
+    };
+    SERIES[i]
+        .get_or_init(|| {
+            crate::metrics::handle();
+            metrics::gauge!(crate::metrics::LEASE_HELD, "kind" => kind.as_str())
+        })
+        .clone()
+}
+
 /// Store operations timed on every request.
 const HOT_OPS: [&str; 2] = ["check", "usage"];
 

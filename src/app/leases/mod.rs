@@ -96,7 +96,7 @@ fn kind_index(kind: LimitKind) -> usize {
 }
 
 fn held_gauge(kind: LimitKind) -> metrics::Gauge {
-    metrics::gauge!(m::LEASE_HELD, "kind" => kind.as_str())
+    crate::metrics_handles::lease_held(kind)
 }
 
 impl Followed {
@@ -176,8 +176,9 @@ impl Leases {
                 f.slice_for(i, amounts.for_kind(spec.kind), now)?;
             }
         }
-        let mut limits = Vec::new();
+        let mut limits = Vec::with_capacity(configs.iter().map(|c| c.limits.len()).sum());
         let mut until_ms = 0;
+        let mut spent = [0i64; 3];
         for c in configs {
             let f = followed.get_mut(c.config.id.as_str()).expect("found above");
             for (i, spec) in c.limits.iter().enumerate() {
@@ -185,13 +186,22 @@ impl Leases {
                 let s = f.slice_for(i, amount, now).expect("found above");
                 s.left -= amount;
                 until_ms = until_ms.max(s.until_ms);
-                held_gauge(spec.kind).decrement(amount as f64);
+                spent[kind_index(spec.kind)] += amount;
                 limits.push(LimitOutcome {
                     admitted: true,
                     used: s.used - s.left,
                     reset_after_ms: s.resets.saturating_duration_since(now).as_millis() as i64,
                     retry_after_ms: 0,
                 });
+            }
+        }
+        drop(state);
+        for (kind, spent) in [LimitKind::Requests, LimitKind::Tokens, LimitKind::Budget]
+            .into_iter()
+            .zip(spent)
+        {
+            if spent > 0 {
+                held_gauge(kind).decrement(spent as f64);
             }
         }
         Some(CheckOutcome {
