@@ -248,3 +248,57 @@ async fn a_replica_killed_holding_a_lease_strands_at_most_its_lease() {
     tokio::time::sleep(Duration::from_millis(8_000 + 300 + 600)).await;
     assert_eq!(fill(b).await, MAX, "the window let everything go");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_gives_its_leases_back() {
+    const MAX: u64 = 3000;
+    let redis = RedisServer::start();
+    // Leases of 10 s: only a shutdown gives them back within this test.
+    let mut procs = Vec::new();
+    for _ in 0..2 {
+        let args = [
+            "--redis-url",
+            &redis.url(),
+            "--lease-ms",
+            "10000",
+            "--lease-min-rate",
+            "5",
+            "--on-store-error",
+            "deny",
+            "--store-timeout-ms",
+            "2000",
+        ];
+        procs.push(Process::spawn(&args, &[]).await);
+    }
+    configs(&procs[0], MAX, "1h").await;
+    every_replica_has_them(&procs).await;
+    let mut admitted_a = 0;
+    let mut held_a = 0.0;
+    for _ in 0..50 {
+        admitted_a += hammer(&procs[..1], 4, 20).await;
+        held_a = held(&procs[..1]).await;
+        if held_a > 0.0 {
+            break;
+        }
+    }
+    assert!(held_a > 0.0, "A never held a lease");
+    procs[0].signal("TERM");
+    let status = procs[0].child.wait().unwrap();
+    assert!(status.success(), "A stopped cleanly: {status}");
+    let returned = shutdown_lines(&procs[0]);
+    let admitted_b = fill(&procs[1..]).await;
+    assert_eq!(
+        admitted_a + admitted_b,
+        MAX,
+        "A held {held_a} when stopped ({returned}); B filled the rest exactly"
+    );
+}
+
+/// What the replica's log says of its shutdown (for a failure's message).
+fn shutdown_lines(p: &Process) -> String {
+    let log = p.stderr();
+    log.lines()
+        .filter(|l| l.contains("lease") || l.contains("shutting down"))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

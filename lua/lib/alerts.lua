@@ -22,6 +22,8 @@ end
 -- for every threshold of `th` reached above the level.
 local function alert_rise(lim, th, now, op, pos, events)
   local st = lim.state
+  -- Below the lowest threshold (they are ascending) nothing can fire: most checks.
+  if st.total < th[1] * lim.max then return end
   local top
   for i = 1, #th do
     local t = th[i]
