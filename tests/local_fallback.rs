@@ -82,7 +82,15 @@ async fn redis_killed_under_load_through_recovery_never_past_the_limit() {
         // The load holds the clients only (the processes stay here).
         tokio::spawn(async move { load_clients(&procs, stop).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill once Redis admitted some of the 200 left, well before all of them (a fixed
+    // delay may see them all admitted on a fast run, leaving nothing to decide locally).
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            used_in_redis(&procs[0], &id).await >= 120
+        })
+        .await,
+        "Redis admitted checks before the kill"
+    );
     redis.kill();
     tokio::time::sleep(Duration::from_secs(5)).await;
     tokio::task::block_in_place(|| redis.restart());
