@@ -3,7 +3,8 @@
 //! processes on a limit of 300 with 100 used. The checks answered while the master is
 //! gone are decided by each replica against its share; the fleet never admits past the
 //! limit (beyond the checks in flight at the kill, the stale-used weakness the docs
-//! state), and what was admitted locally is charged to the new master once.
+//! state, and beyond what the failover lost of the old master's writes, measured from
+//! Redis's count), and what was admitted locally is charged to the new master once.
 
 mod common;
 #[path = "common/faults.rs"]
@@ -63,9 +64,16 @@ async fn under_load(procs: &[Process], id: &str, fail: impl FnOnce()) {
     let t = running.await.unwrap();
     println!("failover under load: {t:?}");
     let admitted = t.admitted_locally + t.admitted_by_redis;
+    // What the new master never got of what the old one admitted (replication lag: the
+    // documented failover loss, which --redis-wait-replicas closes on one Redis and
+    // Sentinel, and nothing closes on a cluster) is not this test's subject: every
+    // admission is charged to Redis, so Redis's count shows it.
+    let used = used_in_redis(&procs[0], id).await;
+    let lost = (100 + admitted as i64 - used).max(0);
+    println!("Redis counts {used}; {admitted} admitted on 100 used; lost in the failover {lost}");
     assert!(
-        admitted <= 200 + 12,
-        "admitted {admitted} of the 200 left: {t:?}"
+        admitted as i64 <= 200 + 12 + lost,
+        "admitted {admitted} of the 200 left, {lost} lost in the failover: {t:?}"
     );
     assert!(t.admitted_locally > 0, "{t:?}");
     let charged = charged(procs).await;
@@ -80,7 +88,6 @@ async fn under_load(procs: &[Process], id: &str, fail: impl FnOnce()) {
         "every local admission went to the new master"
     );
     let used = used_in_redis(&procs[0], id).await;
-    println!("Redis counts {used}; {admitted} admitted on 100 used");
     assert!(used <= 300 + 12, "{used}");
 }
 
