@@ -120,7 +120,13 @@ fn audit(monitors: &[Monitor]) -> (usize, Vec<String>) {
 async fn one_redis_scripts_touch_only_declared_keys() {
     let redis = RedisServer::start();
     let monitors = [Monitor::start(redis.port)];
-    let p = Process::spawn(&["--redis-url", &redis.url()], &[]).await;
+    // MONITOR slows every node down: a generous store timeout keeps the workload's
+    // answers from the store, not from a timeout.
+    let p = Process::spawn(
+        &["--redis-url", &redis.url(), "--store-timeout-ms", "2000"],
+        &[],
+    )
+    .await;
     workload(&p.client, || {
         let _: () = redis.cmd(&["FLUSHALL"]);
     })
@@ -136,7 +142,18 @@ async fn cluster_scripts_touch_only_declared_keys() {
     let masters = c.masters();
     let monitors: Vec<Monitor> = masters.iter().map(|&p| Monitor::start(p)).collect();
     let url = c.url();
-    let p = Process::spawn(&["--redis-url", &url, "--redis-mode", "cluster"], &[]).await;
+    let p = Process::spawn(
+        &[
+            "--redis-url",
+            &url,
+            "--redis-mode",
+            "cluster",
+            "--store-timeout-ms",
+            "2000",
+        ],
+        &[],
+    )
+    .await;
     workload(&p.client, || {
         for &m in &masters {
             let _: () = cluster::cmd(m, &["FLUSHALL"]).unwrap();
