@@ -63,12 +63,6 @@ for _, e in ipairs(events) do out[#out + 1] = e[3] end
 return out
 "#;
 
-/// KEYS none   ARGV: used, max, held, amount, replicas → what may be leased
-const LEASE_HARNESS: &str = r#"
-return lease_room(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-  tonumber(ARGV[5]))
-"#;
-
 /// Time to the next operation: a random gap, or exactly one window (±1ms) after the
 /// last write, where usage leaves the window.
 #[derive(Debug, Clone, Copy)]
@@ -281,51 +275,6 @@ fn budget_periods_match_rust() {
     runner
         .run(&(grid(), 0i64..4_102_444_800_000), |(grid, now)| {
             check(grid, now)
-        })
-        .unwrap();
-}
-
-/// The store grants a lease by the rule of `limits::lease`: the same room for every count,
-/// hold, amount and fleet size (near and past the limit too).
-#[test]
-fn lease_room_matches_rust() {
-    let redis = RedisServer::start();
-    let conn = RefCell::new(redis.conn());
-    let script = redis::Script::new(&format!("{LIB}\n{LEASE_HARNESS}"));
-    let mut runner = TestRunner::new(Config {
-        cases: 400,
-        ..Config::default()
-    });
-    let values = (
-        0i64..2_000_000,
-        1i64..2_000_000,
-        0i64..10_000,
-        0i64..5_000,
-        1i64..64,
-    );
-    runner
-        .run(&values, |(used, max, held, amount, n)| {
-            let held = held.min(used);
-            let got: i64 = script
-                .arg(used)
-                .arg(max)
-                .arg(held)
-                .arg(amount)
-                .arg(n)
-                .invoke(&mut *conn.borrow_mut())
-                .unwrap();
-            let want = tollgate::limits::lease::lease_room(used, max, held, amount, n);
-            prop_assert_eq!(
-                got,
-                want,
-                "used {} max {} held {} amount {} n {}",
-                used,
-                max,
-                held,
-                amount,
-                n
-            );
-            Ok(())
         })
         .unwrap();
 }

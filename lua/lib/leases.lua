@@ -1,5 +1,5 @@
 -- lib/leases.lua: how much of a limit one replica may lease, as src/limits/lease.rs
--- computes it; tests/lua_parity.rs keeps the two equal.
+-- computes it; tests/lease_parity.rs keeps the two equal.
 -- requires: counts
 
 -- With `used` counted (every replica's leases included), `held` of it this replica's

@@ -1,6 +1,6 @@
 //! Leases (SPEC §12), the pure part: how much of a limit one replica may lease, and how
 //! much it asks for. `lua/lib/leases.lua` grants by the same rule (`lease_room`);
-//! `tests/lua_parity.rs` keeps the two equal.
+//! `tests/lease_parity.rs` keeps the two equal.
 
 /// What this replica may add to its lease of a limit. `used` is the limit's count, every
 /// replica's leases included; `held` of it is this replica's unspent lease; `amount` is

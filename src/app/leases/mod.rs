@@ -16,12 +16,14 @@
 //! period's end.
 
 pub mod returns;
+mod store_check;
 
-use crate::app::App;
+pub use self::store_check::store_check;
+
 use crate::limits::lease::lease_ask;
 use crate::limits::{CompiledConfig, LimitKind};
 use crate::metrics as m;
-use crate::store::{Amounts, CheckOutcome, Granted, LeaseAsk, LimitOutcome, Store, StoreError};
+use crate::store::{Amounts, CheckOutcome, Granted, LeaseAsk, LimitOutcome};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -338,33 +340,6 @@ impl Leases {
         }
         due
     }
-}
-
-/// The store's answer to a check this replica could not answer from its leases: with
-/// leases on and the configs hot, a check that also asks for leases where they ran out,
-/// and keeps what it was granted.
-pub async fn store_check<S: Store>(
-    app: &App<S>,
-    configs: &[Arc<CompiledConfig>],
-    amounts: Amounts,
-    dry_run: bool,
-) -> Result<CheckOutcome, StoreError> {
-    let refs: Vec<&CompiledConfig> = configs.iter().map(|c| &**c).collect();
-    let leases = &app.leases;
-    let ask = match !dry_run && leases.on() {
-        true => {
-            crate::metrics_handles::lease_checks(false).increment(1);
-            leases.ask(configs, amounts, app.local.replicas())
-        }
-        false => None,
-    };
-    let Some(ask) = ask else {
-        return app.store.check(&refs, amounts, dry_run).await;
-    };
-    let sent = Instant::now();
-    let (outcome, granted) = app.store.check_leasing(&refs, amounts, &ask).await?;
-    leases.take(configs, amounts, sent, &outcome, &granted);
-    Ok(outcome)
 }
 
 impl State {

@@ -8,8 +8,8 @@ use crate::limits::thresholds::{self, Fired};
 use crate::limits::window::{SlidingWindow, admits};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
 use crate::store::{
-    self, Amounts, BudgetSeed, CheckOutcome, Crossing, LimitOutcome, LimitUsage, Recorded,
-    StoreError, USAGE_ID_TTL, UsageDelta, UsageOutcome,
+    self, Amounts, CheckOutcome, Crossing, LimitOutcome, LimitUsage, Recorded, StoreError,
+    USAGE_ID_TTL, UsageDelta, UsageOutcome,
 };
 use std::collections::HashMap;
 
@@ -62,7 +62,7 @@ fn rise(
 
 /// `map`'s entry for `key`, created on first use: the key is copied then, not on every
 /// check (the embedded store's check allocated a copy of each name per limit).
-fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+pub(super) fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
     if !map.contains_key(key) {
         map.insert(key.to_string(), V::default());
     }
@@ -113,28 +113,6 @@ impl Counter<'_> {
         match self {
             Counter::Window(w) => w.used(),
             Counter::Budget(b, _) => b.used(),
-        }
-    }
-}
-
-/// New budgets start with their source budget's usage in its current period (added to
-/// whatever they hold, so nothing counted is lost).
-pub(super) fn seed_budgets(c: &mut ConfigCounters, seeds: &[BudgetSeed], now: i64) {
-    if c.expires_ms <= now {
-        return;
-    }
-    for seed in seeds {
-        let (Some(source_grid), Some(target_grid)) = (&seed.source.grid, &seed.target.grid) else {
-            continue;
-        };
-        let Some(mut source) = c.budgets.get(&*seed.source.field).copied() else {
-            continue;
-        };
-        source.roll(source_grid, now);
-        if source.used() > 0 {
-            let target = slot(&mut c.budgets, &seed.target.field);
-            target.roll(target_grid, now);
-            target.add(source.used());
         }
     }
 }

@@ -5,9 +5,11 @@
 
 mod config_log;
 mod counters;
+mod seeds;
 
 use self::config_log::ChangeLog;
-use self::counters::{Counters, seed_budgets};
+use self::counters::Counters;
+use self::seeds::seed_budgets;
 use super::{
     ConfigWrites, Health, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
 };

@@ -12,6 +12,7 @@
 //! following it), `replication` (`WAIT` for replicas after budget-changing writes),
 //! `options` (topology), and `cluster` (Redis Cluster: calls split by slot).
 
+mod batch_reply;
 mod batching;
 mod clock;
 mod cluster;
