@@ -54,14 +54,8 @@ pub fn lease_checks(local: bool) -> Counter {
 
 /// `tollgate_lease_held{kind}`, by `LimitKind` (requests, tokens, budget).
 pub fn lease_held(kind: crate::limits::LimitKind) -> metrics::Gauge {
-    use crate::limits::LimitKind;
     static SERIES: [OnceLock<metrics::Gauge>; 3] = [const { OnceLock::new() }; 3];
-    let i = match kind {
-        LimitKind::Requests => 0,
-        LimitKind::Tokens => 1,
-        LimitKind::Budget => 2,
-    };
-    SERIES[i]
+    SERIES[kind.index()]
         .get_or_init(|| {
             crate::metrics::handle();
             metrics::gauge!(crate::metrics::LEASE_HELD, "kind" => kind.as_str())

@@ -33,6 +33,11 @@ async fn metric(c: &Client, name: &str, want: &str) -> f64 {
 }
 
 async fn replicas(url: &str, extra: &[&str], n: usize) -> Vec<Process> {
+    replicas_leasing(url, "300", extra, n).await
+}
+
+/// `n` replicas whose leases live `lease_ms`.
+async fn replicas_leasing(url: &str, lease_ms: &str, extra: &[&str], n: usize) -> Vec<Process> {
     let mut procs = Vec::new();
     for _ in 0..n {
         // Counted exactly: a check the store does not answer in time is refused, not
@@ -41,7 +46,7 @@ async fn replicas(url: &str, extra: &[&str], n: usize) -> Vec<Process> {
             "--redis-url",
             url,
             "--lease-ms",
-            "300",
+            lease_ms,
             "--lease-min-rate",
             "5",
             "--on-store-error",
@@ -146,6 +151,20 @@ async fn fill(procs: &[Process]) -> u64 {
     }
 }
 
+/// Checks from `p` (4 at a time, `each` apiece per round) until it holds a lease: the
+/// checks admitted meanwhile, and the requests it holds leased.
+async fn until_holding(p: &Process, each: usize) -> (u64, f64) {
+    let mut admitted = 0;
+    for _ in 0..50 {
+        admitted += hammer(std::slice::from_ref(p), 4, each).await;
+        let held = held(std::slice::from_ref(p)).await;
+        if held > 0.0 {
+            return (admitted, held);
+        }
+    }
+    panic!("{} never held a lease", p.addr());
+}
+
 async fn held(procs: &[Process]) -> f64 {
     let mut sum = 0.0;
     for p in procs {
@@ -223,15 +242,8 @@ async fn a_replica_killed_holding_a_lease_strands_at_most_its_lease() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Leases live 300 ms: keep A busy until it holds one, then kill it at once.
-    let mut held_a = 0.0;
-    for _ in 0..50 {
-        admitted_a += hammer(&procs[..1], 4, 5).await;
-        held_a = held(&procs[..1]).await;
-        if held_a > 0.0 {
-            break;
-        }
-    }
-    assert!(held_a > 0.0, "A never held a lease");
+    let (more, held_a) = until_holding(&procs[0], 5).await;
+    admitted_a += more;
     procs[0].signal("KILL");
     let _ = procs[0].child.wait();
     let b = &procs[1..];
@@ -254,34 +266,12 @@ async fn a_replica_stopped_gives_its_leases_back() {
     const MAX: u64 = 3000;
     let redis = RedisServer::start();
     // Leases of 10 s: only a shutdown gives them back within this test.
-    let mut procs = Vec::new();
-    for _ in 0..2 {
-        let args = [
-            "--redis-url",
-            &redis.url(),
-            "--lease-ms",
-            "10000",
-            "--lease-min-rate",
-            "5",
-            "--on-store-error",
-            "deny",
-            "--store-timeout-ms",
-            "2000",
-        ];
-        procs.push(Process::spawn(&args, &[]).await);
-    }
+    let mut procs = replicas_leasing(&redis.url(), "10000", &[], 2).await;
     configs(&procs[0], MAX, "1h").await;
     every_replica_has_them(&procs).await;
     let mut admitted_a = 0;
-    let mut held_a = 0.0;
-    for _ in 0..50 {
-        admitted_a += hammer(&procs[..1], 4, 20).await;
-        held_a = held(&procs[..1]).await;
-        if held_a > 0.0 {
-            break;
-        }
-    }
-    assert!(held_a > 0.0, "A never held a lease");
+    let (more, held_a) = until_holding(&procs[0], 20).await;
+    admitted_a += more;
     procs[0].signal("TERM");
     let status = procs[0].child.wait().unwrap();
     assert!(status.success(), "A stopped cleanly: {status}");

@@ -228,42 +228,45 @@ pub(crate) fn reference_phase(opts: &Opts, redis: &RedisServer) -> Reference {
     r
 }
 
-/// Checks answered from leases and by the store, and requests held leased, at one
-/// tollgate so far (`--lease-ms`).
-pub(crate) async fn lease_counts(addr: SocketAddr) -> [f64; 3] {
+/// The values of the series named (with their labels, as `/metrics` prints them) at one
+/// tollgate now; 0 for a series it has not written.
+async fn metric_values<const N: usize>(addr: SocketAddr, series: [&str; N]) -> [f64; N] {
     let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap_or_default();
-    let value = |name: &str| {
+    series.map(|name| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
-    };
-    [
-        value(r#"tollgate_lease_checks_total{answer="local"}"#),
-        value(r#"tollgate_lease_checks_total{answer="store"}"#),
-        value(r#"tollgate_lease_held{kind="requests"}"#),
-    ]
+    })
+}
+
+/// Checks answered from leases and by the store, and requests held leased, at one
+/// tollgate so far (`--lease-ms`).
+pub(crate) async fn lease_counts(addr: SocketAddr) -> [f64; 3] {
+    metric_values(
+        addr,
+        [
+            r#"tollgate_lease_checks_total{answer="local"}"#,
+            r#"tollgate_lease_checks_total{answer="store"}"#,
+            r#"tollgate_lease_held{kind="requests"}"#,
+        ],
+    )
+    .await
 }
 
 /// (script calls, ops carried) of `tollgate_store_batch_size` at one tollgate so far.
 pub(crate) async fn batch_counts(addr: SocketAddr) -> (f64, f64) {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap_or_default();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
-    };
-    (
-        value("tollgate_store_batch_size_count"),
-        value("tollgate_store_batch_size_sum"),
+    let [calls, ops] = metric_values(
+        addr,
+        [
+            "tollgate_store_batch_size_count",
+            "tollgate_store_batch_size_sum",
+        ],
     )
+    .await;
+    (calls, ops)
 }

@@ -17,6 +17,19 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Every kind, in the order of `index`.
+    pub const ALL: [LimitKind; 3] = [LimitKind::Requests, LimitKind::Tokens, LimitKind::Budget];
+
+    /// The kind's position in per-kind arrays (requests, tokens, budget), the order of a
+    /// check's amounts.
+    pub fn index(self) -> usize {
+        match self {
+            LimitKind::Requests => 0,
+            LimitKind::Tokens => 1,
+            LimitKind::Budget => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LimitKind::Requests => "requests",

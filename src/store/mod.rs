@@ -89,7 +89,7 @@ impl Amounts {
 }
 
 /// One limit's state after a check, in the order of the configs' `limits`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitOutcome {
     pub admitted: bool,
     pub used: i64,

@@ -23,6 +23,7 @@ pub use self::store_check::store_check;
 use crate::limits::lease::lease_ask;
 use crate::limits::{CompiledConfig, LimitKind};
 use crate::metrics as m;
+use crate::metrics_handles::lease_held;
 use crate::store::{Amounts, CheckOutcome, Granted, LeaseAsk, LimitOutcome};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -89,18 +90,6 @@ pub struct Due {
     pub until_ms: i64,
 }
 
-fn kind_index(kind: LimitKind) -> usize {
-    match kind {
-        LimitKind::Requests => 0,
-        LimitKind::Tokens => 1,
-        LimitKind::Budget => 2,
-    }
-}
-
-fn held_gauge(kind: LimitKind) -> metrics::Gauge {
-    crate::metrics_handles::lease_held(kind)
-}
-
 impl Followed {
     fn new(config: Arc<CompiledConfig>, now: Instant) -> Self {
         let n = config.limits.len();
@@ -128,12 +117,9 @@ impl Followed {
             self.spent = [0; 3];
         }
         self.checks += 1;
-        for (spent, a) in
-            self.spent
-                .iter_mut()
-                .zip([amounts.requests, amounts.tokens, amounts.cost_nanos])
-        {
-            *spent = spent.saturating_add(a);
+        for kind in LimitKind::ALL {
+            let spent = &mut self.spent[kind.index()];
+            *spent = spent.saturating_add(amounts.for_kind(kind));
         }
         self.last_check = now;
     }
@@ -188,7 +174,7 @@ impl Leases {
                 let s = f.slice_for(i, amount, now).expect("found above");
                 s.left -= amount;
                 until_ms = until_ms.max(s.until_ms);
-                spent[kind_index(spec.kind)] += amount;
+                spent[spec.kind.index()] += amount;
                 limits.push(LimitOutcome {
                     admitted: true,
                     used: s.used - s.left,
@@ -198,12 +184,9 @@ impl Leases {
             }
         }
         drop(state);
-        for (kind, spent) in [LimitKind::Requests, LimitKind::Tokens, LimitKind::Budget]
-            .into_iter()
-            .zip(spent)
-        {
+        for (kind, spent) in LimitKind::ALL.into_iter().zip(spent) {
             if spent > 0 {
-                held_gauge(kind).decrement(spent as f64);
+                lease_held(kind).decrement(spent as f64);
             }
         }
         Some(CheckOutcome {
@@ -246,7 +229,7 @@ impl Leases {
                     .sum();
                 let ask = match f.slice_for(i, amount, soon) {
                     Some(_) => 0,
-                    None => lease_ask(f.per_second[kind_index(spec.kind)] as f64, self.life_ms),
+                    None => lease_ask(f.per_second[spec.kind.index()] as f64, self.life_ms),
                 };
                 per_limit.push([ask, held]);
             }
@@ -285,7 +268,7 @@ impl Leases {
                     continue;
                 }
                 metrics::counter!(m::LEASED, "kind" => spec.kind.as_str()).increment(leased as u64);
-                held_gauge(spec.kind).increment(leased as f64);
+                lease_held(spec.kind).increment(leased as f64);
                 let slice = Slice {
                     left: leased,
                     until_ms: g.until_ms,
@@ -336,7 +319,7 @@ impl Leases {
             f.slices.iter().any(|s| !s.is_empty()) || now.duration_since(f.last_check) < IDLE
         });
         for d in &due {
-            held_gauge(d.config.limits[d.limit].kind).decrement(d.left as f64);
+            lease_held(d.config.limits[d.limit].kind).decrement(d.left as f64);
         }
         due
     }

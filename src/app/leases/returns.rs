@@ -5,7 +5,7 @@
 
 use super::Due;
 use crate::app::App;
-use crate::app::local_share::replay::{ANNOUNCE_EVERY_MS, ANNOUNCE_TTL_MS};
+use crate::app::local_share::replay::{self, ANNOUNCE_EVERY_MS};
 use crate::limits::CompiledConfig;
 use crate::log_throttle::LogThrottle;
 use crate::metrics as m;
@@ -24,18 +24,11 @@ pub async fn run_forever<S: Store>(app: Arc<App<S>>, announce: bool) {
             last_announce.is_none_or(|at| at.elapsed() >= Duration::from_millis(ANNOUNCE_EVERY_MS));
         if announce && due_announce {
             last_announce = Some(Instant::now());
-            match app
-                .store
-                .announce_replica(&app.local.replica_id, ANNOUNCE_TTL_MS)
-                .await
+            if let Err(e) = replay::announce(&app).await
+                && let Some(more) = throttle.allow(chrono::Utc::now().timestamp_millis())
             {
-                Ok(n) => app.local.set_replicas(n.max(1)),
-                Err(e) => {
-                    if let Some(more) = throttle.allow(chrono::Utc::now().timestamp_millis()) {
-                        tracing::warn!(error = %e, also_since_last_line = more,
-                            "leases: announcing this replica failed");
-                    }
-                }
+                tracing::warn!(error = %e, also_since_last_line = more,
+                    "leases: announcing this replica failed");
             }
         }
         give_back(&app, app.leases.due(Instant::now(), false)).await;

@@ -1,19 +1,6 @@
 use super::*;
+use crate::app::local_share::tests::config;
 use crate::store::LimitGrant;
-
-fn config(id: &str, max: u64) -> Arc<CompiledConfig> {
-    let mut c = crate::model::validate::create_config(
-        serde_json::from_value(serde_json::json!({
-            "model_name": "m",
-            "rate_limit": {"request_max_limit": max, "request_reset_duration": "1h"}
-        }))
-        .expect("a request"),
-        chrono::Utc::now(),
-    )
-    .expect("a config");
-    c.id = id.into();
-    Arc::new(CompiledConfig::compile(c).expect("compiles"))
-}
 
 fn one() -> Amounts {
     Amounts {

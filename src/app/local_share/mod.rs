@@ -222,4 +222,4 @@ impl LocalShare {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -134,6 +134,17 @@ fn count_as_seen(configs: &[Arc<CompiledConfig>], e: &Entry) {
     }
 }
 
+/// Announces this replica in the registry and keeps the count of replicas alive it
+/// answers (N, which local shares and leases are sized by).
+pub async fn announce<S: Store>(app: &App<S>) -> Result<(), StoreError> {
+    let n = app
+        .store
+        .announce_replica(&app.local.replica_id, ANNOUNCE_TTL_MS)
+        .await?;
+    app.local.set_replicas(n.max(1));
+    Ok(())
+}
+
 /// Announces this replica (and counts the replicas alive), replays what waits, and reads
 /// back the usage of recently checked limits, until the task is dropped.
 pub async fn run_forever<S: Store>(app: Arc<App<S>>) {
@@ -154,13 +165,8 @@ pub async fn run_forever<S: Store>(app: Arc<App<S>>) {
         let now = chrono::Utc::now().timestamp_millis();
         if now - last_announce >= announce_ms as i64 {
             last_announce = now;
-            match app
-                .store
-                .announce_replica(&app.local.replica_id, ANNOUNCE_TTL_MS)
-                .await
-            {
-                Ok(n) => app.local.set_replicas(n.max(1)),
-                Err(e) => log("announcing this replica", &e),
+            if let Err(e) = announce(&app).await {
+                log("announcing this replica", &e);
             }
         }
         if app.local.uncharged() > 0

@@ -1,7 +1,8 @@
 use super::*;
 use crate::limits::CompiledConfig;
 
-fn config(id: &str, max: u64) -> Arc<CompiledConfig> {
+/// A config with one request limit of `max` an hour, named `id`.
+pub(crate) fn config(id: &str, max: u64) -> Arc<CompiledConfig> {
     let mut c = crate::model::validate::create_config(
         serde_json::from_value(serde_json::json!({
             "model_name": "m",

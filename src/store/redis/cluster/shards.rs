@@ -24,7 +24,9 @@ use super::super::ops::{LeaseParts, Op, OpAnswer, OpKind};
 use super::super::scripts::{BATCH, Lua};
 use super::slot::key_slot;
 use crate::metrics as m;
-use crate::store::{CheckOutcome, Crossing, Granted, Recorded, StoreError, UsageOutcome};
+use crate::store::{
+    CheckOutcome, Crossing, Granted, LimitGrant, Recorded, StoreError, UsageOutcome,
+};
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -197,25 +199,34 @@ fn split(op: Op) -> Vec<Part> {
     parts
 }
 
-/// Each limit's grant back in the op's order.
+/// Each limit's grant back in the op's order (none where a slot did not lease).
 fn merge_grants(parts: &[Part], answers: &[OpAnswer]) -> Granted {
+    let grants: Vec<&[LimitGrant]> = answers
+        .iter()
+        .map(|a| match a {
+            OpAnswer::Leased(_, g) => g.per_limit.as_slice(),
+            _ => &[],
+        })
+        .collect();
+    Granted {
+        per_limit: in_op_order(parts, &grants),
+    }
+}
+
+/// Per-limit values of each part (`per_part[k]` for `parts[k]`, in its configs' order)
+/// back in the op's order of configs; a part short of values gets defaults.
+fn in_op_order<T: Clone + Default>(parts: &[Part], per_part: &[&[T]]) -> Vec<T> {
     let n_configs: usize = parts.iter().map(|p| p.positions.len()).sum();
     let mut per_config = vec![Vec::new(); n_configs];
-    for (part, answer) in parts.iter().zip(answers) {
-        let grants = match answer {
-            OpAnswer::Leased(_, g) => g.per_limit.clone(),
-            _ => Vec::new(),
-        };
-        let mut grants = grants.into_iter();
+    for (part, values) in parts.iter().zip(per_part) {
+        let mut values = values.iter().cloned();
         for (&pos, config) in part.positions.iter().zip(&part.op.configs) {
             per_config[pos] = (0..config.n_limits)
-                .map(|_| grants.next().unwrap_or_default())
+                .map(|_| values.next().unwrap_or_default())
                 .collect();
         }
     }
-    Granted {
-        per_limit: per_config.into_iter().flatten().collect(),
-    }
+    per_config.into_iter().flatten().collect()
 }
 
 /// `crossings` of `part`, their limits renumbered from the part's configs to the op's.
@@ -250,11 +261,10 @@ fn in_op<'a>(
 /// One check's answer from its slots' answers: allowed only if every slot allowed; each
 /// limit's outcome back in the op's order.
 fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, StoreError> {
-    let n_configs: usize = parts.iter().map(|p| p.positions.len()).sum();
-    let mut per_config = vec![Vec::new(); n_configs];
     let mut allowed = true;
     let mut now_ms = 0;
-    for (part, answer) in parts.iter().zip(answers) {
+    let mut outcomes = Vec::with_capacity(answers.len());
+    for answer in answers {
         let (OpAnswer::Check(outcome) | OpAnswer::Leased(outcome, _)) = answer else {
             return Err(super::super::decode::corrupt(format_args!(
                 "a check answered {answer:?}"
@@ -262,10 +272,7 @@ fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, St
         };
         allowed &= outcome.allowed;
         now_ms = now_ms.max(outcome.now_ms);
-        let mut limits = outcome.limits.iter();
-        for (&pos, config) in part.positions.iter().zip(&part.op.configs) {
-            per_config[pos] = limits.by_ref().take(config.n_limits).cloned().collect();
-        }
+        outcomes.push(outcome.limits.as_slice());
     }
     // A slot that admitted a check another slot refused crossed its thresholds with a
     // reservation that is then given back: still announced (the level stays reached, so
@@ -282,7 +289,7 @@ fn merge_checks(parts: &[Part], answers: &[OpAnswer]) -> Result<CheckOutcome, St
         .collect();
     Ok(CheckOutcome {
         allowed,
-        limits: per_config.into_iter().flatten().collect(),
+        limits: in_op_order(parts, &outcomes),
         now_ms,
         crossings,
     })
