@@ -120,7 +120,7 @@ fn check_op(keys: &Keys, matched: &[&CompiledConfig]) -> Op {
             .map(|c| ConfigRef {
                 key: keys.counters(&c.config.id),
                 limits: packed_limits(c).clone(),
-                n_limits: c.limits.len(),
+                n_limits: c.limits().len(),
             })
             .collect(),
         marker: None,
@@ -186,7 +186,7 @@ fn json_codec(c: &mut Criterion) {
             // The (limit, outcome) pairs the handler also collects (for the headers).
             let pairs: Vec<_> = matched
                 .iter()
-                .flat_map(|c| c.limits.iter())
+                .flat_map(|c| c.limits().iter())
                 .zip(outcomes.iter().copied())
                 .collect();
             black_box(&pairs);

@@ -110,7 +110,7 @@ fn check_op() -> Op {
         user: Some("u-1"),
     };
     let matched: Vec<&CompiledConfig> = snapshot.matching(&key).into_iter().map(|c| &**c).collect();
-    assert_eq!(matched.iter().map(|c| c.limits.len()).sum::<usize>(), 9);
+    assert_eq!(matched.iter().map(|c| c.limits().len()).sum::<usize>(), 9);
     let keys = Keys::new(PREFIX, false);
     Op {
         kind: OpKind::Check,
@@ -122,7 +122,7 @@ fn check_op() -> Op {
             .map(|c| ConfigRef {
                 key: keys.counters(&c.config.id),
                 limits: packed_limits(c).clone(),
-                n_limits: c.limits.len(),
+                n_limits: c.limits().len(),
             })
             .collect(),
         marker: None,

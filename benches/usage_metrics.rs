@@ -46,7 +46,7 @@ fn snapshot() -> Snapshot {
 fn see_all(s: &Snapshot, now_ms: i64) {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     for c in s.newest_first() {
-        for (i, spec) in c.limits.iter().enumerate() {
+        for (i, spec) in c.limits().iter().enumerate() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;

@@ -307,10 +307,10 @@ async fn start_with<S: Store>(
         }
         None => (None, None),
     };
-    let router = crate::api::router(app, settings.max_body_bytes as usize);
+    let router = crate::api::service(app, settings.max_body_bytes as usize);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, axum::ServiceExt::into_make_service(router))
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })

@@ -237,7 +237,7 @@ fn budget_periods_match_rust() {
     let conn = RefCell::new(redis.conn());
     let script = redis::Script::new(&format!("{LIB}\n{PERIOD_HARNESS}"));
     let check = |grid: PeriodGrid, now: i64| -> Result<(), TestCaseError> {
-        let (mode, param, len) = grid_args(&grid);
+        let (mode, param, len) = grid_args(grid);
         let got: Vec<i64> = script
             .arg(now)
             .arg(len)

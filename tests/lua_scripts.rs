@@ -92,7 +92,7 @@ fn counters_migrate_adds_the_other_layouts_usage() {
             configs: vec![ConfigRef {
                 key: key.into(),
                 limits: packed.clone(),
-                n_limits: compiled.limits.len(),
+                n_limits: compiled.limits().len(),
             }],
             marker: None,
             lease: None,
@@ -125,7 +125,7 @@ fn counters_migrate_adds_the_other_layouts_usage() {
         .arg(&*packed)
         .invoke(&mut conn)
         .unwrap();
-    for (limit, u) in compiled.limits.iter().zip(usage[1..].chunks(2)) {
+    for (limit, u) in compiled.limits().iter().zip(usage[1..].chunks(2)) {
         let want = match limit.kind {
             tollgate::limits::LimitKind::Requests => 5,
             tollgate::limits::LimitKind::Tokens => 44,

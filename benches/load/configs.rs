@@ -126,13 +126,13 @@ pub(crate) async fn script_call(url: &str) -> (Vec<String>, Vec<Vec<u8>>, usize)
             .map(|c| ConfigRef {
                 key: keys.counters(&c.config.id),
                 limits: packed_limits(c).clone(),
-                n_limits: c.limits.len(),
+                n_limits: c.limits().len(),
             })
             .collect(),
         marker: None,
         lease: None,
     };
     let (key_names, args) = batch_parts(&keys.usage_markers(), &[op]);
-    let limits = matched.iter().map(|c| c.limits.len()).sum();
+    let limits = matched.iter().map(|c| c.limits().len()).sum();
     (key_names, args, limits)
 }

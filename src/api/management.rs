@@ -50,7 +50,7 @@ pub fn with_seen_usage(c: &CompiledConfig) -> ModelConfigView {
     let now = chrono::Utc::now().timestamp_millis();
     let usage: Vec<LimitUsage> = c
         .seen
-        .usage(&c.limits, now)
+        .usage(c.limits(), now)
         .into_iter()
         .map(|(used, start_ms)| LimitUsage { used, start_ms })
         .collect();

@@ -5,6 +5,7 @@ pub mod check;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod hot_routes;
 pub mod list;
 pub mod list_query;
 pub mod management;
@@ -24,6 +25,13 @@ use axum::routing::{get, post};
 use error::ApiError;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// What the HTTP server serves: the router, with `/v1/check` and `/v1/usage` answered
+/// before it (`hot_routes`).
+pub fn service<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> hot_routes::HotRoutes<S> {
+    let router = router(app.clone(), max_body_bytes);
+    hot_routes::HotRoutes::new(app, router, max_body_bytes)
+}
 
 pub fn router<S: Store>(app: Arc<App<S>>, max_body_bytes: usize) -> Router {
     let api = Router::new()
@@ -89,7 +97,7 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 /// A panic is a bug; still answer in the error shape instead of dropping the connection.
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
@@ -134,7 +142,7 @@ async fn require_api_key<S: Store>(
 
 /// Route templates, as label values (the raw path never is one). The OpenAPI document
 /// lists exactly these (`openapi::tests`).
-const ROUTES: &[&str] = &[
+pub(crate) const ROUTES: &[&str] = &[
     "/v1/check",
     "/v1/usage",
     "/health",
@@ -165,18 +173,28 @@ const STATUSES: &[(u16, &str)] = &[
 /// Known (route, status) series are resolved once (`metrics_handles`).
 async fn count_requests(req: Request, next: Next) -> Response {
     let (route_at, route) = match req.extensions().get::<MatchedPath>() {
-        None => (ROUTES.len(), metrics::SharedString::const_str("unmatched")),
+        None => (ROUTES.len(), None),
         Some(p) => match ROUTES.iter().position(|r| *r == p.as_str()) {
-            Some(i) => (i, metrics::SharedString::const_str(ROUTES[i])),
-            // A template missing from ROUTES: still bounded, just not free.
-            None => (
-                usize::MAX,
-                metrics::SharedString::from_owned(p.as_str().to_string()),
-            ),
+            Some(i) => (i, None),
+            None => (usize::MAX, Some(p.as_str().to_string())),
         },
     };
     let response = next.run(req).await;
-    let code = response.status().as_u16();
+    count_request(route_at, route, response.status());
+    response
+}
+
+/// One request answered: `route_at` is its template's position in `ROUTES`
+/// (`ROUTES.len()`: no route matched; `usize::MAX`: a template missing from `ROUTES`,
+/// named by `route`).
+pub(crate) fn count_request(route_at: usize, route: Option<String>, status: StatusCode) {
+    let route_label = || match ROUTES.get(route_at) {
+        Some(r) => metrics::SharedString::const_str(r),
+        None if route_at == ROUTES.len() => metrics::SharedString::const_str("unmatched"),
+        // A template missing from ROUTES: still bounded, just not free.
+        None => metrics::SharedString::from_owned(route.clone().unwrap_or_default()),
+    };
+    let code = status.as_u16();
     let (status_at, status) = match STATUSES.iter().position(|(c, _)| *c == code) {
         Some(i) => (i, metrics::SharedString::const_str(STATUSES[i].1)),
         None => (
@@ -184,11 +202,8 @@ async fn count_requests(req: Request, next: Next) -> Response {
             metrics::SharedString::from_owned(code.to_string()),
         ),
     };
-    crate::metrics_handles::http_requests(
-        route_at,
-        status_at,
-        || metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "status" => status),
-    )
+    crate::metrics_handles::http_requests(route_at, status_at, || {
+        metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route_label(), "status" => status)
+    })
     .increment(1);
-    response
 }

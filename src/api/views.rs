@@ -117,7 +117,7 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
     let usage_of = |kind: LimitKind, budget_id: Option<&str>| -> Option<LimitUsage> {
         let usage = usage?;
         let pos = compiled
-            .limits
+            .limits()
             .iter()
             .position(|l| l.kind == kind && l.budget_id() == budget_id);
         Some(pos.map_or(

@@ -35,7 +35,7 @@ impl Checked {
     pub fn pairs(&self) -> Vec<(&LimitSpec, LimitOutcome)> {
         self.configs
             .iter()
-            .flat_map(|c| c.limits.iter())
+            .flat_map(|c| c.limits().iter())
             .zip(self.outcome.limits.iter().copied())
             .collect()
     }
@@ -46,7 +46,7 @@ impl Checked {
         self.per_key[k]
             .iter()
             .filter(|&&c| !self.configs[c].is_shadow())
-            .flat_map(|&c| starts[c]..starts[c] + self.configs[c].limits.len())
+            .flat_map(|&c| starts[c]..starts[c] + self.configs[c].limits().len())
             .collect()
     }
 
@@ -61,7 +61,7 @@ impl Checked {
         let mut at = 0;
         for c in &self.configs {
             starts.push(at);
-            at += c.limits.len();
+            at += c.limits().len();
         }
         starts
     }
@@ -73,9 +73,9 @@ fn enforced_positions(configs: &[Arc<CompiledConfig>]) -> Vec<usize> {
     let mut at = 0;
     for c in configs {
         if !c.is_shadow() {
-            out.extend(at..at + c.limits.len());
+            out.extend(at..at + c.limits().len());
         }
-        at += c.limits.len();
+        at += c.limits().len();
     }
     out
 }
@@ -109,7 +109,7 @@ pub async fn decide<S: Store>(
         return store_failed(app, started, NO_SNAPSHOT.to_string(), None);
     }
     let (configs, per_key) = matching(app, keys);
-    if configs.iter().all(|c| c.limits.is_empty()) {
+    if configs.iter().all(|c| c.limits().is_empty()) {
         record_check(started, true, None);
         return Decision::Unlimited;
     }
@@ -216,7 +216,7 @@ fn conclude(
 fn remember_usage(configs: &[Arc<CompiledConfig>], outcome: &CheckOutcome) {
     let mut limits = outcome.limits.iter();
     for c in configs {
-        for i in 0..c.limits.len() {
+        for i in 0..c.limits().len() {
             if let Some(o) = limits.next() {
                 c.seen.record(i, o.used, outcome.now_ms);
             }

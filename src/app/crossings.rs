@@ -36,10 +36,10 @@ fn limit_at(
     mut at: usize,
 ) -> Option<(&CompiledConfig, &LimitSpec)> {
     for c in configs {
-        if at < c.limits.len() {
-            return Some((c, &c.limits[at]));
+        if at < c.limits().len() {
+            return Some((c, &c.limits()[at]));
         }
-        at -= c.limits.len();
+        at -= c.limits().len();
     }
     None
 }
@@ -55,7 +55,7 @@ fn event(
 ) -> crate::alerts::ThresholdEvent {
     let c = &config.config;
     let when = x.period_start_ms.unwrap_or(x.at_ms);
-    let id = Sha256::digest(format!("{}|{}|{threshold}|{when}", c.id, limit.field));
+    let id = Sha256::digest(format!("{}|{}|{threshold}|{when}", c.id, limit.field()));
     let event_id = id[..16].iter().map(|b| format!("{b:02x}")).collect();
     crate::alerts::ThresholdEvent {
         event_id,

@@ -78,7 +78,7 @@ impl Refusals {
         let mut limits = outcome.limits.iter();
         let mut map = self.map.lock();
         for c in configs {
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 let Some(o) = limits.next() else { return };
                 if c.is_shadow() || o.admitted || o.retry_after_ms <= 0 {
                     continue;
@@ -132,7 +132,7 @@ impl Refusals {
         let mut refused_any = false;
         let mut limits = Vec::new();
         for c in configs {
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 let seen = c.seen.last(i).map_or(0, |(used, _)| used);
                 let still = map.get(&(c.config.id.clone(), i)).filter(|r| {
                     !c.is_shadow()

@@ -6,8 +6,7 @@ use super::period::PeriodGrid;
 use super::policy::Policy;
 use crate::model::config::Enforcement;
 use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
-use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
@@ -49,28 +48,91 @@ impl LimitKind {
 
 /// One limit, packed: a replica holds three per config, a million configs at a time,
 /// so what the config itself says (the reset duration as written, the budget's id) is
-/// read from it (`CompiledConfig::reset_duration`, `budget_id`) rather than copied here.
+/// read from it (`CompiledConfig::reset_duration`, `budget_id`) rather than copied here,
+/// and a budget's period grid is kept as one number (`grid`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSpec {
-    pub kind: LimitKind,
-    /// Budgets: the budget's position in the config's `budgets`.
-    budget: u16,
-    /// Name of this limit's counter inside its config's counters (`r`, `t`, `b:<id>`);
-    /// only budgets' need an allocation.
-    pub field: Cow<'static, str>,
     /// Requests, tokens, or nano-dollars.
     pub max: i64,
     /// Window length, or period length for budgets.
     pub len_ms: i64,
-    /// Budgets only.
-    pub grid: Option<PeriodGrid>,
+    /// The grid's number: a fixed grid's anchor, or the months or years per period.
+    grid_param: i64,
+    /// Budgets only: `b:<id>`, the counter's name (`field`).
+    budget_field: Option<Box<str>>,
+    pub kind: LimitKind,
+    grid_kind: GridKind,
+    /// Budgets: the budget's position in the config's `budgets`.
+    budget: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GridKind {
+    Window,
+    Fixed,
+    Months,
+    Years,
 }
 
 impl LimitSpec {
+    /// A request or token window of `len_ms`.
+    pub fn window(kind: LimitKind, max: i64, len_ms: i64) -> Self {
+        LimitSpec {
+            max,
+            len_ms,
+            grid_param: 0,
+            budget_field: None,
+            kind,
+            grid_kind: GridKind::Window,
+            budget: 0,
+        }
+    }
+
+    /// The budget at position `budget` of its config, with id `id`.
+    pub fn budget(budget: u16, id: &str, max: i64, len_ms: i64, grid: PeriodGrid) -> Self {
+        let (grid_kind, grid_param) = match grid {
+            PeriodGrid::Fixed { anchor_ms, .. } => (GridKind::Fixed, anchor_ms),
+            PeriodGrid::Months { n } => (GridKind::Months, n),
+            PeriodGrid::Years { n } => (GridKind::Years, n),
+        };
+        LimitSpec {
+            max,
+            len_ms,
+            grid_param,
+            budget_field: Some(budget_field(id).into_boxed_str()),
+            kind: LimitKind::Budget,
+            grid_kind,
+            budget,
+        }
+    }
+
+    /// Name of this limit's counter inside its config's counters (`r`, `t`, `b:<id>`).
+    pub fn field(&self) -> &str {
+        match (self.kind, &self.budget_field) {
+            (LimitKind::Requests, _) => "r",
+            (LimitKind::Tokens, _) => "t",
+            (LimitKind::Budget, f) => f.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// Budgets only: the grid their periods fall on.
+    pub fn grid(&self) -> Option<PeriodGrid> {
+        let n = self.grid_param;
+        match self.grid_kind {
+            GridKind::Window => None,
+            GridKind::Fixed => Some(PeriodGrid::Fixed {
+                anchor_ms: n,
+                len_ms: self.len_ms,
+            }),
+            GridKind::Months => Some(PeriodGrid::Months { n }),
+            GridKind::Years => Some(PeriodGrid::Years { n }),
+        }
+    }
+
     /// The budget's id (budgets only), from the counter's name `b:<id>`.
     pub fn budget_id(&self) -> Option<&str> {
         match self.kind {
-            LimitKind::Budget => self.field.strip_prefix("b:"),
+            LimitKind::Budget => self.field().strip_prefix("b:"),
             _ => None,
         }
     }
@@ -79,7 +141,9 @@ impl LimitSpec {
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
     pub config: ModelConfig,
-    pub limits: Box<[LimitSpec]>,
+    /// Built at the first use (`limits`): of a million configs most are never checked
+    /// on a given replica, and their limits would be a quarter of what it holds.
+    limits: OnceLock<Box<[LimitSpec]>>,
     /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
     pub seen: super::seen::SeenUsage,
     /// As this replica applies it (`--shadow-all` makes every config shadow).
@@ -103,9 +167,9 @@ impl CompiledConfig {
     /// changes, so counters kept across the change outlive what the old limits needed.
     pub fn max_counter_lifetime_ms(&self) -> i64 {
         use crate::model::duration::DAY_MS;
-        self.limits
+        self.limits()
             .iter()
-            .map(|l| match l.grid {
+            .map(|l| match l.grid() {
                 None => l.len_ms + super::window::granularity_ms(l.len_ms),
                 Some(PeriodGrid::Fixed { len_ms, .. }) => len_ms,
                 Some(PeriodGrid::Months { n }) => n * 31 * DAY_MS as i64,
@@ -123,58 +187,77 @@ impl CompiledConfig {
 
     /// The config as a replica with `policy` applies it. Fails only for data that
     /// bypassed validation (e.g. edited by hand in Redis).
-    pub fn compile_for(config: ModelConfig, policy: &Policy) -> Result<Self, String> {
-        let mut limits = Vec::new();
-        let parse =
-            |d: &str| parse_duration_ms(d).map_err(|e| format!("config {}: {e}", config.id));
-        if let Some(rl) = &config.rate_limit {
-            if let (Some(max), Some(d)) = (rl.request_max_limit, &rl.request_reset_duration) {
-                limits.push(LimitSpec {
-                    kind: LimitKind::Requests,
-                    budget: 0,
-                    field: Cow::Borrowed("r"),
-                    max: max as i64,
-                    len_ms: parse(d)? as i64,
-                    grid: None,
-                });
-            }
-            if let (Some(max), Some(d)) = (rl.token_max_limit, &rl.token_reset_duration) {
-                limits.push(LimitSpec {
-                    kind: LimitKind::Tokens,
-                    budget: 0,
-                    field: Cow::Borrowed("t"),
-                    max: max as i64,
-                    len_ms: parse(d)? as i64,
-                    grid: None,
-                });
-            }
+    pub fn compile_for(mut config: ModelConfig, policy: &Policy) -> Result<Self, String> {
+        let count = each_limit(&config, |_| ())?;
+        // Parsed JSON leaves lists with spare room: a million configs would keep it.
+        config.budgets.shrink_to_fit();
+        if let Some(t) = &mut config.alert_thresholds {
+            t.shrink_to_fit();
         }
-        for (i, b) in config.budgets.iter().enumerate() {
-            let len = parse(&b.reset_duration)?;
-            limits.push(LimitSpec {
-                kind: LimitKind::Budget,
-                budget: u16::try_from(i)
-                    .map_err(|_| format!("config {}: too many budgets", config.id))?,
-                field: Cow::Owned(budget_field(&b.id)),
-                max: dollars_to_nanos(b.max_limit),
-                len_ms: len as i64,
-                grid: Some(PeriodGrid::new(
-                    len,
-                    config.calendar_aligned,
-                    b.created_at.timestamp_millis(),
-                )),
-            });
-        }
-        limits.shrink_to_fit();
         Ok(CompiledConfig {
             enforcement: policy.enforcement(&config),
             thresholds: policy.thresholds(&config),
             config,
-            seen: super::seen::SeenUsage::new(limits.len()),
-            limits: limits.into_boxed_slice(),
+            seen: super::seen::SeenUsage::new(count),
+            limits: OnceLock::new(),
             cache: LayerCache::default(),
         })
     }
+
+    /// Every limit of the config, in check order: requests, tokens, then each budget.
+    pub fn limits(&self) -> &[LimitSpec] {
+        self.limits.get_or_init(|| {
+            let mut limits = Vec::new();
+            each_limit(&self.config, |l| limits.push(l))
+                .expect("a compiled config's limits compile");
+            limits.into_boxed_slice()
+        })
+    }
+}
+
+/// Each limit `config` sets, in check order, to `f`; how many. Fails on what validation
+/// would have refused (hand-edited store data).
+fn each_limit(config: &ModelConfig, mut f: impl FnMut(LimitSpec)) -> Result<usize, String> {
+    let mut count = 0;
+    let parse = |d: &str| parse_duration_ms(d).map_err(|e| format!("config {}: {e}", config.id));
+    if let Some(rl) = &config.rate_limit {
+        let windows = [
+            (
+                LimitKind::Requests,
+                rl.request_max_limit,
+                &rl.request_reset_duration,
+            ),
+            (
+                LimitKind::Tokens,
+                rl.token_max_limit,
+                &rl.token_reset_duration,
+            ),
+        ];
+        for (kind, max, d) in windows {
+            if let (Some(max), Some(d)) = (max, d) {
+                f(LimitSpec::window(kind, max as i64, parse(d)? as i64));
+                count += 1;
+            }
+        }
+    }
+    for (i, b) in config.budgets.iter().enumerate() {
+        let len = parse(&b.reset_duration)?;
+        let at = u16::try_from(i).map_err(|_| format!("config {}: too many budgets", config.id))?;
+        let grid = PeriodGrid::new(
+            len,
+            config.calendar_aligned,
+            b.created_at.timestamp_millis(),
+        );
+        f(LimitSpec::budget(
+            at,
+            &b.id,
+            dollars_to_nanos(b.max_limit),
+            len as i64,
+            grid,
+        ));
+        count += 1;
+    }
+    Ok(count)
 }
 
 impl CompiledConfig {

@@ -12,13 +12,34 @@ use std::any::Any;
 use std::fmt;
 use std::sync::OnceLock;
 
-/// One slot per layer that derives a form of the config.
-#[derive(Debug, Default, Clone)]
-pub struct LayerCache {
+/// One slot per layer that derives a form of the config, allocated with the first: a
+/// config never checked pays one empty cell.
+#[derive(Debug, Default)]
+pub struct LayerCache(OnceLock<Box<Slots>>);
+
+/// A copy starts empty, as each slot's copy does.
+impl Clone for LayerCache {
+    fn clone(&self) -> Self {
+        LayerCache::default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    store: CacheSlot,
+    answer: CacheSlot,
+}
+
+impl LayerCache {
     /// The store's encoding of the limits (`store::redis`).
-    pub store: CacheSlot,
+    pub fn store(&self) -> &CacheSlot {
+        &self.0.get_or_init(Box::default).store
+    }
+
     /// The check answer's encoding of the limits (`api::check`).
-    pub answer: CacheSlot,
+    pub fn answer(&self) -> &CacheSlot {
+        &self.0.get_or_init(Box::default).answer
+    }
 }
 
 /// A value of one type, computed at most once. The type is the owning layer's: a

@@ -14,54 +14,75 @@ pub struct MatchKey<'a> {
     pub user: Option<&'a str>,
 }
 
-/// The configs of one (scope, scope_id, model), in list order (`created_at`, then `id`).
-/// Groups are tiny (one config per virtual key and model is the common case), so a
-/// change copies its group.
-type Group = Arc<Vec<Arc<CompiledConfig>>>;
+/// The configs under one key, in list order (`created_at`, then `id`). Groups are tiny
+/// (one config per virtual key and model is the common case), so one config is held
+/// without an allocation of its own, and a change copies its group.
+#[derive(Debug, Clone)]
+enum Group {
+    One(Arc<CompiledConfig>),
+    Many(Arc<[Arc<CompiledConfig>]>),
+}
+
+impl Group {
+    fn as_slice(&self) -> &[Arc<CompiledConfig>] {
+        match self {
+            Group::One(c) => std::slice::from_ref(c),
+            Group::Many(all) => all,
+        }
+    }
+
+    fn of(mut configs: Vec<Arc<CompiledConfig>>) -> Option<Group> {
+        match configs.len() {
+            0 => None,
+            1 => configs.pop().map(Group::One),
+            _ => Some(Group::Many(configs.into())),
+        }
+    }
+}
 
 /// Configs grouped under a 64-bit key, each group in list order: one persistent map, so
 /// a snapshot with one config changed shares everything else with its predecessor (a
 /// write costs O(log n)), and a million small groups cost a million entries of one map,
-/// not a million maps. Keys are hashes of names: readers check the names, so a hash
+/// not a million maps. A B-tree (`OrdMap`): about 30 bytes per entry where `imbl`'s
+/// hash trie takes about 120. Keys are hashes of names: readers check the names, so a hash
 /// collision never yields a wrong config.
 #[derive(Debug, Default, Clone)]
-pub struct Groups(imbl::HashMap<u64, Group>);
+pub struct Groups(imbl::OrdMap<u64, Group>);
 
 impl Groups {
     pub fn insert(&mut self, key: u64, c: &Arc<CompiledConfig>) {
-        let mut group: Vec<_> = self.0.get(&key).map_or_else(Vec::new, |g| g.to_vec());
-        let order = |x: &Arc<CompiledConfig>| (x.config.created_at, x.config.id.clone());
+        let mut group: Vec<_> = self.get(key).to_vec();
         let at = group
-            .binary_search_by(|x| order(x).cmp(&order(c)))
+            .binary_search_by(|x| x.config.list_order().cmp(&c.config.list_order()))
             .unwrap_or_else(|i| i);
         group.insert(at, c.clone());
-        self.0.insert(key, Arc::new(group));
+        self.0
+            .insert(key, Group::of(group).expect("a group with c in it"));
     }
 
     /// Removes `c`, dropping a group that becomes empty.
     pub fn remove(&mut self, key: u64, c: &CompiledConfig) {
-        let Some(group) = self.0.get(&key) else {
-            return;
-        };
-        let rest: Vec<_> = group
+        let rest: Vec<_> = self
+            .get(key)
             .iter()
             .filter(|x| x.config.id != c.config.id)
             .cloned()
             .collect();
-        if rest.is_empty() {
-            self.0.remove(&key);
-        } else {
-            self.0.insert(key, Arc::new(rest));
-        }
+        match Group::of(rest) {
+            None => self.0.remove(&key),
+            Some(group) => self.0.insert(key, group),
+        };
     }
 
     /// The group under `key`, oldest first.
     pub fn get(&self, key: u64) -> &[Arc<CompiledConfig>] {
-        self.0.get(&key).map_or(&[], |g| g.as_slice())
+        self.0.get(&key).map_or(&[], Group::as_slice)
     }
 }
 
-/// (scope, scope_id, model) → its configs.
+/// Every config under one key per scope id (a virtual key's or a user's configs, all
+/// models) and one per global model: what a check matches and what the list's
+/// `scope_id` filter pages through, from one map entry per group.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigIndex {
     groups: Groups,
@@ -73,20 +94,29 @@ pub fn name_key(names: impl Hash) -> u64 {
         .hash_one(names)
 }
 
-fn slot(scope: Scope, scope_id: &str, model: &str) -> u64 {
-    name_key((scope, scope_id, model))
+/// The key of a scope id's group (virtual keys and users alike).
+fn scope_id_key(scope_id: &str) -> u64 {
+    name_key(scope_id)
 }
 
-/// The scope id a config is indexed under: none for global configs (ignored there).
+/// The key of a global model's group.
+fn global_key(model: &str) -> u64 {
+    name_key((Scope::Global, model))
+}
+
+fn key_of(c: &CompiledConfig) -> u64 {
+    match (c.config.scope, &c.config.scope_id) {
+        (Scope::Global, _) | (_, None) => global_key(&c.config.model_name),
+        (_, Some(scope_id)) => scope_id_key(scope_id),
+    }
+}
+
+/// The scope id a config is matched under: none for global configs (ignored there).
 fn scope_id_of(c: &CompiledConfig) -> &str {
     match c.config.scope {
         Scope::Global => "",
         _ => c.config.scope_id.as_deref().unwrap_or_default(),
     }
-}
-
-fn slot_of(c: &CompiledConfig) -> u64 {
-    slot(c.config.scope, scope_id_of(c), &c.config.model_name)
 }
 
 fn is_in(c: &CompiledConfig, scope: Scope, scope_id: &str, model: &str) -> bool {
@@ -103,12 +133,26 @@ impl ConfigIndex {
     }
 
     pub fn insert(&mut self, c: &Arc<CompiledConfig>) {
-        self.groups.insert(slot_of(c), c);
+        self.groups.insert(key_of(c), c);
     }
 
     /// Removes `c` (as it was indexed).
     pub fn remove(&mut self, c: &CompiledConfig) {
-        self.groups.remove(slot_of(c), c);
+        self.groups.remove(key_of(c), c);
+    }
+
+    /// The virtual keys' and users' configs whose `scope_id` is `scope_id`, oldest
+    /// first: O(their number).
+    pub fn with_scope_id<'a>(
+        &'a self,
+        scope_id: &'a str,
+    ) -> impl DoubleEndedIterator<Item = &'a Arc<CompiledConfig>> + 'a {
+        self.groups
+            .get(scope_id_key(scope_id))
+            .iter()
+            .filter(move |c| {
+                c.config.scope != Scope::Global && c.config.scope_id.as_deref() == Some(scope_id)
+            })
     }
 
     /// Every config that applies: global, the virtual key's and the user's; exact model
@@ -118,7 +162,10 @@ impl ConfigIndex {
         let mut collect = |scope: Scope, scope_id: Option<&str>| {
             let Some(scope_id) = scope_id else { return };
             for model in [key.model, "*"] {
-                let group = self.groups.get(slot(scope, scope_id, model));
+                let group = match scope {
+                    Scope::Global => self.groups.get(global_key(model)),
+                    _ => self.groups.get(scope_id_key(scope_id)),
+                };
                 out.extend(group.iter().filter(|c| {
                     is_in(c, scope, scope_id, model)
                         && match &c.config.provider {

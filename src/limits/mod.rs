@@ -3,6 +3,7 @@
 //! in its `layer_cache`.
 
 pub mod compiled;
+mod config_keys;
 pub mod layer_cache;
 pub mod lease;
 pub mod matching;

@@ -3,44 +3,60 @@
 //! at most the time since this replica last touched the limit.
 
 use super::compiled::LimitSpec;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Per limit: the count seen and when (Unix ms; 0 = never).
+/// Per limit: the count seen and when (Unix ms; 0 = never). Allocated when the first
+/// usage is seen: most of a million configs are never checked on a given replica.
 #[derive(Debug, Default)]
-pub struct SeenUsage(Vec<[AtomicI64; 2]>);
+pub struct SeenUsage {
+    seen: OnceLock<Box<[[AtomicI64; 2]]>>,
+    limits: u8,
+}
 
 impl Clone for SeenUsage {
     fn clone(&self) -> Self {
-        SeenUsage(
-            self.0
-                .iter()
-                .map(|[used, at]| {
-                    [
-                        AtomicI64::new(used.load(Ordering::Relaxed)),
-                        AtomicI64::new(at.load(Ordering::Relaxed)),
-                    ]
-                })
-                .collect(),
-        )
+        let copy = SeenUsage {
+            seen: OnceLock::new(),
+            limits: self.limits,
+        };
+        if let Some(seen) = self.seen.get() {
+            for (i, [used, at]) in seen.iter().enumerate() {
+                copy.record(i, used.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
+            }
+        }
+        copy
     }
 }
 
 impl SeenUsage {
     pub fn new(limits: usize) -> Self {
-        SeenUsage((0..limits).map(|_| Default::default()).collect())
+        SeenUsage {
+            seen: OnceLock::new(),
+            limits: u8::try_from(limits).unwrap_or(u8::MAX),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&[AtomicI64; 2]> {
+        self.seen.get()?.get(i)
     }
 
     /// Limit `i` had `used` at `at_ms` (the store's clock).
     pub fn record(&self, i: usize, used: i64, at_ms: i64) {
-        if let Some([u, at]) = self.0.get(i) {
-            u.store(used, Ordering::Relaxed);
-            at.store(at_ms, Ordering::Relaxed);
+        if i >= usize::from(self.limits) {
+            return;
         }
+        let seen = self
+            .seen
+            .get_or_init(|| (0..self.limits).map(|_| Default::default()).collect());
+        let [u, at] = &seen[i];
+        u.store(used, Ordering::Relaxed);
+        at.store(at_ms, Ordering::Relaxed);
     }
 
     /// Limit `i` as last seen: (used, when in Unix ms), or None if never seen.
     pub fn last(&self, i: usize) -> Option<(i64, i64)> {
-        let [u, at] = self.0.get(i)?;
+        let [u, at] = self.get(i)?;
         let at = at.load(Ordering::Relaxed);
         (at != 0).then(|| (u.load(Ordering::Relaxed), at))
     }
@@ -52,11 +68,11 @@ impl SeenUsage {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let (used, at) = self.0.get(i).map_or((0, 0), |[u, at]| {
+                let (used, at) = self.get(i).map_or((0, 0), |[u, at]| {
                     (u.load(Ordering::Relaxed), at.load(Ordering::Relaxed))
                 });
                 let (used, at) = if at == 0 { (0, now_ms) } else { (used, at) };
-                let start = match &l.grid {
+                let start = match l.grid() {
                     Some(grid) => grid.bounds(at).0,
                     None => at - l.len_ms,
                 };

@@ -5,62 +5,11 @@
 //! holding a million configs applies another replica's write without copying them.
 
 use super::compiled::CompiledConfig;
-use super::matching::{ConfigIndex, Groups, MatchKey, name_key};
+use super::config_keys::{ById, InListOrder};
+use super::matching::{ConfigIndex, MatchKey};
 use super::policy::Policy;
 use crate::model::ModelConfig;
-use std::borrow::Borrow;
-use std::cmp::Ordering;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-
-/// A compiled config as its own key by id: the maps hold no copy of the id.
-#[derive(Debug, Clone)]
-struct ById(Arc<CompiledConfig>);
-
-impl Hash for ById {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As `str` hashes: looked up by `&str` (`Borrow`).
-        self.0.config.id.as_str().hash(state)
-    }
-}
-
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.config.id == other.0.config.id
-    }
-}
-
-impl Eq for ById {}
-
-impl Borrow<str> for ById {
-    fn borrow(&self) -> &str {
-        &self.0.config.id
-    }
-}
-
-/// A compiled config as its own key in list order (`created_at`, then `id`).
-#[derive(Debug, Clone)]
-struct InListOrder(Arc<CompiledConfig>);
-
-impl Ord for InListOrder {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.config.list_order().cmp(&other.0.config.list_order())
-    }
-}
-
-impl PartialOrd for InListOrder {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for InListOrder {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for InListOrder {}
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -68,12 +17,13 @@ pub struct Snapshot {
     pub version: u64,
     /// The store's data epoch this snapshot belongs to (None: the store has none yet).
     pub epoch: Option<String>,
-    /// Keys only: a million configs cost a million entries, not a million more ids.
-    by_id: imbl::HashMap<ById, ()>,
+    /// Keys only: a million configs cost a million entries, not a million more ids. A
+    /// B-tree: about 35 bytes per entry where `imbl`'s hash trie takes about 130.
+    by_id: imbl::OrdSet<ById>,
     ordered: imbl::OrdSet<InListOrder>,
+    /// What checks match, and the configs of each scope id (the list filter operators
+    /// use most pages from there).
     index: ConfigIndex,
-    /// scope_id → its configs: the list filter operators use most pages from here.
-    by_scope_id: Groups,
     /// How this replica applies its configs (every snapshot derived from this one keeps it).
     policy: Arc<Policy>,
 }
@@ -88,10 +38,9 @@ impl Snapshot {
         Snapshot {
             version: 0,
             epoch: None,
-            by_id: imbl::HashMap::new(),
+            by_id: imbl::OrdSet::new(),
             ordered: imbl::OrdSet::new(),
             index: ConfigIndex::default(),
-            by_scope_id: Groups::default(),
             policy,
         }
     }
@@ -142,6 +91,9 @@ impl Snapshot {
     /// Each config in order, replacing any of the same id; a config that failed to
     /// compile (`Err(id)`) removes its id, as `upsert` does.
     fn put_all(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, String>>) {
+        if self.is_empty() {
+            return self.fill(compiled);
+        }
         for c in compiled {
             match c {
                 Ok(c) => {
@@ -151,6 +103,39 @@ impl Snapshot {
                 Err(id) => self.remove(&id),
             }
         }
+    }
+
+    /// `put_all` into an empty snapshot, as a full load does: the id map first (the last
+    /// config of an id wins), then the list order and the index from it, each on a
+    /// thread of its own. Inserted in id order, which is random to both.
+    fn fill(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, String>>) {
+        for c in compiled {
+            match c {
+                Ok(c) => {
+                    self.by_id.insert(ById::of(c));
+                }
+                Err(id) => {
+                    self.by_id.remove(id.as_str());
+                }
+            }
+        }
+        let by_id = &self.by_id;
+        let (ordered, index) = std::thread::scope(|s| {
+            let ordered = s.spawn(|| {
+                let mut ordered = imbl::OrdSet::new();
+                for c in by_id {
+                    ordered.insert(InListOrder::of(c.config()));
+                }
+                ordered
+            });
+            let mut index = ConfigIndex::default();
+            for c in by_id {
+                index.insert(c.config());
+            }
+            (ordered.join().expect("building the list order"), index)
+        });
+        self.ordered = ordered;
+        self.index = index;
     }
 
     /// The same configs under another epoch and version (after a re-seed or adoption).
@@ -195,20 +180,15 @@ impl Snapshot {
     /// Adds a compiled config whose id is not in the snapshot.
     fn insert(&mut self, compiled: Arc<CompiledConfig>) {
         self.index.insert(&compiled);
-        if let Some(sid) = &compiled.config.scope_id {
-            self.by_scope_id.insert(name_key(sid), &compiled);
-        }
-        self.ordered.insert(InListOrder(compiled.clone()));
-        self.by_id.insert(ById(compiled), ());
+        self.ordered.insert(InListOrder::of(&compiled));
+        self.by_id.insert(ById::of(compiled));
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some((ById(old), ())) = self.by_id.remove_with_key(id) {
-            self.ordered.remove(&InListOrder(old.clone()));
-            self.index.remove(&old);
-            if let Some(sid) = &old.config.scope_id {
-                self.by_scope_id.remove(name_key(sid), &old);
-            }
+        if let Some(old) = self.by_id.remove(id) {
+            let old = old.config();
+            self.ordered.remove(&InListOrder::of(old));
+            self.index.remove(old);
         }
     }
 
@@ -221,18 +201,18 @@ impl Snapshot {
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<CompiledConfig>> {
-        self.by_id.get_key_value(id).map(|(k, ())| &k.0)
+        self.by_id.get(id).map(ById::config)
     }
 
     /// Every config, newest first (`created_at` descending, then `id` descending), as
     /// Bifrost and its UI list them.
     pub fn newest_first(&self) -> impl Iterator<Item = &Arc<CompiledConfig>> {
-        self.ordered.iter().rev().map(|c| &c.0)
+        self.ordered.iter().rev().map(InListOrder::config)
     }
 
     /// Every config as stored, oldest first.
     pub fn configs(&self) -> impl Iterator<Item = &ModelConfig> {
-        self.ordered.iter().map(|c| &c.0.config)
+        self.ordered.iter().map(|c| &c.config().config)
     }
 
     /// The configs whose `scope_id` is `scope_id`, newest first: O(their number).
@@ -240,11 +220,7 @@ impl Snapshot {
         &'a self,
         scope_id: &'a str,
     ) -> impl Iterator<Item = &'a Arc<CompiledConfig>> + 'a {
-        self.by_scope_id
-            .get(name_key(scope_id))
-            .iter()
-            .rev()
-            .filter(move |c| c.config.scope_id.as_deref() == Some(scope_id))
+        self.index.with_scope_id(scope_id).rev()
     }
 
     pub fn matching(&self, key: &MatchKey<'_>) -> Vec<&Arc<CompiledConfig>> {

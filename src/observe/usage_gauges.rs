@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// None if it never saw it, or saw it only in a window or period that is over.
 fn current(spec: &LimitSpec, last: Option<(i64, i64)>, now_ms: i64) -> Option<i64> {
     let (used, at_ms) = last?;
-    let over = match &spec.grid {
+    let over = match spec.grid() {
         Some(grid) => grid.bounds(now_ms).0 > at_ms,
         None => now_ms - at_ms >= spec.len_ms,
     };
@@ -45,7 +45,7 @@ fn ratio(used: i64, max: i64) -> f64 {
 /// its current window or period.
 pub fn usage_ratio(config: &CompiledConfig, now_ms: i64) -> Option<f64> {
     config
-        .limits
+        .limits()
         .iter()
         .enumerate()
         .filter_map(|(i, spec)| {
@@ -157,7 +157,7 @@ pub fn append(out: &mut String, snapshot: &Snapshot, n: usize, now_ms: i64) {
     // (labels, used, max) per limit, the labels escaped once for both gauges.
     let mut series = Vec::new();
     for (_, config) in &top {
-        for (i, spec) in config.limits.iter().enumerate() {
+        for (i, spec) in config.limits().iter().enumerate() {
             let used = current(spec, config.seen.last(i), now_ms).unwrap_or(0);
             series.push((
                 labels(config, spec),

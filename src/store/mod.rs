@@ -298,7 +298,7 @@ pub fn budget_seeds(old: &ModelConfig, new: &ModelConfig) -> Result<Vec<BudgetSe
         CompiledConfig::compile(new.clone())?,
     );
     let budgets = |c: &CompiledConfig| -> Vec<LimitSpec> {
-        c.limits
+        c.limits()
             .iter()
             .filter(|l| l.kind == LimitKind::Budget)
             .cloned()

@@ -149,9 +149,9 @@ struct AnswerHead<'a> {
 
 /// `config`'s answer heads, one per limit in order (serialized once per compiled config).
 fn answer_heads(config: &CompiledConfig) -> &AnswerHeads {
-    config.cache.answer.get_or_init(|| {
+    config.cache.answer().get_or_init(|| {
         let c = &config.config;
-        let heads = config.limits.iter().map(|spec| {
+        let heads = config.limits().iter().map(|spec| {
             let head = AnswerHead {
                 config_id: &c.id,
                 scope: c.scope,
@@ -201,7 +201,7 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
     use std::io::Write;
     let mut capacity = 64;
     for c in configs {
-        capacity += answer_heads(c).bytes + 64 * c.limits.len();
+        capacity += answer_heads(c).bytes + 64 * c.limits().len();
     }
     let mut out = Vec::with_capacity(capacity);
     let _ = write!(out, "{{\"allowed\":{allowed},\"reason\":");
@@ -221,7 +221,7 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
     let mut rest = outcomes.iter();
     let mut first = true;
     'configs: for c in configs {
-        for (head, spec) in answer_heads(c).heads.iter().zip(&c.limits) {
+        for (head, spec) in answer_heads(c).heads.iter().zip(c.limits()) {
             let Some(o) = rest.next() else {
                 break 'configs;
             };
@@ -238,7 +238,7 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
         let mut n = 0;
         let mut at = 0;
         for c in configs {
-            for (head, spec) in answer_heads(c).heads.iter().zip(&c.limits) {
+            for (head, spec) in answer_heads(c).heads.iter().zip(c.limits()) {
                 if let (true, Some(o)) = (shadow_denied.contains(&at), outcomes.get(at)) {
                     if n > 0 {
                         out.push(b',');

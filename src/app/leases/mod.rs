@@ -92,7 +92,7 @@ pub struct Due {
 
 impl Followed {
     fn new(config: Arc<CompiledConfig>, now: Instant) -> Self {
-        let n = config.limits.len();
+        let n = config.limits().len();
         Followed {
             config,
             second: now,
@@ -160,16 +160,16 @@ impl Leases {
         let followed = &mut state.followed;
         for c in configs {
             let f = followed.get_mut(c.config.id.as_str())?;
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 f.slice_for(i, amounts.for_kind(spec.kind), now)?;
             }
         }
-        let mut limits = Vec::with_capacity(configs.iter().map(|c| c.limits.len()).sum());
+        let mut limits = Vec::with_capacity(configs.iter().map(|c| c.limits().len()).sum());
         let mut until_ms = 0;
         let mut spent = [0i64; 3];
         for c in configs {
             let f = followed.get_mut(c.config.id.as_str()).expect("found above");
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 let amount = amounts.for_kind(spec.kind);
                 let s = f.slice_for(i, amount, now).expect("found above");
                 s.left -= amount;
@@ -220,7 +220,7 @@ impl Leases {
             if f.rate < self.min_rate {
                 return None;
             }
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 let amount = amounts.for_kind(spec.kind);
                 let held: i64 = f.slices[i]
                     .iter()
@@ -259,7 +259,7 @@ impl Leases {
         let mut state = self.state.lock();
         let mut k = 0;
         for c in configs {
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 let (g, o) = (granted.per_limit.get(k), outcome.limits.get(k));
                 k += 1;
                 let (Some(g), Some(o)) = (g, o) else { continue };
@@ -319,7 +319,7 @@ impl Leases {
             f.slices.iter().any(|s| !s.is_empty()) || now.duration_since(f.last_check) < IDLE
         });
         for d in &due {
-            lease_held(d.config.limits[d.limit].kind).decrement(d.left as f64);
+            lease_held(d.config.limits()[d.limit].kind).decrement(d.left as f64);
         }
         due
     }

@@ -50,7 +50,7 @@ async fn give_back<S: Store>(app: &App<S>, due: Vec<Due>) {
     }
     let mut calls: HashMap<(String, i64), (Arc<CompiledConfig>, Vec<i64>)> = HashMap::new();
     for d in due {
-        let n = d.config.limits.len();
+        let n = d.config.limits().len();
         let (_, per_limit) = calls
             .entry((d.config.config.id.clone(), d.until_ms))
             .or_insert_with(|| (d.config.clone(), vec![0; n]));
@@ -60,7 +60,7 @@ async fn give_back<S: Store>(app: &App<S>, due: Vec<Due>) {
         let call = app.store.return_lease(&config, &per_limit, until_ms);
         match crate::app::timed("lease_return", call).await {
             Ok(()) => {
-                for (spec, &left) in config.limits.iter().zip(&per_limit) {
+                for (spec, &left) in config.limits().iter().zip(&per_limit) {
                     if left > 0 {
                         metrics::counter!(m::LEASE_RETURNED, "kind" => spec.kind.as_str())
                             .increment(left as u64);

@@ -189,7 +189,7 @@ impl LocalShare {
         }
         let mut state = self.state.lock();
         for c in configs.iter().filter(|c| !c.is_shadow()) {
-            for (i, spec) in c.limits.iter().enumerate() {
+            for (i, spec) in c.limits().iter().enumerate() {
                 // A limit never seen counts as unused: the bound's weak spot, stated.
                 let used = c.seen.last(i).map_or(0, |(used, _)| used);
                 let share = (spec.max - used).max(0) / n;

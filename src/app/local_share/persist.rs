@@ -101,7 +101,7 @@ impl LocalShare {
             .into_iter()
             .filter_map(|id| {
                 let c = snapshot.get(&id)?;
-                let limits = (0..c.limits.len())
+                let limits = (0..c.limits().len())
                     .map(|i| c.seen.last(i).unwrap_or((0, 0)))
                     .collect();
                 Some((id, limits))

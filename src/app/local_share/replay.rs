@@ -125,7 +125,7 @@ pub async fn before_check<S: Store>(app: &App<S>) -> Result<(), String> {
 /// larger one.)
 fn count_as_seen(configs: &[Arc<CompiledConfig>], e: &Entry) {
     for c in configs {
-        for (i, spec) in c.limits.iter().enumerate() {
+        for (i, spec) in c.limits().iter().enumerate() {
             if let Some((used, at)) = c.seen.last(i) {
                 c.seen
                     .record(i, used.saturating_add(e.amounts().for_kind(spec.kind)), at);

@@ -41,7 +41,7 @@ fn rise(
     if config.thresholds.is_empty() {
         return;
     }
-    let (start, fired) = c.fired.get(&*spec.field).copied().unwrap_or_default();
+    let (start, fired) = c.fired.get(spec.field()).copied().unwrap_or_default();
     let fired = match period_start {
         Some(p) if start != p => Fired::default(),
         Some(_) => fired,
@@ -57,7 +57,7 @@ fn rise(
             at_ms: now,
         });
     }
-    *slot(&mut c.fired, &spec.field) = (period_start.unwrap_or(0), next);
+    *slot(&mut c.fired, spec.field()) = (period_start.unwrap_or(0), next);
 }
 
 /// `map`'s entry for `key`, created on first use: the key is copied then, not on every
@@ -95,15 +95,15 @@ enum Counter<'a> {
 
 impl Counter<'_> {
     fn open<'a>(c: &'a mut ConfigCounters, spec: &LimitSpec, now: i64) -> Counter<'a> {
-        match &spec.grid {
+        match spec.grid() {
             None => {
-                let w = slot(&mut c.windows, &spec.field);
+                let w = slot(&mut c.windows, spec.field());
                 w.evict(now, spec.len_ms);
                 Counter::Window(w)
             }
             Some(grid) => {
-                let b = slot(&mut c.budgets, &spec.field);
-                let period = b.roll(grid, now);
+                let b = slot(&mut c.budgets, spec.field());
+                let period = b.roll(&grid, now);
                 Counter::Budget(b, period)
             }
         }
@@ -120,9 +120,9 @@ impl Counter<'_> {
 /// How long a config's counters matter after a write: its longest window or period.
 fn lifetime_ms(config: &CompiledConfig, now: i64) -> i64 {
     config
-        .limits
+        .limits()
         .iter()
-        .map(|s| match &s.grid {
+        .map(|s| match s.grid() {
             None => s.len_ms,
             Some(g) => g.bounds(now).1 - now,
         })
@@ -139,7 +139,7 @@ impl store::Counters for MemoryStore {
         amounts: Amounts,
         _ask: &store::LeaseAsk,
     ) -> Result<(CheckOutcome, store::Granted), StoreError> {
-        let n = configs.iter().map(|c| c.limits.len()).sum();
+        let n = configs.iter().map(|c| c.limits().len()).sum();
         Ok((
             self.check(configs, amounts, false).await?,
             store::Granted::none(n),
@@ -166,7 +166,7 @@ impl store::Counters for MemoryStore {
             if c.expires_ms <= now {
                 *c = ConfigCounters::default();
             }
-            for spec in &config.limits {
+            for spec in config.limits() {
                 let counter = Counter::open(c, spec, now);
                 let ok = admits(counter.used(), spec.max, amounts.for_kind(spec.kind));
                 // A shadow config's limits never refuse.
@@ -183,7 +183,7 @@ impl store::Counters for MemoryStore {
                 .get_mut(&config.config.id)
                 .expect("opened above");
             let mut wrote = false;
-            for spec in &config.limits {
+            for spec in config.limits() {
                 let ok = admitted.next().expect("one per limit");
                 let amount = amounts.for_kind(spec.kind);
                 let consume = allowed && !dry_run && amount > 0;
@@ -218,7 +218,7 @@ impl store::Counters for MemoryStore {
                     }
                 };
                 if consume {
-                    let start = spec.grid.as_ref().map(|g| g.bounds(now).0);
+                    let start = spec.grid().map(|g| g.bounds(now).0);
                     let at = (pos, outcome.used, now);
                     rise(c, config, spec, at, start, &mut crossings);
                 }
@@ -268,7 +268,7 @@ impl store::Counters for MemoryStore {
                 *c = ConfigCounters::default();
             }
             let mut wrote = false;
-            for spec in &config.limits {
+            for spec in config.limits() {
                 pos += 1;
                 let d = match spec.kind {
                     LimitKind::Requests => continue,
@@ -294,7 +294,7 @@ impl store::Counters for MemoryStore {
                 }
                 if d > 0 {
                     let used = counter.used();
-                    let start = spec.grid.as_ref().map(|g| g.bounds(now).0);
+                    let start = spec.grid().map(|g| g.bounds(now).0);
                     rise(c, config, spec, (pos - 1, used, now), start, &mut crossings);
                 }
             }
@@ -331,7 +331,7 @@ impl store::Counters for MemoryStore {
                 .by_config
                 .entry(config.config.id.clone())
                 .or_default();
-            for spec in &config.limits {
+            for spec in config.limits() {
                 let d = amounts.for_kind(spec.kind);
                 match &mut Counter::open(c, spec, now) {
                     Counter::Window(w) => w.add(now, d),
@@ -358,11 +358,11 @@ impl store::Counters for MemoryStore {
                     .filter(|c| c.expires_ms > now)
                 else {
                     return config
-                        .limits
+                        .limits()
                         .iter()
                         .map(|s| LimitUsage {
                             used: 0,
-                            start_ms: match &s.grid {
+                            start_ms: match s.grid() {
                                 None => now - s.len_ms,
                                 Some(g) => g.bounds(now).0,
                             },
@@ -370,11 +370,11 @@ impl store::Counters for MemoryStore {
                         .collect();
                 };
                 config
-                    .limits
+                    .limits()
                     .iter()
                     .map(|spec| {
                         let used = Counter::open(c, spec, now).used();
-                        let start_ms = match &spec.grid {
+                        let start_ms = match spec.grid() {
                             None => now - spec.len_ms,
                             Some(g) => g.bounds(now).0,
                         };

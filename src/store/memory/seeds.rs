@@ -11,16 +11,17 @@ pub(super) fn seed_budgets(c: &mut ConfigCounters, seeds: &[BudgetSeed], now: i6
         return;
     }
     for seed in seeds {
-        let (Some(source_grid), Some(target_grid)) = (&seed.source.grid, &seed.target.grid) else {
+        let (Some(source_grid), Some(target_grid)) = (seed.source.grid(), seed.target.grid())
+        else {
             continue;
         };
-        let Some(mut source) = c.budgets.get(&*seed.source.field).copied() else {
+        let Some(mut source) = c.budgets.get(seed.source.field()).copied() else {
             continue;
         };
-        source.roll(source_grid, now);
+        source.roll(&source_grid, now);
         if source.used() > 0 {
-            let target = slot(&mut c.budgets, &seed.target.field);
-            target.roll(target_grid, now);
+            let target = slot(&mut c.budgets, seed.target.field());
+            target.roll(&target_grid, now);
             target.add(source.used());
         }
     }

@@ -156,11 +156,8 @@ impl RedisStore {
 /// and grid param, then the source budget's.
 pub(super) fn seed_args(cmd: &mut redis::Cmd, seed: &BudgetSeed) {
     let limit = |cmd: &mut redis::Cmd, spec: &LimitSpec| {
-        let (mode, param, _) = spec.grid.as_ref().map_or((0, 0, 0), grid_args);
-        cmd.arg(spec.field.as_ref())
-            .arg(spec.len_ms)
-            .arg(mode)
-            .arg(param);
+        let (mode, param, _) = spec.grid().map_or((0, 0, 0), grid_args);
+        cmd.arg(spec.field()).arg(spec.len_ms).arg(mode).arg(param);
     };
     limit(cmd, &seed.target);
     limit(cmd, &seed.source);

@@ -20,7 +20,7 @@ impl RedisStore {
             .map(|c| ConfigRef {
                 key: self.keys.counters(&c.config.id),
                 limits: packed_limits(c).clone(),
-                n_limits: c.limits.len(),
+                n_limits: c.limits().len(),
             })
             .collect()
     }
@@ -187,7 +187,7 @@ impl RedisStore {
                 invoke(&mut conn, &self.scripts.read_usage, fill),
             )
             .await?;
-        let expected: usize = configs.iter().map(|c| c.limits.len()).sum();
+        let expected: usize = configs.iter().map(|c| c.limits().len()).sum();
         if reply.len() != 1 + 2 * expected {
             return Err(corrupt("read_usage answered the wrong number of values"));
         }
@@ -195,7 +195,7 @@ impl RedisStore {
         let usage = configs
             .iter()
             .map(|c| {
-                c.limits
+                c.limits()
                     .iter()
                     .map(|_| {
                         let v = values.next().expect("length checked");

@@ -17,7 +17,7 @@ struct PackedLimits(Arc<[u8]>);
 pub fn packed_limits(config: &CompiledConfig) -> &Arc<[u8]> {
     &config
         .cache
-        .store
+        .store()
         .get_or_init(|| PackedLimits(pack(config).into()))
         .0
 }
@@ -25,8 +25,8 @@ pub fn packed_limits(config: &CompiledConfig) -> &Arc<[u8]> {
 /// The script encoding (mode, param, length) of a budget's period grid, as
 /// `lua/lib/periods.lua`'s `period_bounds` reads it: mode 0 fixed from an anchor (param
 /// the anchor, in ms), 1 months, 2 years (param n).
-pub fn grid_args(grid: &PeriodGrid) -> (u8, i64, i64) {
-    match *grid {
+pub fn grid_args(grid: PeriodGrid) -> (u8, i64, i64) {
+    match grid {
         PeriodGrid::Fixed { anchor_ms, len_ms } => (0, anchor_ms, len_ms),
         PeriodGrid::Months { n } => (1, n, 0),
         PeriodGrid::Years { n } => (2, n, 0),
@@ -43,7 +43,7 @@ fn kind_code(kind: LimitKind) -> &'static str {
 }
 
 fn pack(config: &CompiledConfig) -> Vec<u8> {
-    let limits: &[LimitSpec] = &config.limits;
+    let limits: &[LimitSpec] = config.limits();
     let mut out = Vec::with_capacity(2 + 8 * config.thresholds.len() + limits.len() * 80);
     out.push(u8::from(config.is_shadow()));
     // At most MAX_THRESHOLDS (8), validated on write.
@@ -52,7 +52,7 @@ fn pack(config: &CompiledConfig) -> Vec<u8> {
         out.extend_from_slice(&t.to_le_bytes());
     }
     for l in limits {
-        let (mode, param) = match &l.grid {
+        let (mode, param) = match l.grid() {
             Some(grid) => {
                 let (mode, param, _) = grid_args(grid);
                 (mode, param)
@@ -61,8 +61,8 @@ fn pack(config: &CompiledConfig) -> Vec<u8> {
         };
         out.extend_from_slice(kind_code(l.kind).as_bytes());
         // Fields are "r", "t" or "b:<uuid>": far below the 255-byte length prefix.
-        out.push(u8::try_from(l.field.len()).expect("limit field under 256 bytes"));
-        out.extend_from_slice(l.field.as_bytes());
+        out.push(u8::try_from(l.field().len()).expect("limit field under 256 bytes"));
+        out.extend_from_slice(l.field().as_bytes());
         for value in [l.max as f64, l.len_ms as f64, f64::from(mode), param as f64] {
             out.extend_from_slice(&value.to_le_bytes());
         }
