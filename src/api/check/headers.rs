@@ -32,12 +32,9 @@ pub fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &Li
         "\"{name}\";r={remaining};t={}",
         ceil_secs(outcome.reset_after_ms)
     );
-    if let (Ok(p), Ok(s)) = (
-        HeaderValue::from_str(&policy),
-        HeaderValue::from_str(&state),
-    ) {
-        headers.insert("ratelimit-policy", p);
-        headers.insert("ratelimit", s);
+    if let (Ok(p), Ok(s)) = (value(policy), value(state)) {
+        headers.insert(RATELIMIT_POLICY, p);
+        headers.insert(RATELIMIT, s);
     }
 }
 
@@ -74,24 +71,30 @@ pub fn openai_headers(headers: &mut HeaderMap, pairs: &[(&LimitSpec, LimitOutcom
         let (spec, outcome) = pairs[i];
         let values = openai_values(spec.max, outcome.used, outcome.reset_after_ms);
         for (name, value) in names.into_iter().zip(values) {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
+            headers.insert(HeaderName::from_static(name), value);
         }
     }
 }
 
 /// Limit, remaining and reset as OpenAI writes them: `["60", "59", "1s"]`.
-pub fn openai_values(max: i64, used: i64, reset_after_ms: i64) -> [String; 3] {
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A header value that keeps `s`'s buffer (no copy).
+fn value(s: String) -> Result<HeaderValue, axum::http::header::InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+}
+
+fn openai_values(max: i64, used: i64, reset_after_ms: i64) -> [HeaderValue; 3] {
+    // A Go duration is ASCII digits and units: always a valid header value.
+    let reset = value(go_duration(reset_after_ms)).unwrap_or(HeaderValue::from_static("0s"));
     [
-        max.to_string(),
-        (max - used).max(0).to_string(),
-        go_duration(reset_after_ms),
+        HeaderValue::from(max),
+        HeaderValue::from((max - used).max(0)),
+        reset,
     ]
 }
 
-/// A duration in milliseconds the way Go's `time.Duration` prints it (which is what
-/// OpenAI's reset headers are): `0s`, `20ms`, `1s`, `1.5s`, `6m0s`, `1h0m0s`.
 pub fn go_duration(ms: i64) -> String {
     let ms = ms.max(0);
     if ms == 0 {
@@ -144,7 +147,8 @@ mod tests {
 
     #[test]
     fn openai_values_never_go_negative() {
-        assert_eq!(openai_values(60, 1, 1000), ["60", "59", "1s"]);
-        assert_eq!(openai_values(3, 5, 360_000), ["3", "0", "6m0s"]);
+        let text = |v: [HeaderValue; 3]| v.map(|h| h.to_str().unwrap().to_string());
+        assert_eq!(text(openai_values(60, 1, 1000)), ["60", "59", "1s"]);
+        assert_eq!(text(openai_values(3, 5, 360_000)), ["3", "0", "6m0s"]);
     }
 }

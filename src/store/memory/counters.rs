@@ -11,6 +11,7 @@ use crate::store::{
     self, Amounts, CheckOutcome, Crossing, LimitOutcome, LimitUsage, Recorded, StoreError,
     USAGE_ID_TTL, UsageDelta, UsageOutcome,
 };
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 
 /// How often expired counters and request ids are swept out.
@@ -18,11 +19,11 @@ pub(super) const SWEEP_EVERY_MS: i64 = 10_000;
 
 #[derive(Debug, Default)]
 pub(super) struct ConfigCounters {
-    pub(super) windows: HashMap<String, SlidingWindow>,
-    pub(super) budgets: HashMap<String, BudgetCounter>,
+    pub(super) windows: FxHashMap<String, SlidingWindow>,
+    pub(super) budgets: FxHashMap<String, BudgetCounter>,
     /// Per limit field: the highest alert threshold it fired, and (budgets) the period
     /// it fired in (see `limits::thresholds`).
-    pub(super) fired: HashMap<String, (i64, Fired)>,
+    pub(super) fired: FxHashMap<String, (i64, Fired)>,
     /// Like a Redis TTL: after this nothing in here counts any more.
     pub(super) expires_ms: i64,
 }
@@ -62,7 +63,10 @@ fn rise(
 
 /// `map`'s entry for `key`, created on first use: the key is copied then, not on every
 /// check (the embedded store's check allocated a copy of each name per limit).
-pub(super) fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+pub(super) fn slot<'a, V: Default, H: std::hash::BuildHasher>(
+    map: &'a mut HashMap<String, V, H>,
+    key: &str,
+) -> &'a mut V {
     if !map.contains_key(key) {
         map.insert(key.to_string(), V::default());
     }
@@ -71,7 +75,9 @@ pub(super) fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -
 
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    pub(super) by_config: HashMap<String, ConfigCounters>,
+    /// Keyed by ids this replica's stores wrote: a fast hash (FxHash) is safe here; the
+    /// request ids of `usage_ids` come from clients and keep SipHash.
+    pub(super) by_config: FxHashMap<String, ConfigCounters>,
     pub(super) usage_ids: HashMap<String, i64>,
     pub(super) next_sweep_ms: i64,
 }

@@ -4,8 +4,8 @@
 //! Public so that benchmarks can call the script exactly as tollgate does.
 
 use crate::store::{CheckOutcome, Crossing, Granted, Recorded};
+use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use super::batch_reply::decode_batch;
@@ -232,7 +232,7 @@ impl Op {
         })
     }
 
-    fn encode(&self, index: &HashMap<&str, u16>, marker_base: &str) -> Vec<u8> {
+    fn encode(&self, index: &FxHashMap<&str, u16>, marker_base: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(48 + 2 * self.configs.len() + 26);
         out.push(self.kind.code());
         for v in [
@@ -278,14 +278,14 @@ impl Op {
 /// 1): the counters of each config the ops touch, then the marker hashes of their
 /// usage reports.
 struct CallKeys<'a> {
-    index: HashMap<&'a str, u16>,
+    index: FxHashMap<&'a str, u16>,
     configs: Vec<&'a ConfigRef>,
     markers: Vec<&'a str>,
 }
 
 impl<'a> CallKeys<'a> {
     fn of<'o: 'a>(ops: impl Iterator<Item = &'o Op>, markers: &'a [[String; 3]]) -> Self {
-        let mut index: HashMap<&str, u16> = HashMap::new();
+        let mut index: FxHashMap<&str, u16> = FxHashMap::default();
         let mut configs: Vec<&ConfigRef> = Vec::new();
         for op in ops {
             for c in &op.configs {
