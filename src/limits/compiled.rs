@@ -189,11 +189,7 @@ impl CompiledConfig {
     /// bypassed validation (e.g. edited by hand in Redis).
     pub fn compile_for(mut config: ModelConfig, policy: &Policy) -> Result<Self, String> {
         let count = each_limit(&config, |_| ())?;
-        // Parsed JSON leaves lists with spare room: a million configs would keep it.
-        config.budgets.shrink_to_fit();
-        if let Some(t) = &mut config.alert_thresholds {
-            t.shrink_to_fit();
-        }
+        config.shrink_to_fit();
         Ok(CompiledConfig {
             enforcement: policy.enforcement(&config),
             thresholds: policy.thresholds(&config),

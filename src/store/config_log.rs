@@ -85,8 +85,11 @@ pub fn parse_configs<'a>(stored: impl IntoIterator<Item = &'a str>) -> Vec<Model
 }
 
 pub fn parse_config(json: &str) -> Option<ModelConfig> {
-    match serde_json::from_str(json) {
-        Ok(c) => Some(c),
+    match serde_json::from_str::<ModelConfig>(json) {
+        Ok(mut c) => {
+            c.shrink_to_fit();
+            Some(c)
+        }
         Err(e) => {
             tracing::error!(error = %e, "skipping an unreadable config in the store");
             None
