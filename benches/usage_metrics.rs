@@ -50,7 +50,7 @@ fn see_all(s: &Snapshot, now_ms: i64) {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            c.seen
+            c.seen()
                 .record(i, (x % 1000) as i64 * spec.max / 1000, now_ms);
         }
     }

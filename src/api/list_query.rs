@@ -124,11 +124,11 @@ impl ListQuery {
             && self
                 .scope_id
                 .as_ref()
-                .is_none_or(|s| c.scope_id.as_ref() == Some(s))
+                .is_none_or(|s| c.scope_id.as_deref() == Some(s.as_str()))
             && self
                 .provider
                 .as_ref()
-                .is_none_or(|p| c.provider.as_ref() == Some(p))
+                .is_none_or(|p| c.provider.as_deref() == Some(p.as_str()))
     }
 }
 

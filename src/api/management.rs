@@ -38,7 +38,7 @@ pub(super) async fn with_usage<S: Store>(
         .zip(&usage)
         .map(|(c, u)| {
             for (i, limit) in u.iter().enumerate() {
-                c.seen.record(i, limit.used, now);
+                c.seen().record(i, limit.used, now);
             }
             view(c, Some(u))
         })
@@ -49,7 +49,7 @@ pub(super) async fn with_usage<S: Store>(
 pub fn with_seen_usage(c: &CompiledConfig) -> ModelConfigView {
     let now = chrono::Utc::now().timestamp_millis();
     let usage: Vec<LimitUsage> = c
-        .seen
+        .seen()
         .usage(c.limits(), now)
         .into_iter()
         .map(|(used, start_ms)| LimitUsage { used, start_ms })

@@ -134,9 +134,9 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         .map(|b| {
             let u = usage_of(LimitKind::Budget, Some(&b.id));
             BudgetView {
-                id: b.id.clone(),
+                id: b.id.to_string(),
                 max_limit: b.max_limit,
-                reset_duration: b.reset_duration.clone(),
+                reset_duration: b.reset_duration.to_string(),
                 current_usage: u.map(|u| nanos_to_dollars(u.used)),
                 last_reset: u.and_then(|u| at(u.start_ms)),
                 calendar_aligned: c.calendar_aligned,
@@ -150,13 +150,13 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         let tokens = usage_of(LimitKind::Tokens, None);
         let requests = usage_of(LimitKind::Requests, None);
         RateLimitView {
-            id: rl.id.clone(),
+            id: rl.id.to_string(),
             token_max_limit: rl.token_max_limit,
-            token_reset_duration: rl.token_reset_duration.clone(),
+            token_reset_duration: rl.token_reset_duration.as_deref().map(str::to_owned),
             token_current_usage: tokens.map(|u| u.used),
             token_last_reset: tokens.and_then(|u| at(u.start_ms)),
             request_max_limit: rl.request_max_limit,
-            request_reset_duration: rl.request_reset_duration.clone(),
+            request_reset_duration: rl.request_reset_duration.as_deref().map(str::to_owned),
             request_current_usage: requests.map(|u| u.used),
             request_last_reset: requests.and_then(|u| at(u.start_ms)),
             config_hash: rate_limit_hash(rl),
@@ -165,11 +165,11 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         }
     });
     ModelConfigView {
-        id: c.id.clone(),
-        model_name: c.model_name.clone(),
-        provider: c.provider.clone(),
+        id: c.id.to_string(),
+        model_name: c.model_name.to_string(),
+        provider: c.provider.as_deref().map(str::to_owned),
         scope: c.scope,
-        scope_id: c.scope_id.clone(),
+        scope_id: c.scope_id.as_deref().map(str::to_owned),
         calendar_aligned: c.calendar_aligned,
         budget: budgets.first().cloned(),
         budgets,
@@ -177,7 +177,7 @@ pub fn view(compiled: &CompiledConfig, usage: Option<&[LimitUsage]>) -> ModelCon
         config_hash: config_hash(c),
         created_at: c.created_at,
         updated_at: c.updated_at,
-        managed_by: c.managed_by.clone(),
+        managed_by: c.managed_by.as_deref().map(str::to_owned),
         enforcement: c.enforcement,
         alert_thresholds: c.alert_thresholds.clone(),
     }

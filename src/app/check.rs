@@ -218,7 +218,7 @@ fn remember_usage(configs: &[Arc<CompiledConfig>], outcome: &CheckOutcome) {
     for c in configs {
         for i in 0..c.limits().len() {
             if let Some(o) = limits.next() {
-                c.seen.record(i, o.used, outcome.now_ms);
+                c.seen().record(i, o.used, outcome.now_ms);
             }
         }
     }

@@ -15,6 +15,7 @@
 //! configs it touches. Shadow configs never refuse, so they are never remembered.
 
 use crate::limits::CompiledConfig;
+use crate::model::Id;
 use crate::store::{Amounts, CheckOutcome, LimitOutcome};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -45,7 +46,7 @@ struct Refused {
 /// This replica's remembered refusals, by (config id, limit position).
 #[derive(Debug, Default)]
 pub struct Refusals {
-    map: Mutex<HashMap<(String, usize), Refused>>,
+    map: Mutex<HashMap<(Id, usize), Refused>>,
     /// Entries held, read without the lock: most checks find none to look at.
     held: AtomicUsize,
     /// The longest a refusal is remembered (0: never).
@@ -133,7 +134,7 @@ impl Refusals {
         let mut limits = Vec::new();
         for c in configs {
             for (i, spec) in c.limits().iter().enumerate() {
-                let seen = c.seen.last(i).map_or(0, |(used, _)| used);
+                let seen = c.last_seen(i).map_or(0, |(used, _)| used);
                 let still = map.get(&(c.config.id.clone(), i)).filter(|r| {
                     !c.is_shadow()
                         && r.revision == c.config.revision

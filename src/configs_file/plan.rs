@@ -270,7 +270,7 @@ mod tests {
                 .filter(|(m, s, ..)| seen.insert((*m, *s)))
                 .map(|(m, s, r, marked)| {
                     let mut c = desired(0, body(m, s, r)).config;
-                    c.managed_by = marked.then(|| "f".to_string());
+                    c.managed_by = marked.then(|| "f".into());
                     c
                 })
                 .collect();

@@ -151,7 +151,7 @@ pub fn carry_over(
     next.created_at = current.created_at;
     next.updated_at = now;
     next.revision = current.revision + 1;
-    next.managed_by = marker.map(str::to_string);
+    next.managed_by = marker.map(Into::into);
     let duration = |d: &str| parse_duration_ms(d).ok();
     for b in &mut next.budgets {
         b.updated_at = now;
@@ -189,7 +189,7 @@ pub fn fresh(desired: &ModelConfig, now: DateTime<Utc>, marker: Option<&str>) ->
     next.created_at = now;
     next.updated_at = now;
     next.revision = 1;
-    next.managed_by = marker.map(str::to_string);
+    next.managed_by = marker.map(Into::into);
     for b in &mut next.budgets {
         b.id = new_id();
         b.created_at = now;

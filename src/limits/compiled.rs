@@ -4,6 +4,7 @@
 use super::layer_cache::LayerCache;
 use super::period::PeriodGrid;
 use super::policy::Policy;
+use super::seen::SeenUsage;
 use crate::model::config::Enforcement;
 use crate::model::{ModelConfig, dollars_to_nanos, duration::parse_duration_ms};
 use std::sync::{Arc, OnceLock};
@@ -141,18 +142,25 @@ impl LimitSpec {
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
     pub config: ModelConfig,
-    /// Built at the first use (`limits`): of a million configs most are never checked
-    /// on a given replica, and their limits would be a quarter of what it holds.
-    limits: OnceLock<Box<[LimitSpec]>>,
-    /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
-    pub seen: super::seen::SeenUsage,
+    /// Built at the first use (`limits`, `seen`, `cache`), in one allocation: of a
+    /// million configs most are never checked on a given replica, and what a check
+    /// needs would be a third of what the replica holds.
+    in_use: OnceLock<Box<InUse>>,
     /// As this replica applies it (`--shadow-all` makes every config shadow).
     pub enforcement: Enforcement,
     /// The alert thresholds of every limit of this config, ascending (its own, else the
     /// replica's `--alert-thresholds`); empty: no threshold events.
     pub thresholds: Arc<[f64]>,
+}
+
+/// What a config holds once it is checked.
+#[derive(Debug, Clone)]
+struct InUse {
+    limits: Box<[LimitSpec]>,
+    /// Each limit's usage as this replica last saw it (`from_memory=true` lists).
+    seen: SeenUsage,
     /// What the store and the answer derive from the limits, once per compiled config.
-    pub cache: LayerCache,
+    cache: LayerCache,
 }
 
 impl CompiledConfig {
@@ -188,26 +196,53 @@ impl CompiledConfig {
     /// The config as a replica with `policy` applies it. Fails only for data that
     /// bypassed validation (e.g. edited by hand in Redis).
     pub fn compile_for(mut config: ModelConfig, policy: &Policy) -> Result<Self, String> {
-        let count = each_limit(&config, |_| ())?;
+        each_limit(&config, |_| ())?;
         config.shrink_to_fit();
         Ok(CompiledConfig {
             enforcement: policy.enforcement(&config),
             thresholds: policy.thresholds(&config),
             config,
-            seen: super::seen::SeenUsage::new(count),
-            limits: OnceLock::new(),
-            cache: LayerCache::default(),
+            in_use: OnceLock::new(),
+        })
+    }
+
+    fn in_use(&self) -> &InUse {
+        self.in_use.get_or_init(|| {
+            let mut limits = Vec::new();
+            each_limit(&self.config, |l| limits.push(l))
+                .expect("a compiled config's limits compile");
+            Box::new(InUse {
+                seen: SeenUsage::new(limits.len()),
+                limits: limits.into_boxed_slice(),
+                cache: LayerCache::default(),
+            })
         })
     }
 
     /// Every limit of the config, in check order: requests, tokens, then each budget.
     pub fn limits(&self) -> &[LimitSpec] {
-        self.limits.get_or_init(|| {
-            let mut limits = Vec::new();
-            each_limit(&self.config, |l| limits.push(l))
-                .expect("a compiled config's limits compile");
-            limits.into_boxed_slice()
-        })
+        &self.in_use().limits
+    }
+
+    /// Each limit's usage as this replica last saw it, to record into.
+    pub fn seen(&self) -> &SeenUsage {
+        &self.in_use().seen
+    }
+
+    /// Limit `i` as this replica last saw it: (used, when in Unix ms), or None if never.
+    /// Builds nothing for a config never checked.
+    pub fn last_seen(&self, i: usize) -> Option<(i64, i64)> {
+        self.in_use.get()?.seen.last(i)
+    }
+
+    /// Whether the config was ever checked or shown here (its limits are built).
+    pub fn is_in_use(&self) -> bool {
+        self.in_use.get().is_some()
+    }
+
+    /// What the store and the answer derive from the limits, once per compiled config.
+    pub fn cache(&self) -> &LayerCache {
+        &self.in_use().cache
     }
 }
 

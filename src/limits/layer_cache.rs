@@ -12,10 +12,13 @@ use std::any::Any;
 use std::fmt;
 use std::sync::OnceLock;
 
-/// One slot per layer that derives a form of the config, allocated with the first: a
-/// config never checked pays one empty cell.
+/// One slot per layer that derives a form of the config. Part of what a compiled config
+/// builds at its first use (`CompiledConfig::cache`): a config never checked has none.
 #[derive(Debug, Default)]
-pub struct LayerCache(OnceLock<Box<Slots>>);
+pub struct LayerCache {
+    store: CacheSlot,
+    answer: CacheSlot,
+}
 
 /// A copy starts empty, as each slot's copy does.
 impl Clone for LayerCache {
@@ -24,21 +27,15 @@ impl Clone for LayerCache {
     }
 }
 
-#[derive(Debug, Default)]
-struct Slots {
-    store: CacheSlot,
-    answer: CacheSlot,
-}
-
 impl LayerCache {
     /// The store's encoding of the limits (`store::redis`).
     pub fn store(&self) -> &CacheSlot {
-        &self.0.get_or_init(Box::default).store
+        &self.store
     }
 
     /// The check answer's encoding of the limits (`api::check`).
     pub fn answer(&self) -> &CacheSlot {
-        &self.0.get_or_init(Box::default).answer
+        &self.answer
     }
 }
 

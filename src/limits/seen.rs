@@ -3,27 +3,19 @@
 //! at most the time since this replica last touched the limit.
 
 use super::compiled::LimitSpec;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// Per limit: the count seen and when (Unix ms; 0 = never). Allocated when the first
-/// usage is seen: most of a million configs are never checked on a given replica.
-#[derive(Debug, Default)]
-pub struct SeenUsage {
-    seen: OnceLock<Box<[[AtomicI64; 2]]>>,
-    limits: u8,
-}
+/// Per limit: the count seen and when (Unix ms; 0 = never). Part of what a compiled
+/// config builds at its first use (`CompiledConfig::seen`); a config never checked has
+/// none (`CompiledConfig::last_seen`).
+#[derive(Debug)]
+pub struct SeenUsage(Box<[[AtomicI64; 2]]>);
 
 impl Clone for SeenUsage {
     fn clone(&self) -> Self {
-        let copy = SeenUsage {
-            seen: OnceLock::new(),
-            limits: self.limits,
-        };
-        if let Some(seen) = self.seen.get() {
-            for (i, [used, at]) in seen.iter().enumerate() {
-                copy.record(i, used.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
-            }
+        let copy = SeenUsage::new(self.0.len());
+        for (i, [used, at]) in self.0.iter().enumerate() {
+            copy.record(i, used.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
         }
         copy
     }
@@ -31,25 +23,16 @@ impl Clone for SeenUsage {
 
 impl SeenUsage {
     pub fn new(limits: usize) -> Self {
-        SeenUsage {
-            seen: OnceLock::new(),
-            limits: u8::try_from(limits).unwrap_or(u8::MAX),
-        }
+        SeenUsage((0..limits).map(|_| Default::default()).collect())
     }
 
     fn get(&self, i: usize) -> Option<&[AtomicI64; 2]> {
-        self.seen.get()?.get(i)
+        self.0.get(i)
     }
 
     /// Limit `i` had `used` at `at_ms` (the store's clock).
     pub fn record(&self, i: usize, used: i64, at_ms: i64) {
-        if i >= usize::from(self.limits) {
-            return;
-        }
-        let seen = self
-            .seen
-            .get_or_init(|| (0..self.limits).map(|_| Default::default()).collect());
-        let [u, at] = &seen[i];
+        let Some([u, at]) = self.get(i) else { return };
         u.store(used, Ordering::Relaxed);
         at.store(at_ms, Ordering::Relaxed);
     }

@@ -8,7 +8,7 @@ use super::compiled::CompiledConfig;
 use super::config_keys::{ById, InListOrder};
 use super::matching::{ConfigIndex, MatchKey};
 use super::policy::Policy;
-use crate::model::ModelConfig;
+use crate::model::{Id, ModelConfig};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ impl Snapshot {
 
     /// Each config in order, replacing any of the same id; a config that failed to
     /// compile (`Err(id)`) removes its id, as `upsert` does.
-    fn put_all(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, String>>) {
+    fn put_all(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, Id>>) {
         if self.is_empty() {
             return self.fill(compiled);
         }
@@ -108,7 +108,7 @@ impl Snapshot {
     /// `put_all` into an empty snapshot, as a full load does: the id map first (the last
     /// config of an id wins), then the list order and the index from it, each on a
     /// thread of its own. Inserted in id order, which is random to both.
-    fn fill(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, String>>) {
+    fn fill(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, Id>>) {
         for c in compiled {
             match c {
                 Ok(c) => {
@@ -229,7 +229,7 @@ impl Snapshot {
 }
 
 /// The compiled config, or (logged) the id of one that does not compile.
-fn compile_or_log(config: ModelConfig, policy: &Policy) -> Result<Arc<CompiledConfig>, String> {
+fn compile_or_log(config: ModelConfig, policy: &Policy) -> Result<Arc<CompiledConfig>, Id> {
     let id = config.id.clone();
     CompiledConfig::compile_for(config, policy)
         .map(Arc::new)
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(updated.get(&b.id).unwrap().config.model_name, "b2");
         assert_eq!((count(&updated, "b"), count(&updated, "b2")), (0, 1));
         assert_eq!(count(&added, "b"), 1, "the older snapshot is untouched");
-        let same = updated.with_changes(4, [(a.id.clone(), Some(a.clone()))]);
+        let same = updated.with_changes(4, [(a.id.to_string(), Some(a.clone()))]);
         assert!(
             Arc::ptr_eq(same.get(&a.id).unwrap(), updated.get(&a.id).unwrap()),
             "an unchanged config keeps its compiled form"
@@ -294,7 +294,7 @@ mod tests {
     fn a_reload_keeps_unchanged_configs_compiled_in_the_same_epoch() {
         let (a, b) = (config("a"), config("b"));
         let before = Snapshot::build(1, vec![a.clone(), b.clone()]).at(Some("e1".into()), 1);
-        before.get(&a.id).unwrap().seen.record(0, 1, 1);
+        before.get(&a.id).unwrap().seen().record(0, 1, 1);
         let mut changed = b.clone();
         changed.model_name = "b2".into();
         let after = Snapshot::reload(Some("e1".into()), 2, vec![a.clone(), changed], &before);

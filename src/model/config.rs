@@ -1,6 +1,8 @@
 //! Model configs as stored, and the request bodies that create and update them.
 
+use super::id::Id;
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -69,11 +71,11 @@ pub enum ThresholdsInput {
 /// and are joined in when a config is shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
-    pub id: String,
-    pub model_name: String,
-    pub provider: Option<String>,
+    pub id: Id,
+    pub model_name: CompactString,
+    pub provider: Option<CompactString>,
     pub scope: Scope,
-    pub scope_id: Option<String>,
+    pub scope_id: Option<Id>,
     pub calendar_aligned: bool,
     pub budgets: Vec<Budget>,
     pub rate_limit: Option<RateLimit>,
@@ -93,7 +95,7 @@ pub struct ModelConfig {
     /// refuses management-API writes to it. Kept in the store, so a replica started
     /// without the file refuses too. Not part of `config_hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub managed_by: Option<String>,
+    pub managed_by: Option<CompactString>,
 }
 
 impl ModelConfig {
@@ -126,24 +128,24 @@ impl ModelConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
-    pub id: String,
+    pub id: Id,
     /// Dollars.
     pub max_limit: f64,
     /// As the operator wrote it; parsed again when compiled.
-    pub reset_duration: String,
+    pub reset_duration: CompactString,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {
-    pub id: String,
+    pub id: Id,
     #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub token_max_limit: Option<u64>,
-    pub token_reset_duration: Option<String>,
+    pub token_reset_duration: Option<CompactString>,
     #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub request_max_limit: Option<u64>,
-    pub request_reset_duration: Option<String>,
+    pub request_reset_duration: Option<CompactString>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -3,11 +3,13 @@
 pub mod config;
 pub mod duration;
 pub mod hash;
+pub mod id;
 pub mod json_int;
 pub mod schema;
 pub mod validate;
 
 pub use config::{ModelConfig, Scope};
+pub use id::Id;
 
 /// Budgets are counted in nano-dollars: integer arithmetic, so 0.1 + 0.2 fits a 0.3 budget.
 pub const NANOS_PER_DOLLAR: f64 = 1e9;

@@ -44,12 +44,15 @@ fn ratio(used: i64, max: i64) -> f64 {
 /// The largest usage ratio over a config's limits, if this replica saw any of them in
 /// its current window or period.
 pub fn usage_ratio(config: &CompiledConfig, now_ms: i64) -> Option<f64> {
+    if !config.is_in_use() {
+        return None; // never checked here: nothing seen, and nothing to build
+    }
     config
         .limits()
         .iter()
         .enumerate()
         .filter_map(|(i, spec)| {
-            current(spec, config.seen.last(i), now_ms).map(|used| ratio(used, spec.max))
+            current(spec, config.last_seen(i), now_ms).map(|used| ratio(used, spec.max))
         })
         .max_by(f64::total_cmp)
 }
@@ -158,7 +161,7 @@ pub fn append(out: &mut String, snapshot: &Snapshot, n: usize, now_ms: i64) {
     let mut series = Vec::new();
     for (_, config) in &top {
         for (i, spec) in config.limits().iter().enumerate() {
-            let used = current(spec, config.seen.last(i), now_ms).unwrap_or(0);
+            let used = current(spec, config.last_seen(i), now_ms).unwrap_or(0);
             series.push((
                 labels(config, spec),
                 quantity(spec.kind, used),

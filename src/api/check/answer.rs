@@ -149,7 +149,7 @@ struct AnswerHead<'a> {
 
 /// `config`'s answer heads, one per limit in order (serialized once per compiled config).
 fn answer_heads(config: &CompiledConfig) -> &AnswerHeads {
-    config.cache.answer().get_or_init(|| {
+    config.cache().answer().get_or_init(|| {
         let c = &config.config;
         let heads = config.limits().iter().map(|spec| {
             let head = AnswerHead {

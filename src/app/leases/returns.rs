@@ -9,6 +9,7 @@ use crate::app::local_share::replay::{self, ANNOUNCE_EVERY_MS};
 use crate::limits::CompiledConfig;
 use crate::log_throttle::LogThrottle;
 use crate::metrics as m;
+use crate::model::Id;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ async fn give_back<S: Store>(app: &App<S>, due: Vec<Due>) {
     if due.is_empty() {
         return;
     }
-    let mut calls: HashMap<(String, i64), (Arc<CompiledConfig>, Vec<i64>)> = HashMap::new();
+    let mut calls: HashMap<(Id, i64), (Arc<CompiledConfig>, Vec<i64>)> = HashMap::new();
     for d in due {
         let n = d.config.limits().len();
         let (_, per_limit) = calls

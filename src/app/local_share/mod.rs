@@ -191,7 +191,7 @@ impl LocalShare {
         for c in configs.iter().filter(|c| !c.is_shadow()) {
             for (i, spec) in c.limits().iter().enumerate() {
                 // A limit never seen counts as unused: the bound's weak spot, stated.
-                let used = c.seen.last(i).map_or(0, |(used, _)| used);
+                let used = c.last_seen(i).map_or(0, |(used, _)| used);
                 let share = (spec.max - used).max(0) / n;
                 let taken = state.journal.taken(&c.config.id, spec.kind);
                 if !admits(taken, share, amounts.for_kind(spec.kind)) {
@@ -210,7 +210,7 @@ impl LocalShare {
         state.journal.push(Entry {
             id: format!("local:{}:{seq}", self.replica_id),
             at_ms: chrono::Utc::now().timestamp_millis(),
-            configs: configs.iter().map(|c| c.config.id.clone()).collect(),
+            configs: configs.iter().map(|c| c.config.id.to_string()).collect(),
             amounts: [amounts.requests, amounts.tokens, amounts.cost_nanos],
             charged: false,
         });

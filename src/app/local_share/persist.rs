@@ -45,8 +45,8 @@ impl LocalShare {
                 for (id, limits) in &file.seen {
                     if let Some(c) = snapshot.get(id) {
                         for (i, &(used, at)) in limits.iter().enumerate() {
-                            if at != 0 && c.seen.last(i).is_none() {
-                                c.seen.record(i, used, at);
+                            if at != 0 && c.last_seen(i).is_none() {
+                                c.seen().record(i, used, at);
                             }
                         }
                     }
@@ -102,7 +102,7 @@ impl LocalShare {
             .filter_map(|id| {
                 let c = snapshot.get(&id)?;
                 let limits = (0..c.limits().len())
-                    .map(|i| c.seen.last(i).unwrap_or((0, 0)))
+                    .map(|i| c.last_seen(i).unwrap_or((0, 0)))
                     .collect();
                 Some((id, limits))
             })

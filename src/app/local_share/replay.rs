@@ -126,8 +126,8 @@ pub async fn before_check<S: Store>(app: &App<S>) -> Result<(), String> {
 fn count_as_seen(configs: &[Arc<CompiledConfig>], e: &Entry) {
     for c in configs {
         for (i, spec) in c.limits().iter().enumerate() {
-            if let Some((used, at)) = c.seen.last(i) {
-                c.seen
+            if let Some((used, at)) = c.last_seen(i) {
+                c.seen()
                     .record(i, used.saturating_add(e.amounts().for_kind(spec.kind)), at);
             }
         }
@@ -203,7 +203,7 @@ async fn refresh<S: Store>(app: &App<S>) -> Result<(), StoreError> {
         let (now_ms, usage) = crate::app::timed("refresh", app.store.read_usage(&refs)).await?;
         for (c, limits) in chunk.iter().zip(usage) {
             for (i, u) in limits.iter().enumerate() {
-                c.seen.record(i, u.used, now_ms);
+                c.seen().record(i, u.used, now_ms);
             }
         }
     }

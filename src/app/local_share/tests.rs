@@ -27,7 +27,7 @@ fn one() -> Amounts {
 fn a_replica_admits_its_share_of_what_was_left_and_no_more() {
     let local = LocalShare::new(1000, 0);
     let c = config("a", 300);
-    c.seen.record(0, 100, 1);
+    c.seen().record(0, 100, 1);
     let configs = [c.clone()];
     assert_eq!(
         local.decide(&configs, one(), false),

@@ -77,14 +77,14 @@ pub(super) fn build_budgets(
                 Some(prev) => Budget {
                     id: prev.id.clone(),
                     max_limit: *max_limit,
-                    reset_duration: reset_duration.clone(),
+                    reset_duration: reset_duration.as_str().into(),
                     created_at: prev.created_at,
                     updated_at: now,
                 },
                 None => Budget {
                     id: new_id(),
                     max_limit: *max_limit,
-                    reset_duration: reset_duration.clone(),
+                    reset_duration: reset_duration.as_str().into(),
                     created_at: now,
                     updated_at: now,
                 },
@@ -119,9 +119,9 @@ pub(super) fn legacy_budget_update(
     existing: &[Budget],
 ) -> Result<Vec<BudgetInput>, ValidationError> {
     let as_input = |b: &Budget| BudgetInput {
-        id: Some(b.id.clone()),
+        id: Some(b.id.to_string()),
         max_limit: Some(b.max_limit),
-        reset_duration: Some(b.reset_duration.clone()),
+        reset_duration: Some(b.reset_duration.to_string()),
     };
     let rest = existing.iter().skip(1).map(as_input);
     if input.max_limit.is_none() && input.reset_duration.is_none() {
@@ -129,9 +129,9 @@ pub(super) fn legacy_budget_update(
     }
     let first = match existing.first() {
         Some(b) => BudgetInput {
-            id: Some(b.id.clone()),
+            id: Some(b.id.to_string()),
             max_limit: input.max_limit.or(Some(b.max_limit)),
-            reset_duration: input.reset_duration.or(Some(b.reset_duration.clone())),
+            reset_duration: input.reset_duration.or(Some(b.reset_duration.to_string())),
         },
         None => {
             if input.max_limit.is_none() {

@@ -10,6 +10,7 @@ pub use update::update_config;
 
 use super::config::{CreateModelConfig, ModelConfig, Scope};
 use super::duration::parse_duration_ms;
+use super::id::Id;
 use budgets::{budget_inputs, build_budgets};
 use chrono::{DateTime, Utc};
 use rate_limit::build_rate_limit;
@@ -40,8 +41,8 @@ fn invalid<T>(msg: impl Into<String>) -> Result<T, ValidationError> {
     Err(ValidationError(msg.into()))
 }
 
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+pub fn new_id() -> Id {
+    Id::from(uuid::Uuid::new_v4().to_string())
 }
 
 fn check_name(field: &str, value: &str) -> Result<(), ValidationError> {
@@ -146,10 +147,10 @@ pub fn create_config(
     };
     Ok(ModelConfig {
         id: new_id(),
-        model_name,
-        provider,
+        model_name: model_name.into(),
+        provider: provider.map(Into::into),
         scope,
-        scope_id,
+        scope_id: scope_id.map(Id::from),
         calendar_aligned: req.calendar_aligned.unwrap_or(false),
         budgets,
         rate_limit,

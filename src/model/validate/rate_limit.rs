@@ -48,9 +48,9 @@ pub(super) fn build_rate_limit(
     Ok(Some(RateLimit {
         id: existing.map_or_else(new_id, |r| r.id.clone()),
         token_max_limit,
-        token_reset_duration,
+        token_reset_duration: token_reset_duration.map(Into::into),
         request_max_limit,
-        request_reset_duration,
+        request_reset_duration: request_reset_duration.map(Into::into),
         created_at: existing.map_or(now, |r| r.created_at),
         updated_at: now,
     }))

@@ -26,7 +26,7 @@ fn check_identity_unchanged(
     }
     if current.scope != Scope::Global
         && let Some(scope_id) = &req.scope_id
-        && Some(scope_id) != current.scope_id.as_ref()
+        && Some(scope_id.as_str()) != current.scope_id.as_deref()
     {
         return invalid(format!(
             "scope_id is part of a config's identity and cannot change (is {:?}, got {scope_id:?})",
@@ -46,14 +46,14 @@ pub fn update_config(
     let mut next = current.clone();
     if let Some(model_name) = req.model_name {
         check_name("model_name", &model_name)?;
-        next.model_name = model_name;
+        next.model_name = model_name.into();
     }
     match req.provider {
         None => {}
         // Bifrost stores "" and then refuses it in its BeforeSave hook (a 500); here it
         // widens the config to every provider, the one thing "" can mean.
         Some(p) if p.is_empty() => next.provider = None,
-        Some(p) => next.provider = check_provider(Some(p))?,
+        Some(p) => next.provider = check_provider(Some(p))?.map(Into::into),
     }
     if let Some(aligned) = req.calendar_aligned {
         next.calendar_aligned = aligned;

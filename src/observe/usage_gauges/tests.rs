@@ -37,7 +37,7 @@ fn requests(model: &str, max: u64) -> Value {
 fn ranked_models(s: &Snapshot, n: usize, now_ms: i64) -> Vec<(String, f64)> {
     top(s, n, now_ms)
         .into_iter()
-        .map(|(r, c)| (c.config.model_name.clone(), r))
+        .map(|(r, c)| (c.config.model_name.to_string(), r))
         .collect()
 }
 
@@ -50,7 +50,7 @@ fn keeps_the_n_highest_ratios_highest_first() {
     );
     for i in 0..50 {
         // m00 at 0%, …, m49 at 49%.
-        by_model(&s, &format!("m{i:02}")).seen.record(0, i, t0_ms());
+        by_model(&s, &format!("m{i:02}")).seen().record(0, i, t0_ms());
     }
     let now = t0_ms() + 1000;
     let top3 = ranked_models(&s, 3, now);
@@ -75,7 +75,7 @@ fn keeps_the_n_highest_ratios_highest_first() {
 fn only_configs_seen_count_and_ties_go_by_id() {
     let s = snapshot((0..6).map(|i| requests(&format!("m{i}"), 10)).collect());
     for i in [1, 3, 4] {
-        by_model(&s, &format!("m{i}")).seen.record(0, 5, t0_ms());
+        by_model(&s, &format!("m{i}")).seen().record(0, 5, t0_ms());
     }
     let top = top(&s, 2, t0_ms());
     let mut ids: Vec<&str> = [1, 3, 4]
@@ -96,9 +96,9 @@ fn the_largest_ratio_of_a_config_ranks_it() {
         requests("one", 100),
     ]);
     let both = by_model(&s, "both");
-    both.seen.record(0, 10, t0_ms()); // 10%
-    both.seen.record(1, 900, t0_ms()); // 90%
-    by_model(&s, "one").seen.record(0, 50, t0_ms());
+    both.seen().record(0, 10, t0_ms()); // 10%
+    both.seen().record(1, 900, t0_ms()); // 90%
+    by_model(&s, "one").seen().record(0, 50, t0_ms());
     let ranked = ranked_models(&s, 2, t0_ms());
     assert_eq!(ranked[0], ("both".to_string(), 0.9));
     assert_eq!(ranked[1], ("one".to_string(), 0.5));
@@ -112,8 +112,8 @@ fn usage_seen_in_a_window_or_period_that_is_over_does_not_count() {
     ]);
     let (w, b) = (by_model(&s, "w"), by_model(&s, "b"));
     let seen_at = t0_ms() + HOUR_MS;
-    w.seen.record(0, 8, seen_at);
-    b.seen.record(0, 1_500_000_000, seen_at); // $1.50
+    w.seen().record(0, 8, seen_at);
+    b.seen().record(0, 1_500_000_000, seen_at); // $1.50
     assert_eq!(usage_ratio(w, seen_at + 1), Some(0.8));
     assert_eq!(usage_ratio(b, seen_at + 1), Some(0.75));
     // The window slid past everything seen; the budget is still in its day.
@@ -143,9 +143,9 @@ fn renders_both_gauges_per_limit_with_escaped_config_fields() {
     ]);
     let vk = by_model(&s, "gpt-4o \"mini\"\\x\nnext");
     let global = by_model(&s, "*");
-    vk.seen.record(0, 900, t0_ms()); // tokens 90%
-    vk.seen.record(1, 250_000_000, t0_ms()); // $0.25
-    global.seen.record(0, 1, t0_ms()); // 10%
+    vk.seen().record(0, 900, t0_ms()); // tokens 90%
+    vk.seen().record(1, 250_000_000, t0_ms()); // $0.25
+    global.seen().record(0, 1, t0_ms()); // 10%
     let mut text = String::from("# earlier exporter output\n");
     append(&mut text, &s, 10, t0_ms() + 1);
     let vk_labels = |kind: &str, reset: &str| {
@@ -184,8 +184,8 @@ fn a_limit_past_its_window_shows_zero_beside_one_still_current() {
         "request_max_limit": 10, "request_reset_duration": "1m",
         "token_max_limit": 100, "token_reset_duration": "1h"}})]);
     let c = by_model(&s, "m");
-    c.seen.record(0, 9, t0_ms());
-    c.seen.record(1, 20, t0_ms());
+    c.seen().record(0, 9, t0_ms());
+    c.seen().record(1, 20, t0_ms());
     let mut text = String::new();
     append(&mut text, &s, 10, t0_ms() + 120_000);
     let used: Vec<&str> = text
@@ -202,7 +202,7 @@ fn nothing_when_off_or_nothing_seen() {
     let mut text = String::new();
     append(&mut text, &s, 10, t0_ms());
     assert_eq!(text, "", "never seen");
-    by_model(&s, "m").seen.record(0, 1, t0_ms());
+    by_model(&s, "m").seen().record(0, 1, t0_ms());
     append(&mut text, &s, 0, t0_ms());
     assert_eq!(text, "", "--usage-metrics 0");
     append(&mut text, &s, 1, t0_ms());

@@ -7,6 +7,7 @@ use crate::limits::period::BudgetCounter;
 use crate::limits::thresholds::{self, Fired};
 use crate::limits::window::{SlidingWindow, admits};
 use crate::limits::{CompiledConfig, LimitKind, LimitSpec};
+use crate::model::Id;
 use crate::store::{
     self, Amounts, CheckOutcome, Crossing, LimitOutcome, LimitUsage, Recorded, StoreError,
     USAGE_ID_TTL, UsageDelta, UsageOutcome,
@@ -63,12 +64,14 @@ fn rise(
 
 /// `map`'s entry for `key`, created on first use: the key is copied then, not on every
 /// check (the embedded store's check allocated a copy of each name per limit).
-pub(super) fn slot<'a, V: Default, H: std::hash::BuildHasher>(
-    map: &'a mut HashMap<String, V, H>,
-    key: &str,
-) -> &'a mut V {
+pub(super) fn slot<'a, K, V, H>(map: &'a mut HashMap<K, V, H>, key: &str) -> &'a mut V
+where
+    K: std::borrow::Borrow<str> + for<'k> From<&'k str> + std::hash::Hash + Eq,
+    V: Default,
+    H: std::hash::BuildHasher,
+{
     if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
+        map.insert(K::from(key), V::default());
     }
     map.get_mut(key).expect("present")
 }
@@ -77,7 +80,7 @@ pub(super) fn slot<'a, V: Default, H: std::hash::BuildHasher>(
 pub(super) struct Counters {
     /// Keyed by ids this replica's stores wrote: a fast hash (FxHash) is safe here; the
     /// request ids of `usage_ids` come from clients and keep SipHash.
-    pub(super) by_config: FxHashMap<String, ConfigCounters>,
+    pub(super) by_config: FxHashMap<Id, ConfigCounters>,
     pub(super) usage_ids: HashMap<String, i64>,
     pub(super) next_sweep_ms: i64,
 }

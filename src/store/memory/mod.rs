@@ -14,7 +14,7 @@ use super::{
     ConfigWrites, Health, StoreError, WriteError, Written, budget_seeds, removed_budget_fields,
 };
 use crate::limits::CompiledConfig;
-use crate::model::ModelConfig;
+use crate::model::{Id, ModelConfig};
 use crate::state_file::{self, StateFile};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -28,7 +28,7 @@ struct Configs {
     version: u64,
     /// Never changes: this store never loses its data behind its own back.
     epoch: String,
-    configs: HashMap<String, ModelConfig>,
+    configs: HashMap<Id, ModelConfig>,
     log: ChangeLog,
 }
 
@@ -151,7 +151,7 @@ impl ConfigWrites for MemoryStore {
             fence(set, epoch)?;
             let identity = config.identity();
             if let Some(other) = set.configs.values().find(|c| c.identity() == identity) {
-                return Err(WriteError::Conflict(other.id.clone()));
+                return Err(WriteError::Conflict(other.id.to_string()));
             }
             set.configs.insert(config.id.clone(), config.clone());
             Ok(())
@@ -181,7 +181,7 @@ impl ConfigWrites for MemoryStore {
                     .values()
                     .find(|c| c.id != new.id && c.identity() == identity)
                 {
-                    return Err(WriteError::Conflict(other.id.clone()));
+                    return Err(WriteError::Conflict(other.id.to_string()));
                 }
                 set.configs.insert(new.id.clone(), new.clone());
                 Ok(())

@@ -33,7 +33,7 @@ impl ConfigWrites for RedisStore {
         let json = serde_json::to_string(config).map_err(corrupt)?;
         let identity = config.identity();
         self.write_script(&self.scripts.create, None, epoch, |cmd| {
-            cmd.arg(&config.id).arg(&identity).arg(&json);
+            cmd.arg(config.id.as_str()).arg(&identity).arg(&json);
         })
         .await
     }
@@ -60,7 +60,7 @@ impl ConfigWrites for RedisStore {
                     Some(&self.keys.no_counters),
                     epoch,
                     |cmd| {
-                        cmd.arg(&old.id)
+                        cmd.arg(old.id.as_str())
                             .arg(old.revision)
                             .arg(&old_identity)
                             .arg(&new_identity)
@@ -76,7 +76,7 @@ impl ConfigWrites for RedisStore {
             return Ok(written);
         }
         self.write_script(&self.scripts.update, Some(&counters), epoch, |cmd| {
-            cmd.arg(&old.id)
+            cmd.arg(old.id.as_str())
                 .arg(old.revision)
                 .arg(&old_identity)
                 .arg(&new_identity)
@@ -105,7 +105,7 @@ impl ConfigWrites for RedisStore {
         };
         let written = self
             .write_script(&self.scripts.delete, Some(in_script), epoch, |cmd| {
-                cmd.arg(&old.id).arg(old.revision).arg(&identity);
+                cmd.arg(old.id.as_str()).arg(old.revision).arg(&identity);
             })
             .await?;
         if self.keys.is_cluster() {

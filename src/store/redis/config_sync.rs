@@ -136,7 +136,7 @@ impl ConfigLog for RedisStore {
                 .iter()
                 .map(|c| {
                     let json = serde_json::to_string(c).map_err(corrupt)?;
-                    Ok((c.id.clone(), c.identity(), json))
+                    Ok((c.id.to_string(), c.identity(), json))
                 })
                 .collect::<Result<_, StoreError>>()?;
             let fill = |cmd: &mut redis::Cmd| {

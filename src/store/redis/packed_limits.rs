@@ -16,7 +16,7 @@ struct PackedLimits(Arc<[u8]>);
 #[inline]
 pub fn packed_limits(config: &CompiledConfig) -> &Arc<[u8]> {
     &config
-        .cache
+        .cache()
         .store()
         .get_or_init(|| PackedLimits(pack(config).into()))
         .0
