@@ -11,9 +11,8 @@
 use super::App;
 use crate::limits::Snapshot;
 use crate::metrics as m;
-use crate::store::{
-    ConfigChanges, ConfigState, ReseedOutcome, Seeding, Store, StoreError, all_configs,
-};
+use crate::store::{ConfigChanges, ConfigState, ReseedOutcome, Seeding, Store, StoreError};
+use std::sync::Arc;
 
 /// Changes read per store call.
 const CHANGES_PER_CALL: usize = 1000;
@@ -188,8 +187,11 @@ impl<S: Store> App<S> {
     async fn load_all(&self) -> Result<Snapshot, StoreError> {
         for _ in 0..3 {
             let start = self.changes_since(0).await?.state;
-            let configs = super::timed("scan_configs", all_configs(&self.store)).await?;
-            let base = Snapshot::reload(start.epoch, start.version, configs, &self.snapshot());
+            let previous = self.snapshot().clone();
+            let compile = Snapshot::reloader(start.epoch.clone(), previous.clone());
+            let compiled = self.store.load_configs(Arc::new(compile));
+            let compiled = super::timed("scan_configs", compiled).await?;
+            let base = Snapshot::reloaded(start.epoch, start.version, compiled, &previous);
             let changes = self.changes_since(start.version).await?;
             if changes.state.version == start.version && changes.state.epoch == base.epoch {
                 return Ok(base);

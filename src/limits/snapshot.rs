@@ -75,17 +75,44 @@ impl Snapshot {
         configs: Vec<ModelConfig>,
         previous: &Snapshot,
     ) -> Self {
-        let same_epoch = previous.epoch == epoch;
+        let compiled = crate::parallel::map(configs, |c| previous.reused_or_compiled(&epoch, c));
+        Snapshot::reloaded(epoch, version, compiled, previous)
+    }
+
+    /// `reload` of configs compiled as they were read (`reloader`): a full load compiles
+    /// each page as it parses it, so a million parsed configs are never held at once.
+    pub fn reloaded(
+        epoch: Option<String>,
+        version: u64,
+        compiled: Vec<Result<Arc<CompiledConfig>, Id>>,
+        previous: &Snapshot,
+    ) -> Self {
         let mut snapshot = Snapshot::empty_for(previous.policy.clone());
         snapshot.version = version;
         snapshot.epoch = epoch;
-        let policy = &previous.policy;
-        let compiled = crate::parallel::map(configs, |c| match previous.get(&c.id) {
-            Some(known) if same_epoch && known.config == c => Ok(known.clone()),
-            _ => compile_or_log(c, policy),
-        });
         snapshot.put_all(compiled);
         snapshot
+    }
+
+    /// What `reload` at `epoch` makes of each config, to run where they are parsed.
+    pub fn reloader(
+        epoch: Option<String>,
+        previous: Arc<Snapshot>,
+    ) -> impl Fn(ModelConfig) -> Result<Arc<CompiledConfig>, Id> + Send + Sync + 'static {
+        move |c| previous.reused_or_compiled(&epoch, c)
+    }
+
+    /// The compiled form this snapshot holds of `c` if it is unchanged in `epoch` (so the
+    /// usage this replica saw of it is kept), else `c` compiled.
+    fn reused_or_compiled(
+        &self,
+        epoch: &Option<String>,
+        c: ModelConfig,
+    ) -> Result<Arc<CompiledConfig>, Id> {
+        match self.get(&c.id) {
+            Some(known) if self.epoch == *epoch && known.config == c => Ok(known.clone()),
+            _ => compile_or_log(c, &self.policy),
+        }
     }
 
     /// Each config in order, replacing any of the same id; a config that failed to

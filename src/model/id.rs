@@ -20,7 +20,10 @@ pub struct Id(Repr);
 #[derive(Clone)]
 enum Repr {
     /// `bytes[..len]` is the id: copied whole from a `&str`, so valid UTF-8.
-    Inline { len: u8, bytes: [u8; INLINE] },
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE],
+    },
     Heap(Box<str>),
 }
 

@@ -41,20 +41,27 @@ pub trait ConfigLog {
     /// Notified when another replica may have changed configs.
     fn changes(&self) -> Arc<Notify>;
 
-    /// Every config, page by page (`all_configs`). A store whose pages must be parsed
-    /// parses them while it reads the next (Redis).
-    fn load_configs(&self) -> impl Future<Output = Result<Vec<ModelConfig>, StoreError>> + Send
+    /// `prepare` of every config, page by page (`all_configs`). A store whose pages must
+    /// be parsed parses them, and prepares each, while it reads the next (Redis).
+    fn load_configs<T: Send + 'static>(
+        &self,
+        prepare: Prepare<T>,
+    ) -> impl Future<Output = Result<Vec<T>, StoreError>> + Send
     where
         Self: Sync,
     {
-        scan_all(self)
+        async move { Ok(scan_all(self).await?.into_iter().map(&*prepare).collect()) }
     }
 }
+
+/// What a full load makes of each config as soon as it is parsed: a replica compiles it
+/// there, so a million parsed configs are never held at once.
+pub type Prepare<T> = Arc<dyn Fn(ModelConfig) -> T + Send + Sync>;
 
 /// Every config, page by page (not a consistent cut when writes go on meanwhile: a
 /// replica's full load follows it with the change log).
 pub async fn all_configs<S: ConfigLog + Sync>(store: &S) -> Result<Vec<ModelConfig>, StoreError> {
-    store.load_configs().await
+    store.load_configs(Arc::new(|c| c)).await
 }
 
 /// `ConfigLog::load_configs` by `scan_configs`, one page after the other.
@@ -75,8 +82,16 @@ async fn scan_all<S: ConfigLog + ?Sized>(store: &S) -> Result<Vec<ModelConfig>, 
 /// data) are logged and skipped.
 /// Parsed on every CPU when there are many.
 pub fn parse_configs<'a>(stored: impl IntoIterator<Item = &'a str>) -> Vec<ModelConfig> {
+    parse_configs_with(stored, |c| c)
+}
+
+/// `parse_configs`, each config given to `prepare` as soon as it is parsed.
+pub fn parse_configs_with<'a, T: Send>(
+    stored: impl IntoIterator<Item = &'a str>,
+    prepare: impl Fn(ModelConfig) -> T + Sync,
+) -> Vec<T> {
     let stored: Vec<&str> = stored.into_iter().collect();
-    let mut parsed = crate::parallel::map(stored, parse_config);
+    let mut parsed = crate::parallel::map(stored, |json| parse_config(json).map(&prepare));
     if parsed.iter().all(Option::is_some) {
         return parsed.into_iter().map(|c| c.expect("checked")).collect();
     }

@@ -20,8 +20,8 @@ use crate::model::ModelConfig;
 use std::time::Duration;
 
 pub use self::config_log::{
-    ConfigChanges, ConfigLog, ConfigState, ReseedOutcome, Seeding, Written, all_configs,
-    parse_configs,
+    ConfigChanges, ConfigLog, ConfigState, Prepare, ReseedOutcome, Seeding, Written, all_configs,
+    parse_configs, parse_configs_with,
 };
 pub use self::config_writes::ConfigWrites;
 pub use self::counters::Counters;

@@ -50,7 +50,9 @@ fn keeps_the_n_highest_ratios_highest_first() {
     );
     for i in 0..50 {
         // m00 at 0%, …, m49 at 49%.
-        by_model(&s, &format!("m{i:02}")).seen().record(0, i, t0_ms());
+        by_model(&s, &format!("m{i:02}"))
+            .seen()
+            .record(0, i, t0_ms());
     }
     let now = t0_ms() + 1000;
     let top3 = ranked_models(&s, 3, now);

@@ -6,7 +6,9 @@ use super::RedisStore;
 use super::decode::{corrupt, int, text};
 use super::scripts::invoke;
 use crate::model::ModelConfig;
-use crate::store::{ConfigChanges, ConfigLog, ConfigState, ReseedOutcome, Seeding, StoreError};
+use crate::store::{
+    ConfigChanges, ConfigLog, ConfigState, Prepare, ReseedOutcome, Seeding, StoreError,
+};
 use redis::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,16 +70,19 @@ impl ConfigLog for RedisStore {
 
     async fn scan_configs(&self, cursor: u64) -> Result<(u64, Vec<ModelConfig>), StoreError> {
         let (next, fields) = self.scan_page(cursor).await?;
-        Ok((next, parse_page(&fields)))
+        Ok((next, parse_page(&fields, &|c| c)))
     }
 
     /// Each page is parsed on the blocking pool while the next one is read: parsing is
     /// most of a full load (a million configs kept one core busy for most of 20 s), and
     /// Redis serves the next page meanwhile. At most `PARSING` pages wait to be parsed,
     /// so the raw JSON held at once stays a few pages.
-    async fn load_configs(&self) -> Result<Vec<ModelConfig>, StoreError> {
+    async fn load_configs<T: Send + 'static>(
+        &self,
+        prepare: Prepare<T>,
+    ) -> Result<Vec<T>, StoreError> {
         const PARSING: usize = 3;
-        let joined = |r: Result<Vec<ModelConfig>, tokio::task::JoinError>| {
+        let joined = |r: Result<Vec<T>, tokio::task::JoinError>| {
             r.map_err(|e| StoreError::Unavailable(format!("parsing configs failed: {e}")))
         };
         let mut parsing = std::collections::VecDeque::new();
@@ -85,7 +90,10 @@ impl ConfigLog for RedisStore {
         let mut cursor = 0;
         loop {
             let (next, fields) = self.scan_page(cursor).await?;
-            parsing.push_back(tokio::task::spawn_blocking(move || parse_page(&fields)));
+            let prepare = prepare.clone();
+            parsing.push_back(tokio::task::spawn_blocking(move || {
+                parse_page(&fields, &*prepare)
+            }));
             while parsing.len() > PARSING {
                 let page = parsing.pop_front().expect("not empty");
                 configs.extend(joined(page.await)?);
@@ -203,11 +211,15 @@ impl RedisStore {
 }
 
 /// A page's configs (markers, `__…` fields, are not configs).
-fn parse_page(fields: &[(String, String)]) -> Vec<ModelConfig> {
-    crate::store::parse_configs(
+fn parse_page<T: Send>(
+    fields: &[(String, String)],
+    prepare: &(dyn Fn(ModelConfig) -> T + Send + Sync),
+) -> Vec<T> {
+    crate::store::parse_configs_with(
         fields
             .iter()
             .filter(|(id, _)| !id.starts_with("__"))
             .map(|(_, json)| json.as_str()),
+        prepare,
     )
 }
