@@ -1,6 +1,7 @@
 //! Which configs apply to a request: O(1) in the number of configs loaded.
 
 use super::compiled::CompiledConfig;
+use super::filling::filling_order;
 use crate::model::Scope;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
@@ -126,11 +127,27 @@ fn is_in(c: &CompiledConfig, scope: Scope, scope_id: &str, model: &str) -> bool 
 
 impl ConfigIndex {
     pub fn build(configs: &[Arc<CompiledConfig>]) -> Self {
-        let mut index = ConfigIndex::default();
-        for c in configs {
-            index.insert(c);
+        Self::of_all(configs.iter())
+    }
+
+    /// The index of `configs` (distinct ids), built at once as a full load does: sorted
+    /// into groups, then each group inserted once, in `filling_order`.
+    pub fn of_all<'a>(configs: impl Iterator<Item = &'a Arc<CompiledConfig>>) -> Self {
+        let mut keyed: Vec<(u64, &Arc<CompiledConfig>)> = configs.map(|c| (key_of(c), c)).collect();
+        keyed.sort_unstable_by(|(ka, a), (kb, b)| {
+            ka.cmp(kb)
+                .then_with(|| a.config.list_order().cmp(&b.config.list_order()))
+        });
+        let groups: Vec<(u64, Group)> = keyed
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|run| {
+                let group = run.iter().map(|(_, c)| Arc::clone(c)).collect();
+                (run[0].0, Group::of(group).expect("a run is never empty"))
+            })
+            .collect();
+        ConfigIndex {
+            groups: Groups(filling_order(&groups).collect()),
         }
-        index
     }
 
     pub fn insert(&mut self, c: &Arc<CompiledConfig>) {

@@ -4,6 +4,7 @@
 
 pub mod compiled;
 mod config_keys;
+mod filling;
 pub mod layer_cache;
 pub mod lease;
 pub mod matching;

@@ -6,6 +6,7 @@
 
 use super::compiled::CompiledConfig;
 use super::config_keys::{ById, InListOrder};
+use super::filling::filling_order;
 use super::matching::{ConfigIndex, MatchKey};
 use super::policy::Policy;
 use crate::model::{Id, ModelConfig};
@@ -134,33 +135,37 @@ impl Snapshot {
 
     /// `put_all` into an empty snapshot, as a full load does: the id map first (the last
     /// config of an id wins), then the list order and the index from it, each on a
-    /// thread of its own. Inserted in id order, which is random to both.
+    /// thread of its own. Each is sorted, then inserted in `filling_order`.
     fn fill(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, Id>>) {
-        for c in compiled {
-            match c {
-                Ok(c) => {
-                    self.by_id.insert(ById::of(c));
-                }
-                Err(id) => {
-                    self.by_id.remove(id.as_str());
+        if compiled.iter().any(Result::is_err) {
+            // Hand-edited store data: rare, so in order, as `put_all` does.
+            for c in compiled {
+                match c {
+                    Ok(c) => {
+                        self.remove(&c.config.id);
+                        self.insert(c);
+                    }
+                    Err(id) => self.remove(&id),
                 }
             }
+            return;
         }
-        let by_id = &self.by_id;
+        let mut by_id: Vec<ById> = compiled.into_iter().rev().flatten().map(ById::of).collect();
+        // Stable, over the reversed list: of equal ids the last one read comes first.
+        by_id.sort();
+        by_id.dedup_by(|later, first| later == first);
+        let configs: Vec<&Arc<CompiledConfig>> = by_id.iter().map(ById::config).collect();
         let (ordered, index) = std::thread::scope(|s| {
             let ordered = s.spawn(|| {
-                let mut ordered = imbl::OrdSet::new();
-                for c in by_id {
-                    ordered.insert(InListOrder::of(c.config()));
-                }
-                ordered
+                let mut keys: Vec<InListOrder> =
+                    configs.iter().map(|c| InListOrder::of(c)).collect();
+                keys.sort_unstable();
+                filling_order(&keys).collect::<imbl::OrdSet<_>>()
             });
-            let mut index = ConfigIndex::default();
-            for c in by_id {
-                index.insert(c.config());
-            }
+            let index = ConfigIndex::of_all(configs.iter().copied());
             (ordered.join().expect("building the list order"), index)
         });
+        self.by_id = filling_order(&by_id).collect();
         self.ordered = ordered;
         self.index = index;
     }
@@ -364,5 +369,36 @@ mod tests {
         expected.sort_by(|x, y| (y.created_at, &y.id).cmp(&(x.created_at, &x.id)));
         let expected: Vec<_> = expected.into_iter().map(|c| c.id).collect();
         assert_eq!(listed, expected);
+    }
+
+    proptest::proptest! {
+        /// A full load (sorted, at once) holds what the same configs applied one at a
+        /// time hold: the last config of an id, listed and matched alike.
+        #[test]
+        fn a_full_load_holds_what_one_change_at_a_time_holds(
+            picks in proptest::collection::vec((0usize..6, 0usize..3, 0usize..4), 1..40)
+        ) {
+            let t0 = chrono::Utc::now();
+            let configs: Vec<ModelConfig> = picks
+                .iter()
+                .map(|&(id, model, age)| {
+                    let mut c = config(&format!("m{model}"));
+                    c.id = format!("id-{id}").into();
+                    c.created_at = t0 + chrono::Duration::seconds(age as i64);
+                    c
+                })
+                .collect();
+            let at_once = Snapshot::build(1, configs.clone());
+            let one_by_one = configs.iter().fold(Snapshot::empty(), |s, c| {
+                s.with_change(1, &c.id, Some(c.clone()))
+            });
+            let listed = |s: &Snapshot| {
+                s.newest_first().map(|c| c.config.clone()).collect::<Vec<_>>()
+            };
+            proptest::prop_assert_eq!(listed(&at_once), listed(&one_by_one));
+            for model in ["m0", "m1", "m2"] {
+                proptest::prop_assert_eq!(count(&at_once, model), count(&one_by_one, model));
+            }
+        }
     }
 }
