@@ -137,10 +137,6 @@ async fn run(n: usize) {
     let redis = RedisServer::start();
     let url = redis.url();
     let seeded = seed(&url, n).await;
-    if std::env::var("HOLD").is_ok() {
-        println!("HOLD {url}");
-        tokio::time::sleep(Duration::from_secs(1200)).await;
-    }
     let mut replicas = Vec::new();
     let mut starts = Vec::new();
     for _ in 0..3 {
