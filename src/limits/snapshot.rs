@@ -133,9 +133,10 @@ impl Snapshot {
         }
     }
 
-    /// `put_all` into an empty snapshot, as a full load does: the id map first (the last
-    /// config of an id wins), then the list order and the index from it, each on a
-    /// thread of its own. Each is sorted, then inserted in `filling_order`.
+    /// `put_all` into an empty snapshot, as a full load does: the configs sorted by id
+    /// first (the last config of an id wins), then the id map, the list order and the
+    /// index built from them, each on a thread of its own, each from sorted keys in
+    /// `filling_order`.
     fn fill(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, Id>>) {
         if compiled.iter().any(Result::is_err) {
             // Hand-edited store data: rare, so in order, as `put_all` does.
@@ -155,7 +156,8 @@ impl Snapshot {
         by_id.sort();
         by_id.dedup_by(|later, first| later == first);
         let configs: Vec<&Arc<CompiledConfig>> = by_id.iter().map(ById::config).collect();
-        let (ordered, index) = std::thread::scope(|s| {
+        let (by_id, ordered, index) = std::thread::scope(|s| {
+            let by_id = s.spawn(|| filling_order(&by_id).collect());
             let ordered = s.spawn(|| {
                 let mut keys: Vec<InListOrder> =
                     configs.iter().map(|c| InListOrder::of(c)).collect();
@@ -163,9 +165,14 @@ impl Snapshot {
                 filling_order(&keys).collect::<imbl::OrdSet<_>>()
             });
             let index = ConfigIndex::of_all(configs.iter().copied());
-            (ordered.join().expect("building the list order"), index)
+            let by_id = by_id.join().expect("building the id map");
+            (
+                by_id,
+                ordered.join().expect("building the list order"),
+                index,
+            )
         });
-        self.by_id = filling_order(&by_id).collect();
+        self.by_id = by_id;
         self.ordered = ordered;
         self.index = index;
     }

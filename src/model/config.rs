@@ -79,7 +79,9 @@ pub struct ModelConfig {
     pub calendar_aligned: bool,
     pub budgets: Vec<Budget>,
     pub rate_limit: Option<RateLimit>,
+    #[serde(deserialize_with = "crate::model::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::model::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Bumped by every write; writes compare it to refuse lost updates.
     #[serde(default)]
@@ -133,7 +135,9 @@ pub struct Budget {
     pub max_limit: f64,
     /// As the operator wrote it; parsed again when compiled.
     pub reset_duration: CompactString,
+    #[serde(deserialize_with = "crate::model::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::model::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -146,7 +150,9 @@ pub struct RateLimit {
     #[serde(default, deserialize_with = "crate::model::json_int::opt_u64")]
     pub request_max_limit: Option<u64>,
     pub request_reset_duration: Option<CompactString>,
+    #[serde(deserialize_with = "crate::model::timestamp::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(deserialize_with = "crate::model::timestamp::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

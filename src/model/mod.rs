@@ -6,6 +6,7 @@ pub mod hash;
 pub mod id;
 pub mod json_int;
 pub mod schema;
+pub mod timestamp;
 pub mod validate;
 
 pub use config::{ModelConfig, Scope};
