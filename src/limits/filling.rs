@@ -9,6 +9,39 @@
 //! key into the room left beside its neighbours: the leaves end full, and each pass
 //! still touches one path at a time.
 
+use super::compiled::CompiledConfig;
+use super::config_keys::{ById, InListOrder};
+use super::matching::ConfigIndex;
+use imbl::OrdSet;
+use std::sync::Arc;
+
+/// A full load's id map, list order and index of `compiled` (the last config of an id
+/// wins): sorted by id first, then each tree built from sorted keys in `filling_order`,
+/// each on a thread of its own.
+pub(super) fn full_load(
+    compiled: Vec<Arc<CompiledConfig>>,
+) -> (OrdSet<ById>, OrdSet<InListOrder>, ConfigIndex) {
+    let mut by_id: Vec<ById> = compiled.into_iter().rev().map(ById::of).collect();
+    // Stable, over the reversed list: of equal ids the last one read comes first.
+    by_id.sort();
+    by_id.dedup_by(|later, first| later == first);
+    let configs: Vec<&Arc<CompiledConfig>> = by_id.iter().map(ById::config).collect();
+    std::thread::scope(|s| {
+        let ids = s.spawn(|| filling_order(&by_id).collect());
+        let ordered = s.spawn(|| {
+            let mut keys: Vec<InListOrder> = configs.iter().map(|c| InListOrder::of(c)).collect();
+            keys.sort_unstable();
+            filling_order(&keys).collect()
+        });
+        let index = ConfigIndex::of_all(configs.iter().copied());
+        (
+            ids.join().expect("building the id map"),
+            ordered.join().expect("building the list order"),
+            index,
+        )
+    })
+}
+
 /// `sorted` (ascending, distinct) in the order that fills a B-tree's leaves. Clones
 /// rather than moves: the keys are an id or a hash and a pointer, and a second copy of
 /// a million of them would be held through the build.

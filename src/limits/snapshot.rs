@@ -6,7 +6,7 @@
 
 use super::compiled::CompiledConfig;
 use super::config_keys::{ById, InListOrder};
-use super::filling::filling_order;
+use super::filling::full_load;
 use super::matching::{ConfigIndex, MatchKey};
 use super::policy::Policy;
 use crate::model::{Id, ModelConfig};
@@ -117,10 +117,14 @@ impl Snapshot {
     }
 
     /// Each config in order, replacing any of the same id; a config that failed to
-    /// compile (`Err(id)`) removes its id, as `upsert` does.
+    /// compile (`Err(id)`) removes its id, as `upsert` does. Into an empty snapshot, as a
+    /// full load does, all at once (`filling::full_load`) unless some failed (hand-edited
+    /// store data: rare).
     fn put_all(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, Id>>) {
-        if self.is_empty() {
-            return self.fill(compiled);
+        if self.is_empty() && compiled.iter().all(Result::is_ok) {
+            let trees = full_load(compiled.into_iter().flatten().collect());
+            (self.by_id, self.ordered, self.index) = trees;
+            return;
         }
         for c in compiled {
             match c {
@@ -131,50 +135,6 @@ impl Snapshot {
                 Err(id) => self.remove(&id),
             }
         }
-    }
-
-    /// `put_all` into an empty snapshot, as a full load does: the configs sorted by id
-    /// first (the last config of an id wins), then the id map, the list order and the
-    /// index built from them, each on a thread of its own, each from sorted keys in
-    /// `filling_order`.
-    fn fill(&mut self, compiled: Vec<Result<Arc<CompiledConfig>, Id>>) {
-        if compiled.iter().any(Result::is_err) {
-            // Hand-edited store data: rare, so in order, as `put_all` does.
-            for c in compiled {
-                match c {
-                    Ok(c) => {
-                        self.remove(&c.config.id);
-                        self.insert(c);
-                    }
-                    Err(id) => self.remove(&id),
-                }
-            }
-            return;
-        }
-        let mut by_id: Vec<ById> = compiled.into_iter().rev().flatten().map(ById::of).collect();
-        // Stable, over the reversed list: of equal ids the last one read comes first.
-        by_id.sort();
-        by_id.dedup_by(|later, first| later == first);
-        let configs: Vec<&Arc<CompiledConfig>> = by_id.iter().map(ById::config).collect();
-        let (by_id, ordered, index) = std::thread::scope(|s| {
-            let by_id = s.spawn(|| filling_order(&by_id).collect());
-            let ordered = s.spawn(|| {
-                let mut keys: Vec<InListOrder> =
-                    configs.iter().map(|c| InListOrder::of(c)).collect();
-                keys.sort_unstable();
-                filling_order(&keys).collect::<imbl::OrdSet<_>>()
-            });
-            let index = ConfigIndex::of_all(configs.iter().copied());
-            let by_id = by_id.join().expect("building the id map");
-            (
-                by_id,
-                ordered.join().expect("building the list order"),
-                index,
-            )
-        });
-        self.by_id = by_id;
-        self.ordered = ordered;
-        self.index = index;
     }
 
     /// The same configs under another epoch and version (after a re-seed or adoption).
