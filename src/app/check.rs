@@ -3,6 +3,7 @@
 //! count the decision in the metrics. The handlers only parse the request and format
 //! the answer.
 
+pub use super::restrictive::{most_restrictive, most_restrictive_among, most_restrictive_of};
 use super::{App, NO_SNAPSHOT, timed};
 use crate::limits::{CompiledConfig, LimitSpec, MatchKey};
 use crate::log_throttle::LogThrottle;
@@ -28,6 +29,8 @@ pub struct Checked {
     /// Positions in `pairs()` of the limits of shadow configs that refused: they never
     /// deny, the answer lists them in `shadow_denied`.
     pub shadow_denied: Vec<usize>,
+    /// Positions in `pairs()` of the limits of enforcing configs: what headers describe.
+    pub enforced: Vec<usize>,
 }
 
 impl Checked {
@@ -48,11 +51,6 @@ impl Checked {
             .filter(|&&c| !self.configs[c].is_shadow())
             .flat_map(|&c| starts[c]..starts[c] + self.configs[c].limits().len())
             .collect()
-    }
-
-    /// Positions in `pairs()` of the limits of enforcing configs: what headers describe.
-    pub fn enforced(&self) -> Vec<usize> {
-        enforced_positions(&self.configs)
     }
 
     /// Where each config's limits start in `pairs()`.
@@ -176,6 +174,7 @@ fn conclude(
         reason: None,
         retry_after_ms: None,
         shadow_denied: Vec::new(),
+        enforced: Vec::new(),
     };
     let pairs = checked.pairs();
     let allowed = checked.outcome.allowed;
@@ -209,6 +208,7 @@ fn conclude(
     checked.reason = reason;
     checked.retry_after_ms = retry_after_ms;
     checked.shadow_denied = shadow_denied;
+    checked.enforced = enforced;
     Decision::Checked(checked)
 }
 
@@ -249,35 +249,6 @@ pub fn matching<S: Store>(
         per_key.push(mine);
     }
     (configs, per_key)
-}
-
-/// Which limit the headers describe: when denied, the one that blocks longest; when
-/// allowed, the one with the smallest fraction left.
-pub fn most_restrictive(limits: &[(&LimitSpec, LimitOutcome)], allowed: bool) -> Option<usize> {
-    let idx = 0..limits.len();
-    if allowed {
-        idx.min_by(|&a, &b| {
-            let frac = |i: usize| {
-                let (s, o) = limits[i];
-                (s.max - o.used).max(0) as f64 / s.max.max(1) as f64
-            };
-            frac(a).total_cmp(&frac(b))
-        })
-    } else {
-        idx.filter(|&i| !limits[i].1.admitted)
-            .max_by_key(|&i| (limits[i].1.retry_after_ms, std::cmp::Reverse(i)))
-    }
-}
-
-/// `most_restrictive` among the limits at `positions` only: the refusing ones if any
-/// refused, else the one with the smallest fraction left. A position into `limits`.
-pub fn most_restrictive_among(
-    limits: &[(&LimitSpec, LimitOutcome)],
-    positions: &[usize],
-) -> Option<usize> {
-    let subset: Vec<(&LimitSpec, LimitOutcome)> = positions.iter().map(|&i| limits[i]).collect();
-    let refused = subset.iter().any(|(_, o)| !o.admitted);
-    most_restrictive(&subset, !refused).map(|i| positions[i])
 }
 
 fn record_check(started: Instant, allowed: bool, reason: Option<&'static str>) {

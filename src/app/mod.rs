@@ -11,6 +11,7 @@ pub mod leases;
 pub mod local_share;
 mod persist;
 pub mod refusals;
+mod restrictive;
 pub mod sync;
 pub mod usage;
 mod writes;

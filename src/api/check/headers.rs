@@ -2,7 +2,7 @@
 //! for the most restrictive limit, and OpenAI's `x-ratelimit-*-requests` /
 //! `x-ratelimit-*-tokens` for the most restrictive request and token limits.
 
-use crate::app::check::most_restrictive_among;
+use crate::app::check::most_restrictive_of;
 use crate::limits::{LimitKind, LimitSpec};
 use crate::store::LimitOutcome;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -38,40 +38,50 @@ pub fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &Li
     }
 }
 
-const OPENAI: [(LimitKind, [&str; 3]); 2] = [
+/// Built at compile time: `from_static` checks its name on every call.
+const OPENAI: [(LimitKind, [HeaderName; 3]); 2] = [
     (
         LimitKind::Requests,
         [
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
         ],
     ),
     (
         LimitKind::Tokens,
         [
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
         ],
     ),
 ];
 
+/// The most headers a check answer has: content type, two IETF, six OpenAI, retry.
+pub const MOST: usize = 10;
+
 /// OpenAI's headers for the most restrictive request limit and the most restrictive
-/// token limit (the one refusing longest if any refused, else the one with the smallest
-/// fraction left). A kind without limits gets no headers.
-pub fn openai_headers(headers: &mut HeaderMap, pairs: &[(&LimitSpec, LimitOutcome)]) {
-    for (kind, names) in OPENAI {
-        let of_kind: Vec<usize> = (0..pairs.len())
-            .filter(|&i| pairs[i].0.kind == kind)
-            .collect();
-        let Some(i) = most_restrictive_among(pairs, &of_kind) else {
+/// token limit among the limits at `positions` (the one refusing longest if any
+/// refused, else the one with the smallest fraction left). A kind without limits gets
+/// no headers.
+pub fn openai_headers(
+    headers: &mut HeaderMap,
+    pairs: &[(&LimitSpec, LimitOutcome)],
+    positions: &[usize],
+) {
+    for (kind, names) in &OPENAI {
+        let of_kind = positions
+            .iter()
+            .copied()
+            .filter(|&i| pairs[i].0.kind == *kind);
+        let Some(i) = most_restrictive_of(pairs, of_kind) else {
             continue;
         };
         let (spec, outcome) = pairs[i];
         let values = openai_values(spec.max, outcome.used, outcome.reset_after_ms);
-        for (name, value) in names.into_iter().zip(values) {
-            headers.insert(HeaderName::from_static(name), value);
+        for (name, value) in names.iter().zip(values) {
+            headers.insert(name.clone(), value);
         }
     }
 }
@@ -95,26 +105,41 @@ fn openai_values(max: i64, used: i64, reset_after_ms: i64) -> [HeaderValue; 3] {
     ]
 }
 
+/// `ms` as Go prints a `time.Duration` rounded to milliseconds (`6m0s`, `1.5s`,
+/// `20ms`), written into one buffer.
 pub fn go_duration(ms: i64) -> String {
+    use std::fmt::Write;
     let ms = ms.max(0);
     if ms == 0 {
         return "0s".into();
     }
+    let mut out = String::with_capacity(16);
     if ms < 1000 {
-        return format!("{ms}ms");
+        let _ = write!(out, "{ms}ms");
+        return out;
     }
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let mut secs = s.to_string();
-    if frac > 0 {
-        let digits = format!("{frac:03}");
-        secs.push('.');
-        secs.push_str(digits.trim_end_matches('0'));
-    }
     match (h, m) {
-        (0, 0) => format!("{secs}s"),
-        (0, m) => format!("{m}m{secs}s"),
-        (h, m) => format!("{h}h{m}m{secs}s"),
+        (0, 0) => {}
+        (0, m) => {
+            let _ = write!(out, "{m}m");
+        }
+        (h, m) => {
+            let _ = write!(out, "{h}h{m}m");
+        }
     }
+    let _ = write!(out, "{s}");
+    if frac > 0 {
+        // Milliseconds as a decimal fraction, without its trailing zeros.
+        let (mut digits, mut width) = (frac, 3);
+        while digits % 10 == 0 {
+            digits /= 10;
+            width -= 1;
+        }
+        let _ = write!(out, ".{digits:0width$}");
+    }
+    out.push('s');
+    out
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use crate::settings::StoreErrorPolicy;
 use crate::store::{Amounts, Store};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -184,27 +185,11 @@ pub async fn check<S: Store>(
     )
 }
 
-/// 200 or 429 with the limits, the IETF and OpenAI headers, and `Retry-After`.
+/// 200 or 429 with the limits, the IETF and OpenAI headers, and `Retry-After`. The
+/// headers go straight into the response's own map (a map of our own, merged in by
+/// `IntoResponseParts`, hashed every name twice).
 fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
-    let pairs = checked.pairs();
     let allowed = checked.outcome.allowed;
-    let mut headers = HeaderMap::new();
-    if let Some(i) = checked.deciding {
-        headers::ratelimit_headers(&mut headers, pairs[i].0, &pairs[i].1);
-    }
-    let enforced: Vec<_> = checked.enforced().into_iter().map(|i| pairs[i]).collect();
-    headers::openai_headers(&mut headers, &enforced);
-    let status = if allowed {
-        StatusCode::OK
-    } else {
-        let secs = headers::ceil_secs(checked.retry_after_ms.unwrap_or(0)).max(1);
-        headers.insert("retry-after", HeaderValue::from(secs));
-        StatusCode::TOO_MANY_REQUESTS
-    };
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     let consumed = allowed && !dry_run;
     let body = write_answer(
         allowed,
@@ -215,7 +200,24 @@ fn checked_answer(checked: &Checked, dry_run: bool) -> Response {
         &checked.outcome.limits,
         &checked.shadow_denied,
     );
-    (status, headers, body).into_response()
+    let mut response = Response::new(axum::body::Body::from(body));
+    let pairs = checked.pairs();
+    let headers = response.headers_mut();
+    headers.reserve(headers::MOST);
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(i) = checked.deciding {
+        headers::ratelimit_headers(headers, pairs[i].0, &pairs[i].1);
+    }
+    headers::openai_headers(headers, &pairs, &checked.enforced);
+    if !allowed {
+        let secs = headers::ceil_secs(checked.retry_after_ms.unwrap_or(0)).max(1);
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    }
+    response
 }
 
 /// The store failed and `--on-store-error` decided: answer so, and say so.

@@ -2,6 +2,7 @@
 //! arithmetic as the Lua scripts (`src/limits/`), under one lock, so each check is
 //! atomic.
 
+use super::fields::Fields;
 use super::{MemoryStore, now_ms};
 use crate::limits::period::BudgetCounter;
 use crate::limits::thresholds::{self, Fired};
@@ -20,11 +21,11 @@ pub(super) const SWEEP_EVERY_MS: i64 = 10_000;
 
 #[derive(Debug, Default)]
 pub(super) struct ConfigCounters {
-    pub(super) windows: FxHashMap<String, SlidingWindow>,
-    pub(super) budgets: FxHashMap<String, BudgetCounter>,
+    pub(super) windows: Fields<SlidingWindow>,
+    pub(super) budgets: Fields<BudgetCounter>,
     /// Per limit field: the highest alert threshold it fired, and (budgets) the period
     /// it fired in (see `limits::thresholds`).
-    pub(super) fired: FxHashMap<String, (i64, Fired)>,
+    pub(super) fired: Fields<(i64, Fired)>,
     /// Like a Redis TTL: after this nothing in here counts any more.
     pub(super) expires_ms: i64,
 }
@@ -59,7 +60,7 @@ fn rise(
             at_ms: now,
         });
     }
-    *slot(&mut c.fired, spec.field()) = (period_start.unwrap_or(0), next);
+    *c.fired.slot(spec.field()) = (period_start.unwrap_or(0), next);
 }
 
 /// `map`'s entry for `key`, created on first use: the key is copied then, not on every
@@ -106,12 +107,12 @@ impl Counter<'_> {
     fn open<'a>(c: &'a mut ConfigCounters, spec: &LimitSpec, now: i64) -> Counter<'a> {
         match spec.grid() {
             None => {
-                let w = slot(&mut c.windows, spec.field());
+                let w = c.windows.slot(spec.field());
                 w.evict(now, spec.len_ms);
                 Counter::Window(w)
             }
             Some(grid) => {
-                let b = slot(&mut c.budgets, spec.field());
+                let b = c.budgets.slot(spec.field());
                 let period = b.roll(&grid, now);
                 Counter::Budget(b, period)
             }

@@ -5,6 +5,7 @@
 
 mod config_log;
 mod counters;
+mod fields;
 mod seeds;
 
 use self::config_log::ChangeLog;

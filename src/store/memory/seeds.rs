@@ -1,7 +1,7 @@
 //! A config update's new budgets, seeded in the embedded store (as
 //! `lua/lib/counter_updates.lua` does in Redis).
 
-use super::counters::{ConfigCounters, slot};
+use super::counters::ConfigCounters;
 use crate::store::BudgetSeed;
 
 /// New budgets start with their source budget's usage in its current period (added to
@@ -20,7 +20,7 @@ pub(super) fn seed_budgets(c: &mut ConfigCounters, seeds: &[BudgetSeed], now: i6
         };
         source.roll(&source_grid, now);
         if source.used() > 0 {
-            let target = slot(&mut c.budgets, seed.target.field());
+            let target = c.budgets.slot(seed.target.field());
             target.roll(&target_grid, now);
             target.add(source.used());
         }
