@@ -17,7 +17,8 @@
 //! `--perf FILE` records the last run's tollgate with `perf record -e cpu-clock` (no
 //! call graphs: release binaries have symbols, not debug info). `--tollgate
 //! before=PATH,after=PATH` compares builds in one run, their runs interleaved (default:
-//! the binary cargo built).
+//! the binary cargo built). `--transport tcp,unix` also measures each build over a
+//! Unix-domain socket (`--listen-unix`): same checks, same client, no TCP stack.
 //!
 //! Never run by CI; nothing asserts on time.
 
@@ -47,13 +48,36 @@ struct Opts {
     perf: Option<String>,
     /// (label, binary).
     builds: Vec<(String, std::path::PathBuf)>,
+    transports: Vec<Transport>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Tcp,
+    Unix,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Unix => "unix",
+        }
+    }
+}
+
+/// Where the workers connect.
+#[derive(Clone)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
 }
 
 fn usage(code: i32) -> ! {
     eprintln!(
         "usage: cargo bench --bench sidecar_cpu -- [--store memory,redis] [--threads 1,2] \
          [--concurrency 32] [--warmup 2] [--duration 10] [--repeat 3] [--perf FILE] \
-         [--tollgate LABEL=PATH,…]"
+         [--tollgate LABEL=PATH,…] [--transport tcp,unix]"
     );
     std::process::exit(code)
 }
@@ -68,6 +92,7 @@ fn parse_opts() -> Opts {
         repeat: 3,
         perf: None,
         builds: vec![("this build".into(), tollgate_testkit::tollgate_binary())],
+        transports: vec![Transport::Tcp],
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -103,6 +128,16 @@ fn parse_opts() -> Opts {
                     })
                     .collect()
             }
+            "--transport" => {
+                o.transports = value()
+                    .split(',')
+                    .map(|t| match t.trim() {
+                        "tcp" => Transport::Tcp,
+                        "unix" => Transport::Unix,
+                        _ => usage(2),
+                    })
+                    .collect()
+            }
             "-h" | "--help" => usage(0),
             _ => usage(2),
         }
@@ -135,16 +170,34 @@ struct Run {
     errors: u64,
 }
 
-async fn worker(addr: SocketAddr, measure_from: Instant, end: Instant) -> (Histogram<u64>, u64) {
+/// One HTTP/1.1 keep-alive connection to `target`.
+async fn connect(target: &Target) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    match target {
+        Target::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            sender
+        }
+        Target::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            sender
+        }
+    }
+}
+
+async fn worker(target: Target, measure_from: Instant, end: Instant) -> (Histogram<u64>, u64) {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
     let mut errors = 0;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let host = addr.to_string();
+    let mut sender = connect(&target).await;
+    let host = "localhost";
     let body = Bytes::from_static(CHECK_BODY.as_bytes());
     loop {
         let started = Instant::now();
@@ -152,7 +205,7 @@ async fn worker(addr: SocketAddr, measure_from: Instant, end: Instant) -> (Histo
             break;
         }
         let req = Request::post("/v1/check")
-            .header(HOST, &host)
+            .header(HOST, host)
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body.clone()))
             .unwrap();
@@ -182,6 +235,7 @@ async fn run_once(
     bin: &std::path::Path,
     store: &str,
     threads: u16,
+    transport: Transport,
     perf: Option<&str>,
 ) -> Run {
     let redis = (store == "redis").then(RedisServer::start);
@@ -190,6 +244,12 @@ async fn run_once(
     let mut args = vec!["--worker-threads", threads.as_str()];
     if let Some(url) = &url {
         args.extend(["--redis-url", url.as_str()]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("tollgate.sock");
+    let sock_arg = sock.display().to_string();
+    if transport == Transport::Unix {
+        args.extend(["--listen-unix", sock_arg.as_str()]);
     }
     let proc = Process::launch(bin, &args, &[("RUST_LOG", "warn")], Duration::from_secs(60)).await;
     let addr = proc.addr();
@@ -215,8 +275,12 @@ async fn run_once(
     }
     let measure_from = Instant::now() + opts.warmup;
     let end = measure_from + opts.duration;
+    let target = match transport {
+        Transport::Tcp => Target::Tcp(addr),
+        Transport::Unix => Target::Unix(sock),
+    };
     let workers: Vec<_> = (0..opts.concurrency)
-        .map(|_| tokio::spawn(worker(addr, measure_from, end)))
+        .map(|_| tokio::spawn(worker(target.clone(), measure_from, end)))
         .collect();
     tokio::time::sleep_until(measure_from.into()).await;
     let pid = proc.pid();
@@ -268,19 +332,30 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Every build over every transport, interleaved within each repeat.
+    let mut variants: Vec<(String, &std::path::Path, Transport)> = Vec::new();
+    for (label, bin) in &opts.builds {
+        for &t in &opts.transports {
+            let label = match opts.transports.len() {
+                1 => label.clone(),
+                _ => format!("{label} over {}", t.as_str()),
+            };
+            variants.push((label, bin.as_path(), t));
+        }
+    }
     let mut rows = Vec::new();
     rt.block_on(async {
         let last = (opts.stores.len(), opts.threads.len());
         for (si, store) in opts.stores.iter().enumerate() {
             for (ti, &threads) in opts.threads.iter().enumerate() {
-                let mut runs: Vec<Vec<Run>> = opts.builds.iter().map(|_| Vec::new()).collect();
+                let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
                 for r in 0..opts.repeat {
-                    for (bi, (label, bin)) in opts.builds.iter().enumerate() {
+                    for (bi, (label, bin, transport)) in variants.iter().enumerate() {
                         let perf = (si + 1, ti + 1) == last
                             && r + 1 == opts.repeat
-                            && bi + 1 == opts.builds.len();
+                            && bi + 1 == variants.len();
                         let perf = opts.perf.as_deref().filter(|_| perf);
-                        let run = run_once(&opts, bin, store, threads, perf).await;
+                        let run = run_once(&opts, bin, store, threads, *transport, perf).await;
                         println!(
                             "{label}, {store}, {threads} worker thread(s), run {}: {:.0} checks/s, {:.1} µs CPU/check, p50 {:.3} ms, p99 {:.3} ms, {} errors",
                             r + 1,
@@ -293,7 +368,7 @@ fn main() {
                         runs[bi].push(run);
                     }
                 }
-                for ((label, _), runs) in opts.builds.iter().zip(runs) {
+                for ((label, ..), runs) in variants.iter().zip(runs) {
                     rows.push((
                         label.clone(),
                         store.clone(),

@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use unix::UnixServer;
+
+mod unix;
 
 /// A tollgate serving in the background.
 pub struct Running {
@@ -21,6 +24,8 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     grpc: Option<Grpc>,
+    /// The same API on `--listen-unix`'s socket.
+    unix: Option<UnixServer>,
     sync: JoinHandle<()>,
     persist: JoinHandle<()>,
     alerts: Arc<AlertSink>,
@@ -78,6 +83,10 @@ impl Running {
                     )));
                 }
             }
+        }
+        if let Some(unix) = self.unix.take() {
+            let left = grace.saturating_sub(started.elapsed());
+            result = result.and(unix.stop(left).await);
         }
         self.abort_tasks();
         // No check takes from a lease any more: what is unspent goes back.
@@ -192,6 +201,10 @@ async fn start_with<S: Store>(
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let unix_listener = match &settings.listen_unix {
+        Some(path) => Some((unix::bind(path)?, path.clone())),
+        None => None,
+    };
     let grpc_listener = match settings.grpc_listen {
         Some(at) => Some(
             tokio::net::TcpListener::bind(at)
@@ -308,6 +321,10 @@ async fn start_with<S: Store>(
         None => (None, None),
     };
     let router = crate::api::service(app, settings.max_body_bytes as usize);
+    let unix = unix_listener.map(|(listener, path)| {
+        tracing::info!(path = %unix::shown(&listener), "tollgate listening on a Unix socket");
+        UnixServer::serve(listener, path, router.clone())
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, axum::ServiceExt::into_make_service(router))
@@ -323,6 +340,7 @@ async fn start_with<S: Store>(
         shutdown: Some(tx),
         server,
         grpc,
+        unix,
         sync,
         persist,
         alerts,
