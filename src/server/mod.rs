@@ -16,6 +16,31 @@ use unix::UnixServer;
 
 mod unix;
 
+/// Waits up to `grace` for an HTTP server told to stop; aborts it after that.
+/// `on`: where it served, for the messages (`""` for `--listen`).
+async fn served_within(
+    server: &mut JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+    on: &str,
+) -> Result<(), String> {
+    let on = if on.is_empty() {
+        String::new()
+    } else {
+        format!(" {on}")
+    };
+    match tokio::time::timeout(grace, &mut *server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(format!("server error{on}: {e}")),
+        Ok(Err(e)) => Err(format!("server task{on} failed: {e}")),
+        Err(_) => {
+            server.abort();
+            Err(format!(
+                "in-flight requests{on} still running after {grace:?}; stopped anyway"
+            ))
+        }
+    }
+}
+
 /// A tollgate serving in the background.
 pub struct Running {
     pub addr: SocketAddr,
@@ -58,18 +83,11 @@ impl Running {
         if let Some(tx) = self.grpc.as_mut().and_then(|g| g.shutdown.take()) {
             let _ = tx.send(());
         }
+        if let Some(unix) = self.unix.as_mut() {
+            unix.signal();
+        }
         let started = tokio::time::Instant::now();
-        let mut result = match tokio::time::timeout(grace, &mut self.server).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(format!("server error: {e}")),
-            Ok(Err(e)) => Err(format!("server task failed: {e}")),
-            Err(_) => {
-                self.server.abort();
-                Err(format!(
-                    "in-flight requests still running after {grace:?}; stopped anyway"
-                ))
-            }
-        };
+        let mut result = served_within(&mut self.server, grace, "").await;
         if let Some(grpc) = self.grpc.as_mut() {
             let left = grace.saturating_sub(started.elapsed());
             match tokio::time::timeout(left, &mut grpc.server).await {

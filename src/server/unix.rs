@@ -68,22 +68,17 @@ impl UnixServer {
         }
     }
 
-    /// Stops accepting, waits up to `grace` for in-flight requests, removes the socket.
-    pub async fn stop(mut self, grace: Duration) -> Result<(), String> {
+    /// Stops accepting (with the TCP server: `Running::stop` signals both at once).
+    pub fn signal(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let result = match tokio::time::timeout(grace, &mut self.server).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(format!("Unix socket server error: {e}")),
-            Ok(Err(e)) => Err(format!("Unix socket server task failed: {e}")),
-            Err(_) => {
-                self.server.abort();
-                Err(format!(
-                    "requests on the Unix socket still running after {grace:?}; stopped anyway"
-                ))
-            }
-        };
+    }
+
+    /// Waits up to `grace` for in-flight requests, then removes the socket.
+    pub async fn stop(mut self, grace: Duration) -> Result<(), String> {
+        self.signal();
+        let result = super::served_within(&mut self.server, grace, "on the Unix socket").await;
         self.remove();
         result
     }
