@@ -211,11 +211,10 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
         }
         None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(b",\"retry_after_ms\":");
     match retry_after_ms {
-        Some(ms) => {
-            let _ = write!(out, ",\"retry_after_ms\":{ms}");
-        }
-        None => out.extend_from_slice(b",\"retry_after_ms\":null"),
+        Some(ms) => write_int(&mut out, ms),
+        None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"limits\":[");
     let mut rest = outcomes.iter();
@@ -252,7 +251,8 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
         out.push(b']');
     }
     if let Some(at) = reserved_at_ms {
-        let _ = write!(out, ",\"reserved_at_ms\":{at}");
+        out.extend_from_slice(b",\"reserved_at_ms\":");
+        write_int(&mut out, at);
     }
     out.push(b'}');
     out
@@ -261,26 +261,30 @@ pub fn write_answer<C: Deref<Target = CompiledConfig>>(
 /// One limit's entry: its head, then its counts after the check.
 #[inline]
 fn write_limit(out: &mut Vec<u8>, head: &str, spec: &crate::limits::LimitSpec, o: &LimitOutcome) {
-    use std::io::Write;
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b",\"used\":");
     write_quantity(out, spec.kind, o.used);
     out.extend_from_slice(b",\"remaining\":");
     write_quantity(out, spec.kind, (spec.max - o.used).max(0));
-    let _ = write!(out, ",\"reset_after_ms\":{}}}", o.reset_after_ms);
+    out.extend_from_slice(b",\"reset_after_ms\":");
+    write_int(out, o.reset_after_ms);
+    out.push(b'}');
+}
+
+/// An integer in decimal: `itoa`, a fifth of `write!`'s cost (no `fmt` machinery).
+#[inline]
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `quantity(kind, raw)` as JSON, written without building the `Value`.
 #[inline]
 fn write_quantity(out: &mut Vec<u8>, kind: LimitKind, raw: i64) {
-    use std::io::Write;
     match kind {
         LimitKind::Budget => {
             let _ = serde_json::to_writer(&mut *out, &nanos_to_dollars(raw));
         }
-        _ => {
-            let _ = write!(out, "{raw}");
-        }
+        _ => write_int(out, raw),
     }
 }
 

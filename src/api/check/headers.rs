@@ -6,6 +6,12 @@ use crate::app::check::most_restrictive_of;
 use crate::limits::{LimitKind, LimitSpec};
 use crate::store::LimitOutcome;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use itoa::Buffer;
+
+/// `n` in decimal, in `buf` (`itoa`: no `fmt` machinery, a fifth of `format!`'s cost).
+fn int(buf: &mut Buffer, n: i64) -> &str {
+    buf.format(n)
+}
 
 pub fn ceil_secs(ms: i64) -> i64 {
     (ms.max(0) + 999) / 1000
@@ -27,11 +33,23 @@ pub fn ratelimit_headers(headers: &mut HeaderMap, spec: &LimitSpec, outcome: &Li
         LimitKind::Tokens => ";qu=\"tokens\"",
         LimitKind::Budget => ";qu=\"usd-cents\"",
     };
-    let policy = format!("\"{name}\";q={quota};w={}{unit}", ceil_secs(spec.len_ms));
-    let state = format!(
-        "\"{name}\";r={remaining};t={}",
-        ceil_secs(outcome.reset_after_ms)
-    );
+    let mut policy = String::with_capacity(48);
+    for part in ["\"", name, "\";q=", int(&mut Buffer::new(), quota), ";w="] {
+        policy.push_str(part);
+    }
+    policy.push_str(int(&mut Buffer::new(), ceil_secs(spec.len_ms)));
+    policy.push_str(unit);
+    let mut state = String::with_capacity(40);
+    for part in [
+        "\"",
+        name,
+        "\";r=",
+        int(&mut Buffer::new(), remaining),
+        ";t=",
+    ] {
+        state.push_str(part);
+    }
+    state.push_str(int(&mut Buffer::new(), ceil_secs(outcome.reset_after_ms)));
     if let (Ok(p), Ok(s)) = (value(policy), value(state)) {
         headers.insert(RATELIMIT_POLICY, p);
         headers.insert(RATELIMIT, s);
@@ -108,27 +126,27 @@ fn openai_values(max: i64, used: i64, reset_after_ms: i64) -> [HeaderValue; 3] {
 /// `ms` as Go prints a `time.Duration` rounded to milliseconds (`6m0s`, `1.5s`,
 /// `20ms`), written into one buffer.
 pub fn go_duration(ms: i64) -> String {
-    use std::fmt::Write;
     let ms = ms.max(0);
     if ms == 0 {
         return "0s".into();
     }
     let mut out = String::with_capacity(16);
+    let mut buf = Buffer::new();
     if ms < 1000 {
-        let _ = write!(out, "{ms}ms");
+        out.push_str(int(&mut buf, ms));
+        out.push_str("ms");
         return out;
     }
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    match (h, m) {
-        (0, 0) => {}
-        (0, m) => {
-            let _ = write!(out, "{m}m");
-        }
-        (h, m) => {
-            let _ = write!(out, "{h}h{m}m");
-        }
+    if h > 0 {
+        out.push_str(int(&mut buf, h));
+        out.push('h');
     }
-    let _ = write!(out, "{s}");
+    if h > 0 || m > 0 {
+        out.push_str(int(&mut buf, m));
+        out.push('m');
+    }
+    out.push_str(int(&mut buf, s));
     if frac > 0 {
         // Milliseconds as a decimal fraction, without its trailing zeros.
         let (mut digits, mut width) = (frac, 3);
@@ -136,7 +154,12 @@ pub fn go_duration(ms: i64) -> String {
             digits /= 10;
             width -= 1;
         }
-        let _ = write!(out, ".{digits:0width$}");
+        out.push('.');
+        let digits = int(&mut buf, digits);
+        for _ in digits.len()..width {
+            out.push('0');
+        }
+        out.push_str(digits);
     }
     out.push('s');
     out
@@ -168,6 +191,83 @@ mod tests {
         ] {
             assert_eq!(go_duration(ms), want, "{ms} ms");
         }
+    }
+
+    /// Go's own rule, written plainly with `format!`: the written one must agree.
+    fn go_duration_by_format(ms: i64) -> String {
+        let ms = ms.max(0);
+        if ms == 0 {
+            return "0s".into();
+        }
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+        let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        let head = match (h, m) {
+            (0, 0) => String::new(),
+            (0, m) => format!("{m}m"),
+            (h, m) => format!("{h}h{m}m"),
+        };
+        let frac = format!("{:03}", frac);
+        let frac = frac.trim_end_matches('0');
+        match frac {
+            "" => format!("{head}{s}s"),
+            f => format!("{head}{s}.{f}s"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn go_durations_agree_with_format(ms in proptest::prop_oneof![
+            -10i64..5_000, 0i64..400_000_000, proptest::num::i64::ANY,
+        ]) {
+            proptest::prop_assert_eq!(go_duration(ms), go_duration_by_format(ms));
+        }
+    }
+
+    #[test]
+    fn ietf_fields_of_each_kind() {
+        let config = crate::model::validate::create_config(
+            serde_json::from_value(serde_json::json!({
+                "model_name": "*", "scope": "global",
+                "rate_limit": {"request_max_limit": 60, "request_reset_duration": "1m",
+                               "token_max_limit": 1000, "token_reset_duration": "1h"},
+                "budgets": [{"max_limit": 2.5, "reset_duration": "1d"}]
+            }))
+            .unwrap(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let compiled = crate::limits::CompiledConfig::compile(config).unwrap();
+        let outcome = |used| LimitOutcome {
+            admitted: true,
+            used,
+            reset_after_ms: 1_500,
+            retry_after_ms: 0,
+        };
+        let mut got = Vec::new();
+        for (spec, used) in compiled.limits().iter().zip([59, 1_001, 1_250_000_000]) {
+            let mut headers = HeaderMap::new();
+            ratelimit_headers(&mut headers, spec, &outcome(used));
+            let text = |name: &HeaderName| headers[name].to_str().unwrap().to_string();
+            got.push((text(&RATELIMIT_POLICY), text(&RATELIMIT)));
+        }
+        let want = [
+            (r#""requests";q=60;w=60"#, r#""requests";r=1;t=2"#),
+            (
+                r#""tokens";q=1000;w=3600;qu="tokens""#,
+                r#""tokens";r=0;t=2"#,
+            ),
+            (
+                r#""budget";q=250;w=86400;qu="usd-cents""#,
+                r#""budget";r=125;t=2"#,
+            ),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
