@@ -18,7 +18,8 @@
 //! call graphs: release binaries have symbols, not debug info). `--tollgate
 //! before=PATH,after=PATH` compares builds in one run, their runs interleaved (default:
 //! the binary cargo built). `--transport tcp,unix` also measures each build over a
-//! Unix-domain socket (`--listen-unix`): same checks, same client, no TCP stack.
+//! Unix-domain socket (`--listen-unix`): same checks, same client, no TCP stack. A
+//! `floor=target/release/http_floor` build (testkit's) measures the HTTP floor.
 //!
 //! Never run by CI; nothing asserts on time.
 

@@ -6,9 +6,9 @@
 //! tollgate's own work is the difference.
 //!
 //! ```text
-//! cargo build --release --example http_floor
-//! cargo bench --bench sidecar_cpu -- --store memory \
-//!     --tollgate floor=target/release/examples/http_floor,tollgate=target/release/tollgate
+//! cargo build --release -p tollgate-testkit --bin http_floor
+//! cargo bench --bench sidecar_cpu -- --store memory --transport tcp,unix \
+//!     --tollgate floor=target/release/http_floor,tollgate=target/release/tollgate
 //! ```
 //!
 //! It takes tollgate's `--listen`, `--listen-unix` and `--worker-threads` and ignores
@@ -19,6 +19,10 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use std::convert::Infallible;
+
+/// As tollgate runs: mimalloc (`main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The answer's headers, as tollgate writes them for the bench's 9-limit check.
 const HEADERS: [(&str, &str); 8] = [
