@@ -271,7 +271,7 @@ fn write_limit(out: &mut Vec<u8>, head: &str, spec: &crate::limits::LimitSpec, o
     out.push(b'}');
 }
 
-/// An integer in decimal: `itoa`, a fifth of `write!`'s cost (no `fmt` machinery).
+/// An integer in decimal: `itoa`, without `fmt`'s formatter and its dynamic calls.
 #[inline]
 fn write_int(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
