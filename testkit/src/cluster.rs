@@ -50,6 +50,8 @@ impl Cluster {
                 // A replica takes over however recently it synced.
                 .args(["--cluster-replica-validity-factor", "0"])
                 .args(["--save", "", "--appendonly", "no"])
+                // A replica's first sync starts at once, not 5 s later.
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
@@ -86,6 +88,9 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout)
         );
         cluster.wait_ok(replicas > 0);
+        if replicas > 0 {
+            cluster.wait_streaming(replicas);
+        }
         cluster
     }
 
@@ -124,6 +129,35 @@ impl Cluster {
                 })
             });
         assert!(synced, "every master has its replica in sync");
+    }
+
+    /// Until a write to each master is acknowledged by its `replicas` replicas (`WAIT`).
+    /// A replica's link is up once its first sync is loaded, but its master streams
+    /// writes to it only after the replica's first `REPLCONF ACK` (up to a second
+    /// later): a master killed in between loses everything written since the sync, not
+    /// a replication lag's worth.
+    fn wait_streaming(&self, replicas: usize) {
+        for master in self.masters() {
+            let key = self.key_served_by(master);
+            let acked = wait(Duration::from_secs(20), || {
+                let _ = cmd::<()>(master, &["SET", &key, "1"]);
+                cmd::<i64>(master, &["WAIT", &replicas.to_string(), "1000"])
+                    .is_ok_and(|n| n >= replicas as i64)
+            });
+            let _ = cmd::<()>(master, &["DEL", &key]);
+            assert!(acked, "master {master}'s replicas acknowledge its writes");
+        }
+    }
+
+    /// A key in one of the slots master `port` serves.
+    fn key_served_by(&self, port: u16) -> String {
+        (0..)
+            .map(|n| format!("tollgate-test:probe:{n}"))
+            .find(|key| {
+                cmd::<i64>(port, &["CLUSTER", "KEYSLOT", key])
+                    .is_ok_and(|slot| self.master_of_as_seen_by(port, slot as u16) == Some(port))
+            })
+            .expect("every master serves slots")
     }
 
     /// Port of the master serving `slot`, as the nodes see it (the first that disagrees
